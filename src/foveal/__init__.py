@@ -1,0 +1,23 @@
+"""foveal: image classification with neural networks, from labeled images to a deployed model."""
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy imports keep `import foveal` light (the inference install has no torch).
+    if name == "Classifier":
+        from .api import Classifier
+
+        return Classifier
+    if name in ("create_model", "list_models"):
+        from . import models
+
+        return getattr(models, name)
+    if name in ("RunConfig", "load_config"):
+        from . import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'foveal' has no attribute '{name}'")
+
+
+__all__ = ["Classifier", "create_model", "list_models", "RunConfig", "load_config", "__version__"]

@@ -1,0 +1,262 @@
+"""Typed run configuration: the only place defaults live.
+
+A run is described by :class:`RunConfig`, made of one dataclass per concern. YAML recipes
+and CLI flags fill the same fields through :func:`from_dict` / :func:`apply_overrides`,
+which check every key and type in one place and name the offending key on error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are shaped before the model."""
+
+    source: str = "digits"  # 'digits', a dataset name (mnist, ...), an image folder, or a CSV manifest
+    data_dir: Optional[str] = None  # folder holding official dataset files (mnist, cifar10, ...)
+    img_size: Optional[int] = None  # square side in px; None: the model's default for the data
+    in_chans: Optional[int] = None  # 1 or 3; None: inferred from the images
+    resize: Literal["squash", "crop"] = "squash"  # squash to img_size, or shorter side + center crop
+    val_fraction: float = 0.1  # of all labeled images, when the source has no val split
+    test_fraction: float = 0.2  # of all labeled images, when the source has no test split
+    mean: Optional[list[float]] = None  # per channel in [0, 1]; None: computed on the train split
+    std: Optional[list[float]] = None
+    augment: list[str] = field(default_factory=lambda: ["crop"])  # names from foveal.data.augment
+    pad: int = 2  # px of padding for the 'crop' augmentation (per 32 px of input)
+    rotate: float = 10.0  # max degrees for 'rotate'
+    noise_std: float = 0.05  # std of 'noise' in [0, 1] pixel units
+    jitter: float = 0.4  # brightness/contrast/saturation strength for 'jitter'
+    erase_p: float = 0.25  # probability of one random-erasing rectangle per image for 'erase'
+    randaug_n: int = 2  # ops per image for 'randaugment'
+    randaug_m: int = 9  # magnitude (0-30 scale of Cubuk et al.) for 'randaugment'
+    mixup: float = 0.0  # Beta(alpha, alpha) for mixup; 0 disables
+    cutmix: float = 0.0  # Beta(alpha, alpha) for cutmix; 0 disables
+    balance: Literal["none", "weights", "sampler"] = "none"  # class imbalance: weighted loss or balanced sampling
+    limit: Optional[int] = None  # keep at most this many training images (quick experiments)
+    workers: int = 2  # decode threads for folders
+    max_pixels: int = 64_000_000  # refuse images declaring more pixels (decompression bombs)
+
+
+@dataclass
+class ModelConfig:
+    """Which network, and how it is built."""
+
+    name: str = "lenet5"  # a name from `foveal models`
+    drop_rate: float = 0.0  # dropout before the classifier
+    drop_path_rate: float = 0.0  # stochastic depth, for models that have residual blocks
+    pretrained: Optional[str] = None  # safetensors file or run folder to start from
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, schedule and regularization."""
+
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = 3e-3  # peak learning rate, per batch (no automatic scaling)
+    momentum: float = 0.9  # SGD momentum, or Adam beta1
+    nesterov: bool = True
+    beta2: float = 0.999
+    weight_decay: float = 5e-4  # applied to weights only; norms and biases are exempt
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_epochs: float = 1.0  # linear warm-up length for 'cosine'
+    min_lr_ratio: float = 0.01  # final lr as a fraction of `lr`
+    label_smoothing: float = 0.0
+    grad_clip: Optional[float] = None  # max global gradient norm
+    loss: Literal["ce", "focal"] = "ce"
+    focal_gamma: float = 2.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop: length, batching, devices, checkpoints, selection."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+    amp: bool = True  # bf16 autocast (CUDA only; ignored on CPU)
+    ema: bool = False  # keep an exponential moving average of weights, evaluated instead
+    ema_decay: float = 0.999  # per step
+    early_stop: Optional[int] = None  # stop after this many epochs without improvement
+    best_metric: Literal["val_acc", "val_macro_f1", "val_loss"] = "val_acc"
+    name: Optional[str] = None  # run folder name under out_dir; default from data and model
+    out_dir: str = "runs"
+    resume: bool = False  # continue the run folder `name` from its last checkpoint
+    deterministic: bool = True  # deterministic kernels where the backend has them
+    progress: bool = True  # progress bar on stderr
+    log_every: int = 20  # steps between progress-bar refreshes (each one syncs the device)
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; saved as config.yaml in its run folder."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A key or value in a recipe or on the command line is not valid."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` as type `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if isinstance(value, str):  # CLI form: comma-separated
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, Path)):
+            return str(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown key '{where}{key}'{hint}; valid keys: {', '.join(known)}")
+
+
+def from_dict(d: dict[str, Any] | None, cls: type = RunConfig, where: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict, checking every key and type."""
+    d = d or {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {d!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in d.items():
+        if key not in names:
+            raise _unknown(key, names, where)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(value, tp, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (for YAML/JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def field_paths(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
+    """Map every leaf field's dotted path ('optim.lr') to its type."""
+    out: dict[str, Any] = {}
+    for name, tp in _hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out.update(field_paths(tp, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = tp
+    return out
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return a copy of `cfg` with dotted-path overrides ({'optim.lr': 0.1}) checked and set."""
+    d = to_dict(cfg)
+    paths = field_paths(type(cfg))
+    for path, value in overrides.items():
+        if path not in paths:
+            raise _unknown(path, sorted(paths), "")
+        section, _, leaf = path.rpartition(".")
+        target = d
+        for part in section.split(".") if section else []:
+            target = target[part]
+        target[leaf] = value
+    return from_dict(d, type(cfg))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe as a dict, with the file named in any error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe '{path}' does not exist")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe '{path}' is not valid YAML: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"recipe '{path}' must be a mapping of sections (data, model, optim, train)")
+    return d
+
+
+def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the recipe's values, then the overrides, each checked."""
+    try:
+        cfg = from_dict(load_yaml(recipe)) if recipe else RunConfig()
+    except ConfigError as e:
+        raise ConfigError(f"{recipe}: {e}") from None
+    return apply_overrides(cfg, overrides or {})
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,10 @@
+"""Data: sources, splits, decoding, batched augmentation and loaders."""
+
+from .augment import AUGMENTS, Compose
+from .decode import DecodeError, load_image
+from .loader import DeviceLoader, mean_std
+from .sources import DATASETS, DataBundle, Split, load_source
+from .splits import make_splits
+
+__all__ = ["AUGMENTS", "Compose", "DecodeError", "load_image", "DeviceLoader", "mean_std", "DATASETS",
+           "DataBundle", "Split", "load_source", "make_splits"]

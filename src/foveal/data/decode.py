@@ -1,0 +1,104 @@
+"""Decoding one image file into a uint8 tensor the model can take.
+
+The same function prepares images for training, evaluation and prediction, so a file is
+seen identically by all three. Every failure becomes a `DecodeError` naming the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+
+
+class DecodeError(ValueError):
+    """An image file could not be read; the message names the file and the reason."""
+
+
+def is_image_name(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def _to_mode(img: Image.Image, in_chans: int) -> Image.Image:
+    """Convert any PIL mode (1, L, P, RGBA, CMYK, I;16, I, F, LA...) to 'L' or 'RGB'."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit/32-bit/float images: map their full range to 0..255 instead of clipping at 255.
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode == "F" and a.min() >= 0 and a.max() <= 1.0:
+            a = a * 255.0  # float images in [0, 1]
+        elif a.max() > 255:
+            a = a * (255.0 / 65535.0)  # 16-bit range
+        img = Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        # Transparent pixels are composited over white: the usual look of such images.
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba).convert("RGB")
+    target = "L" if in_chans == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def open_image(path: str | Path, max_pixels: int = 64_000_000, draft_size: int | None = None) -> Image.Image:
+    """Open, orient (EXIF) and fully decode an image, or raise DecodeError naming `path`.
+
+    `draft_size` lets JPEG decode at a reduced scale (1/2, 1/4, 1/8) no smaller than it.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise DecodeError(f"'{path}': empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise DecodeError(f"'{path}': declares {w}x{h} = {w * h:,} pixels, over the limit of "
+                                      f"{max_pixels:,} (a decompression bomb, or raise data.max_pixels)")
+                if draft_size and img.format == "JPEG":
+                    img.draft(img.mode, (draft_size, draft_size))
+                img.load()
+                return ImageOps.exif_transpose(img)
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError(f"'{path}': not an image in a format Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DecodeError(f"'{path}': cannot decode ({type(e).__name__}: {e})") from None
+
+
+def probe_channels(path: str | Path) -> int | None:
+    """1 for grayscale files, 3 for colour, None if unreadable; reads only the header."""
+    try:
+        with Image.open(path) as img:
+            return 1 if img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+    except Exception:
+        return None
+
+
+def pil_to_tensor(img: Image.Image, img_size: int, in_chans: int, resize: str = "squash") -> torch.Tensor:
+    """PIL image -> (in_chans, img_size, img_size) uint8 tensor, resized with antialiasing."""
+    img = _to_mode(img, in_chans)
+    if resize == "crop":  # shorter side to img_size, then the centre square
+        img = ImageOps.fit(img, (img_size, img_size), Image.Resampling.BILINEAR)
+    elif img.size != (img_size, img_size):
+        img = img.resize((img_size, img_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    a = np.asarray(img, dtype=np.uint8)
+    a = a[:, :, None] if a.ndim == 2 else a
+    return torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous()  # (C, H, W)
+
+
+def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
+               max_pixels: int = 64_000_000) -> torch.Tensor:
+    """Read `path` as a (in_chans, img_size, img_size) uint8 tensor, or raise DecodeError."""
+    img = open_image(path, max_pixels, draft_size=img_size if resize == "squash" else None)
+    try:
+        return pil_to_tensor(img, img_size, in_chans, resize)
+    except (OSError, ValueError) as e:
+        raise DecodeError(f"'{path}': cannot convert ({type(e).__name__}: {e})") from None

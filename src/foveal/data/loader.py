@@ -1,0 +1,84 @@
+"""The in-memory loader: the whole split as uint8 on the training device, batched there.
+
+This is the airbench way: no worker processes, no per-image Python, one tensor gather per
+batch. Normalization happens here, after augmentation, so augmentations see [0, 1] pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+
+from .augment import Compose
+from .sources import Split
+
+
+def mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units of (N, C, H, W) uint8 images."""
+    C = images.shape[1]
+    s = torch.zeros(C, dtype=torch.float64)
+    s2 = torch.zeros(C, dtype=torch.float64)
+    n = 0
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].to(torch.float64) / 255.0
+        s += x.sum(dim=(0, 2, 3))
+        s2 += (x * x).sum(dim=(0, 2, 3))
+        n += x.numel() // C
+    mean = s / n
+    std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.clamp_min(1e-3).tolist()
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffling and augmentation, so a resumed run repeats it exactly."""
+    return (seed * 1_000_003 + epoch * 7_919) % (2**63)
+
+
+class DeviceLoader:
+    """Iterate (x, y) batches: x float (B, C, H, W) normalized, y (B,) int64 or (B, K) soft.
+
+    With `world > 1`, each rank takes every world-th sample of the same permutation.
+    """
+
+    def __init__(self, split: Split, batch_size: int, device: torch.device, mean: list[float], std: list[float],
+                 augment: Optional[Compose] = None, shuffle: bool = False, drop_last: bool = False,
+                 seed: int = 0, rank: int = 0, world: int = 1):
+        self.images = split.images.to(device, non_blocking=True)
+        self.labels = split.labels.to(device, non_blocking=True)
+        self.batch_size = batch_size
+        self.device = device
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.augment = augment
+        self.shuffle = shuffle
+        self.drop_last = drop_last and len(split) // world > batch_size
+        self.seed, self.rank, self.world = seed, rank, world
+        self.epoch = 0
+        self.generator = torch.Generator(device=device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.shuffle:
+            order = torch.arange(n, device=self.device)
+        else:
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+        return order[self.rank::self.world]
+
+    def __len__(self) -> int:
+        n = len(self.labels) // self.world
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        order = self._order()
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx].float().div_(255.0)  # (B, C, H, W) in [0, 1]
+            y = self.labels[idx]
+            if self.augment:
+                x, y = self.augment(x, y, self.generator)
+            yield (x - self.mean) / self.std, y

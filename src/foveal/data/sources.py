@@ -1,0 +1,208 @@
+"""Data sources: named datasets, image folders and CSV manifests, loaded as uint8 tensors.
+
+Every source returns a `DataBundle`: class names and splits ('train', 'val', 'test'), each
+an (N, C, H, W) uint8 tensor with int64 labels. Problems (unreadable files, empty classes)
+are collected by name in `bundle.problems` and never stop a run.
+"""
+
+from __future__ import annotations
+
+import csv
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import DataConfig
+from ..registry import Registry
+from .decode import DecodeError, is_image_name, load_image, probe_channels
+
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "dev": "val", "test": "test", "testing": "test"}
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+    paths: Optional[list[str]] = None  # source file per image, when there are files
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor) -> "Split":
+        paths = [self.paths[i] for i in idx.tolist()] if self.paths is not None else None
+        return Split(self.images[idx], self.labels[idx], paths)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def in_chans(self) -> int:
+        return next(iter(self.splits.values())).images.shape[1]
+
+    @property
+    def img_size(self) -> int:
+        return next(iter(self.splits.values())).images.shape[-1]
+
+
+# A named source: fn(cfg, img_size) -> DataBundle, with or without its own splits.
+DATASETS: Registry[Callable[[DataConfig, int], DataBundle]] = Registry("dataset")
+
+
+def resize_u8(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, h, w) uint8 -> (N, C, size, size) uint8, bilinear with antialiasing."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    out = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+@DATASETS.register("digits", native_size=8)
+def load_digits(cfg: DataConfig, img_size: int) -> DataBundle:
+    """scikit-learn's bundled 1,797 8x8 handwritten digits (values 0-16), upsampled to `img_size`."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))[:, None]  # (N, 1, 8, 8)
+    x = resize_u8(x, img_size)
+    if cfg.in_chans == 3:
+        x = x.expand(-1, 3, -1, -1).contiguous()
+    y = torch.from_numpy(d.target.astype(np.int64))
+    return DataBundle("digits", [str(c) for c in range(10)], {"all": Split(x, y)})
+
+
+def _decode_all(paths: list[Path], cfg: DataConfig, img_size: int, in_chans: int,
+                problems: list[str]) -> tuple[list[int], list[torch.Tensor]]:
+    """Decode `paths` in threads (Pillow releases the GIL); return indices kept and tensors."""
+
+    def one(p: Path):
+        try:
+            return load_image(p, img_size, in_chans, cfg.resize, cfg.max_pixels)
+        except DecodeError as e:
+            return e
+
+    with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
+        results = list(pool.map(one, paths))
+    keep, tensors = [], []
+    for i, r in enumerate(results):
+        if isinstance(r, DecodeError):
+            problems.append(f"skipped unreadable image {r}")
+        else:
+            keep.append(i)
+            tensors.append(r)
+    return keep, tensors
+
+
+def _infer_chans(paths: list[Path], cfg: DataConfig) -> int:
+    """The configured channel count, else 1 when every file (header) is grayscale, else 3."""
+    if cfg.in_chans:
+        return cfg.in_chans
+    chans = {probe_channels(p) for p in paths[:: max(1, len(paths) // 200)]} - {None}  # sample <= ~200 headers
+    return 1 if chans == {1} else 3
+
+
+def _bundle_from_items(name: str, items: list[tuple[Path, str, str]], classes: list[str],
+                       cfg: DataConfig, img_size: int, problems: list[str]) -> DataBundle:
+    """items: (path, class name, split name) -> DataBundle, decoding every file."""
+    in_chans = _infer_chans([p for p, _, _ in items], cfg)
+    keep, tensors = _decode_all([p for p, _, _ in items], cfg, img_size, in_chans, problems)
+    index = {c: i for i, c in enumerate(classes)}
+    by_split: dict[str, list[int]] = {}
+    for k, i in enumerate(keep):
+        by_split.setdefault(items[i][2], []).append(k)
+    if not keep:
+        raise ValueError(f"{name}: no readable images ({len(problems)} problems:\n  " + "\n  ".join(problems[:20]) + ")")
+    images = torch.stack(tensors)
+    labels = torch.tensor([index[items[i][1]] for i in keep], dtype=torch.int64)
+    paths = [str(items[i][0]) for i in keep]
+    splits = {}
+    for split, ks in by_split.items():
+        idx = torch.tensor(ks)
+        splits[split] = Split(images[idx], labels[idx], [paths[k] for k in ks])
+    return DataBundle(name, classes, splits, problems)
+
+
+def _scan_class_dirs(root: Path, split: str, problems: list[str]) -> list[tuple[Path, str, str]]:
+    items = []
+    for cdir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in cdir.rglob("*") if f.is_file() and not f.name.startswith("."))
+        images = [f for f in files if is_image_name(f)]
+        for f in files:
+            if not is_image_name(f):
+                problems.append(f"skipped non-image file '{f}'")
+        if not images:
+            problems.append(f"class folder '{cdir}' has no image files; class '{cdir.name}' dropped")
+        items += [(f, cdir.name, split) for f in images]
+    for f in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
+        problems.append(f"skipped file outside class folders '{f}'")
+    return items
+
+
+def load_folder(root: Path, cfg: DataConfig, img_size: int) -> DataBundle:
+    """root/<class>/* or root/{train,val|valid|validation,test}/<class>/*."""
+    problems: list[str] = []
+    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if not subdirs:
+        raise ValueError(f"image folder '{root}' has no class subfolders (expected {root}/<class>/<image>)")
+    split_dirs = {SPLIT_ALIASES.get(p.name.lower()): p for p in subdirs}
+    if "train" in split_dirs and None not in split_dirs:  # every subfolder is a split
+        items = [it for split, d in split_dirs.items() for it in _scan_class_dirs(d, split, problems)]
+    else:
+        items = _scan_class_dirs(root, "all", problems)
+    classes = sorted({c for _, c, _ in items})
+    if not classes:
+        raise ValueError(f"image folder '{root}' holds no image files ({'; '.join(problems[:5])})")
+    return _bundle_from_items(root.name, items, classes, cfg, img_size, problems)
+
+
+def load_csv(path: Path, cfg: DataConfig, img_size: int) -> DataBundle:
+    """A CSV manifest: `path,label[,split]` rows (header optional); paths relative to the CSV."""
+    problems: list[str] = []
+    items = []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+        rows = rows[1:]
+    for n, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            problems.append(f"'{path}' row {n}: expected path,label, got {row!r}")
+            continue
+        p = Path(row[0].strip())
+        p = p if p.is_absolute() else path.parent / p
+        split = SPLIT_ALIASES.get(row[2].strip().lower(), "all") if len(row) > 2 and row[2].strip() else "all"
+        if not p.is_file():
+            problems.append(f"'{path}' row {n}: file '{p}' does not exist")
+            continue
+        items.append((p, row[1].strip(), split))
+    if not items:
+        raise ValueError(f"CSV manifest '{path}' lists no existing image files ({'; '.join(problems[:5])})")
+    classes = sorted({c for _, c, _ in items})
+    return _bundle_from_items(path.stem, items, classes, cfg, img_size, problems)
+
+
+def load_source(cfg: DataConfig, img_size: int) -> DataBundle:
+    """Load `cfg.source` (a dataset name, a folder, or a CSV file) without splitting it."""
+    src = cfg.source
+    if src.lower() in DATASETS:
+        return DATASETS.get(src.lower())(cfg, img_size)
+    path = Path(src).expanduser()
+    if path.is_dir():
+        return load_folder(path, cfg, img_size)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return load_csv(path, cfg, img_size)
+    if path.exists():
+        raise ValueError(f"data source '{src}' is a file but not a .csv manifest")
+    raise ValueError(f"data source '{src}' is neither a known dataset ({', '.join(DATASETS.names())}) "
+                     "nor an existing folder or CSV file")

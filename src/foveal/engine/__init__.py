@@ -1,0 +1,5 @@
+"""Training engine: the loop, checkpoints, schedules, evaluation."""
+
+from .trainer import Callback, RunResult, Trainer
+
+__all__ = ["Callback", "RunResult", "Trainer"]

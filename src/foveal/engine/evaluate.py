@@ -1,0 +1,31 @@
+"""Evaluation passes over a loader, accumulating metrics on the device."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+
+from ..metrics import ConfusionMeter
+from .device import autocast
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device, amp: bool = True,
+             keep_logits: bool = False) -> tuple[ConfusionMeter, Optional[torch.Tensor]]:
+    """Run `model` over `loader`; return the filled meter and, if asked, all logits (N, K) on the CPU."""
+    was_training = model.training
+    model.eval()
+    meter = ConfusionMeter(num_classes, device)
+    kept = []
+    for x, y in loader:
+        with autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+        meter.update(logits, y, loss)
+        if keep_logits:
+            kept.append(logits)
+    model.train(was_training)
+    return meter, (torch.cat(kept).cpu() if keep_logits else None)

@@ -1,0 +1,64 @@
+"""Turn a config into ready data: load, split, match channels, fix size and normalization."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import torch
+
+from ..config import RunConfig
+from ..data import DataBundle, load_source, make_splits, mean_std
+from ..data.sources import Split, resize_u8
+from ..models import model_meta
+
+
+def default_img_size(cfg: RunConfig) -> int:
+    """The model's own default input size (224 for timm/ models)."""
+    if cfg.model.name.startswith("timm/"):
+        return 224
+    return model_meta(cfg.model.name)["default_img_size"]
+
+
+def match_channels(bundle: DataBundle, in_chans: int) -> DataBundle:
+    """Convert every split to `in_chans` (gray->RGB repeats; RGB->gray by ITU-R 601 luma)."""
+    if bundle.in_chans == in_chans:
+        return bundle
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+    def conv(x: torch.Tensor) -> torch.Tensor:
+        if in_chans == 3 and x.shape[1] == 1:
+            return x.expand(-1, 3, -1, -1).contiguous()
+        if in_chans == 1 and x.shape[1] == 3:
+            return (x.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        raise ValueError(f"cannot convert {x.shape[1]}-channel images to {in_chans} channels")
+
+    splits = {k: Split(conv(s.images), s.labels, s.paths) for k, s in bundle.splits.items()}
+    return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
+
+
+def match_size(bundle: DataBundle, img_size: int) -> DataBundle:
+    if bundle.img_size == img_size:
+        return bundle
+    splits = {k: Split(resize_u8(s.images, img_size), s.labels, s.paths) for k, s in bundle.splits.items()}
+    return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
+
+
+def prepare_data(cfg: RunConfig, bundle: Optional[DataBundle] = None,
+                 log: Callable[[str], None] = print) -> tuple[DataBundle, RunConfig]:
+    """Load and split the data; return it with a config whose data fields are all resolved."""
+    d = cfg.data
+    img_size = d.img_size or default_img_size(cfg)
+    bundle = bundle if bundle is not None else load_source(d, img_size)
+    for p in bundle.problems:
+        log(f"data: {p}")
+    bundle = make_splits(bundle, d, cfg.train.seed)
+    bundle = match_size(match_channels(bundle, d.in_chans or bundle.in_chans), img_size)
+    mean, std = d.mean, d.std
+    if mean is None or std is None:
+        mean, std = mean_std(bundle.splits["train"].images)
+    if len(mean) != bundle.in_chans or len(std) != bundle.in_chans:
+        raise ValueError(f"data.mean/data.std have {len(mean)}/{len(std)} values for {bundle.in_chans}-channel images")
+    data = dataclasses.replace(d, img_size=img_size, in_chans=bundle.in_chans, mean=[round(m, 6) for m in mean],
+                               std=[round(s, 6) for s in std])
+    return bundle, dataclasses.replace(cfg, data=data)

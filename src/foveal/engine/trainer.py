@@ -1,0 +1,270 @@
+"""The training loop: data on the device, metrics on the device, one sync per log point.
+
+`Trainer(cfg).fit()` prepares data and model, trains with checkpoints every epoch, picks
+the best epoch on `train.best_metric`, then evaluates the best weights on the test split
+and writes everything into the run folder. A run killed at any point continues with
+`train.resume`: every epoch's shuffling, augmentation and dropout are seeded from
+(seed, epoch), so the resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..config import RunConfig, to_dict
+from ..data import Compose, DataBundle, DeviceLoader
+from ..data.loader import epoch_seed
+from ..io import write_json
+from ..metrics import ConfusionMeter, format_report
+from ..models import count_params, create_model
+from . import runs
+from .checkpoint import load_resume, model_meta, save_resume, save_weights
+from .device import autocast, resolve_device, seed_everything
+from .evaluate import evaluate
+from .losses import build_loss, inverse_frequency_weights
+from .optim import Schedule, build_optimizer
+from .prepare import prepare_data
+
+
+class Callback:
+    """Hooks at clear points of the loop; override what you need."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any]) -> None: ...
+    def on_train_end(self, trainer: "Trainer", result: "RunResult") -> None: ...
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model: nn.Module
+    meta: dict[str, Any]
+    history: list[dict[str, Any]]
+    test_metrics: dict[str, Any]
+    test_logits: Optional[torch.Tensor] = None
+    data: Optional[DataBundle] = None
+
+
+@dataclass
+class LoopState:
+    """The loop's counters; saved in every resume checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    best: Optional[float] = None
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs since the last improvement (early stopping)
+    train_time: float = 0.0  # seconds spent in training epochs
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+_BEST_KEY = {"val_acc": ("accuracy", max), "val_macro_f1": ("macro_f1", max), "val_loss": ("loss", min)}
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, data: Optional[DataBundle] = None, callbacks: tuple[Callback, ...] = (),
+                 log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.data_in = data
+        self.callbacks = list(callbacks)
+        self.log = log
+
+    # ---- set-up -------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.device = resolve_device(cfg.train.device)
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        if cfg.train.resume:
+            self.run_dir = runs.find_run_dir(cfg)
+        self.data, self.cfg = prepare_data(cfg, self.data_in, log=self.log)
+        cfg = self.cfg
+        if not cfg.train.resume:
+            self.run_dir = runs.new_run_dir(cfg)
+        runs.write_config(self.run_dir, cfg)
+        if self.data.problems:
+            write_json(self.run_dir / "data_problems.json", self.data.problems)
+        torch.manual_seed(cfg.train.seed)  # model init depends on the seed alone
+        self.model = create_model(cfg.model.name, num_classes=len(self.data.classes), in_chans=cfg.data.in_chans,
+                                  img_size=cfg.data.img_size, drop_rate=cfg.model.drop_rate,
+                                  drop_path_rate=cfg.model.drop_path_rate, pretrained=cfg.model.pretrained)
+        self.model.to(self.device)
+        self._build_loaders()
+        weights = None
+        if cfg.data.balance == "weights":
+            weights = inverse_frequency_weights(self.data.splits["train"].labels, len(self.data.classes))
+        self.criterion = build_loss(cfg.optim, weights.to(self.device) if weights is not None else None)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        spe = len(self.train_loader)
+        self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * spe, spe)
+        self.ema = None
+        if cfg.train.ema:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
+                                     use_buffers=True)
+        self.state = LoopState()
+        if cfg.train.resume:
+            loop = load_resume(self.run_dir / "resume.safetensors", self.model, self.optimizer, self.ema)
+            self.state = LoopState(**loop)
+            self.log(f"resuming '{self.run_dir}' after epoch {self.state.epoch}/{cfg.train.epochs}")
+
+    def _build_loaders(self) -> None:
+        cfg, d = self.cfg, self.cfg.data
+        common = dict(device=self.device, mean=d.mean, std=d.std)
+        aug = Compose(d.augment, d, len(self.data.classes))
+        self.train_loader = DeviceLoader(self.data.splits["train"], cfg.train.batch_size, augment=aug, shuffle=True,
+                                         drop_last=True, seed=cfg.train.seed, **common)
+        self.val_loader = DeviceLoader(self.data.splits["val"], cfg.train.eval_batch_size, **common)
+        self.test_loader = DeviceLoader(self.data.splits["test"], cfg.train.eval_batch_size, **common)
+
+    def meta(self, extra: Optional[dict] = None) -> dict[str, Any]:
+        d = self.cfg.data
+        return model_meta(self.model, self.data.classes, d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg), extra)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    # ---- the loop -------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, model, loader = self.cfg, self.model, self.train_loader
+        model.train()
+        loader.set_epoch(epoch)
+        torch.manual_seed(epoch_seed(cfg.train.seed, epoch) + 1)  # dropout/drop-path draws of this epoch
+        loss_sum = torch.zeros((), device=self.device)
+        meter = ConfusionMeter(len(self.data.classes), self.device, topk=0)
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(total=len(loader) * cfg.train.batch_size, unit="img", leave=False, file=sys.stderr,
+                   desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not cfg.train.progress, dynamic_ncols=True)
+        for i, (x, y) in enumerate(loader):
+            self.schedule.set_step(self.state.step)
+            with autocast(self.device, cfg.train.amp):
+                logits = model(x)
+                loss = self.criterion(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(model)
+            self.state.step += 1
+            loss_sum += loss.detach() * len(y)
+            meter.update(logits.detach(), y)
+            seen += len(y)
+            bar.update(len(y))
+            if (i + 1) % cfg.train.log_every == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")  # deliberate sync, at log points only
+        bar.close()
+        seconds = time.perf_counter() - t0
+        acc = meter.compute()["accuracy"]  # one sync per epoch
+        return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": acc, "train_seconds": seconds,
+                "images_per_s": seen / max(seconds, 1e-9), "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def validate(self) -> dict[str, Any]:
+        meter, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device, self.cfg.train.amp)
+        return meter.compute(self.data.classes)
+
+    def _improved(self, value: float) -> bool:
+        _, better = _BEST_KEY[self.cfg.train.best_metric]
+        return self.state.best is None or (value != self.state.best and better(value, self.state.best) == value)
+
+    def end_epoch(self, epoch: int, train_row: dict[str, float], val: dict[str, Any]) -> dict[str, Any]:
+        """Record the epoch, save best/last/resume checkpoints (atomically), update early stopping."""
+        key, _ = _BEST_KEY[self.cfg.train.best_metric]
+        row = {"epoch": epoch + 1, **train_row, "val_loss": val["loss"], "val_acc": val["accuracy"],
+               "val_macro_f1": val["macro_f1"]}
+        if "top5" in val:
+            row["val_top5"] = val["top5"]
+        st = self.state
+        st.epoch, st.train_time = epoch + 1, st.train_time + train_row["train_seconds"]
+        if self._improved(val[key]):
+            st.best, st.best_epoch, st.bad_epochs = val[key], epoch + 1, 0
+            save_weights(self.run_dir / "best.safetensors", self.eval_model, self.meta({"epoch": epoch + 1}))
+        else:
+            st.bad_epochs += 1
+        st.history.append(row)
+        save_weights(self.run_dir / "last.safetensors", self.eval_model, self.meta({"epoch": epoch + 1}))
+        save_resume(self.run_dir / "resume.safetensors", self.model, self.optimizer, self.ema,
+                    dataclasses.asdict(st))
+        runs.write_history(self.run_dir, st.history)
+        return row
+
+    def fit(self) -> RunResult:
+        self.setup()
+        cfg = self.cfg
+        self.log(f"run '{self.run_dir}': {cfg.model.name} ({count_params(self.model):,} parameters) on "
+                 f"{self.data.name} {cfg.data.img_size}px x{cfg.data.in_chans}, "
+                 f"{len(self.data.splits['train'])}/{len(self.data.splits['val'])}/{len(self.data.splits['test'])} "
+                 f"train/val/test images, {self.device}")
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        for epoch in range(self.state.epoch, cfg.train.epochs):
+            if cfg.train.early_stop and self.state.bad_epochs >= cfg.train.early_stop:
+                self.log(f"early stop: no improvement in {cfg.train.early_stop} epochs")
+                break
+            train_row = self.train_epoch(epoch)
+            row = self.end_epoch(epoch, train_row, self.validate())
+            self.log(_format_row(row, cfg.train.epochs))
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, row)
+            if not math.isfinite(row["train_loss"]):
+                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']}); "
+                                         "lower --lr or set --optim.grad_clip")
+        result = self.finish()
+        for cb in self.callbacks:
+            cb.on_train_end(self, result)
+        return result
+
+    def finish(self) -> RunResult:
+        """Evaluate the best weights on the test split and write the run's results."""
+        from .checkpoint import load_model
+
+        model, meta = load_model(self.run_dir, self.device)
+        meter, logits = evaluate(model, self.test_loader, len(self.data.classes), self.device, self.cfg.train.amp,
+                                 keep_logits=True)
+        metrics = meter.compute(self.data.classes)
+        metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time)
+        save_eval(self.run_dir, metrics, prefix="test")
+        self.log(format_report(metrics))
+        self.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {self.state.best_epoch}); "
+                 f"training took {self.state.train_time:.1f}s; run folder: {self.run_dir}")
+        result = RunResult(self.run_dir, model, meta, self.state.history, metrics, logits, self.data)
+        from ..report import write_run_report
+
+        write_run_report(result)
+        return result
+
+
+def save_eval(run_dir: Path, metrics: dict[str, Any], prefix: str = "eval") -> None:
+    """<prefix>.json (all metrics), <prefix>.csv (per class) and <prefix>_confusion.csv."""
+    from ..io import write_text
+
+    write_json(run_dir / f"{prefix}.json", metrics)
+    rows = ["class,precision,recall,f1,support"]
+    rows += [f"{c},{r['precision']:.6f},{r['recall']:.6f},{r['f1']:.6f},{r['support']}"
+             for c, r in metrics["per_class"].items()]
+    for avg in ("macro", "weighted"):
+        rows.append(f"{avg} avg,{metrics[avg + '_precision']:.6f},{metrics[avg + '_recall']:.6f},"
+                    f"{metrics[avg + '_f1']:.6f},{metrics['support']}")
+    write_text(run_dir / f"{prefix}.csv", "\n".join(rows) + "\n")
+    cm = metrics["confusion_matrix"]
+    lines = ["true\\pred," + ",".join(metrics["classes"])]
+    lines += [f"{c}," + ",".join(map(str, r)) for c, r in zip(metrics["classes"], cm)]
+    write_text(run_dir / f"{prefix}_confusion.csv", "\n".join(lines) + "\n")
+
+
+def _format_row(row: dict[str, Any], epochs: int) -> str:
+    return (f"epoch {row['epoch']:>3}/{epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  val_f1 {row['val_macro_f1']:.4f}  "
+            f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s")

@@ -1,0 +1,106 @@
+"""Safe, atomic file I/O shared by checkpoints, weights, metrics and reports.
+
+Weights are only ever read from safetensors (tensors) and JSON (metadata): nothing is
+unpickled, so a weights file from a stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+META_KEY = "foveal"  # key of our JSON metadata inside the safetensors header
+
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip archive
+
+
+class UnsafeFileError(ValueError):
+    """Raised for weight files that would need unpickling."""
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} as JSON")
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
+    """Write tensors (made contiguous, on CPU) and JSON metadata to a safetensors file, atomically."""
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = {META_KEY: json.dumps(meta or {}, default=_json_default)}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=header)
+
+
+def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file written by anyone; return (tensors, our metadata or {}).
+
+    Refuses pickle-based files (.pt/.pth/.ckpt) with an explanation instead of loading them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file '{path}' does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_PICKLE_MAGIC):
+        raise UnsafeFileError(
+            f"refusing to load '{path}': it is a pickle (torch.save) file, and unpickling can run "
+            "arbitrary code. foveal reads weights only from safetensors; convert a file you trust "
+            "with `foveal convert IN.pth OUT.safetensors`."
+        )
+    try:
+        tensors = load_file(str(path), device=str(device))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UnsafeFileError(f"'{path}' is not a valid safetensors file: {e}") from None
+    meta = json.loads(header[META_KEY]) if META_KEY in header else {}
+    return tensors, meta
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"'{path}' does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"'{path}' is not valid JSON: {e}") from None

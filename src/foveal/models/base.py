@@ -1,0 +1,80 @@
+"""The model contract every architecture in foveal follows.
+
+Code outside `foveal.models` touches a network only through this contract, so a new
+family works in training, export, explanations and robustness at once:
+
+- ``forward_features(x)``: (B, C, H, W) images -> features: a (B, C', h, w) map for CNNs,
+  (B, N, D) tokens for transformers.
+- ``forward_head(f, pre_logits=False)``: features -> (B, num_features) pooled vector, or
+  (B, num_classes) logits.
+- ``get_classifier()`` / ``reset_classifier(num_classes)``: the final linear layer, replaced
+  for a new label set (transfer learning).
+- ``cam_layer``: dotted name of the module whose output explanations hook (Grad-CAM):
+  the last spatial feature map, or the last token block for transformers.
+- ``classifier_name``: dotted name of the final linear layer, for weight loading.
+- ``num_classes``, ``in_chans``, ``num_features``, ``img_size``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Inputs below this side (px) use each family's small-input stem (e.g. the CIFAR form of
+# ResNet: 3x3 stride-1 stem, no max-pool), so 28-64 px images keep their resolution.
+SMALL_INPUT_MAX = 96
+
+
+def is_small_input(img_size: int) -> bool:
+    """True when `img_size` should use a family's small-input stem."""
+    return img_size < SMALL_INPUT_MAX
+
+
+class FovealModel(nn.Module):
+    """Base class: global-average-pool + dropout + linear head over a feature map.
+
+    Families with another head (token pooling, MLP classifiers) override ``forward_head``
+    and set ``classifier_name``.
+    """
+
+    cam_layer: str = ""
+    classifier_name: str = "head"
+
+    def __init__(self, num_classes: int, in_chans: int, img_size: int, drop_rate: float = 0.0):
+        super().__init__()
+        if num_classes < 0 or in_chans < 1:
+            raise ValueError(f"num_classes={num_classes}, in_chans={in_chans}: need num_classes >= 0 and in_chans >= 1")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.img_size = img_size
+        self.drop_rate = drop_rate
+        self.num_features = 0
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3)) if x.ndim == 4 else x  # (B, C, h, w) -> (B, C)
+        x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.get_classifier()(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.get_submodule(self.classifier_name)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final linear layer with a fresh one for `num_classes` (0: identity)."""
+        old = self.get_classifier()
+        in_features = old.in_features if isinstance(old, nn.Linear) else self.num_features
+        new = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+        parent_name, _, leaf = self.classifier_name.rpartition(".")
+        parent = self.get_submodule(parent_name) if parent_name else self
+        setattr(parent, leaf, new.to(next(self.parameters()).device))
+        self.num_classes = num_classes
+
+
+def make_head(num_features: int, num_classes: int) -> nn.Module:
+    """The final linear layer, or identity for feature extraction (num_classes=0)."""
+    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -1,0 +1,63 @@
+"""Matplotlib figures of a run, returned as PNG bytes (embedded in the report, saved beside it)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to memory
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def fig_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def learning_curves(history: list[dict[str, Any]]) -> bytes:
+    """Loss, accuracy and learning rate per epoch."""
+    ep = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    axes[0].plot(ep, [r["train_loss"] for r in history], label="train")
+    axes[0].plot(ep, [r["val_loss"] for r in history], label="val")
+    axes[0].set_title("loss")
+    axes[1].plot(ep, [r["train_acc"] for r in history], label="train")
+    axes[1].plot(ep, [r["val_acc"] for r in history], label="val")
+    axes[1].set_title("accuracy")
+    axes[2].plot(ep, [r["lr"] for r in history])
+    axes[2].set_title("learning rate (end of epoch)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    return fig_png(fig)
+
+
+def confusion_heatmap(cm: list[list[int]], classes: list[str], normalize: bool = False) -> bytes:
+    """Confusion matrix (rows: true class) as counts or row-normalized fractions."""
+    m = np.asarray(cm, dtype=float)
+    if normalize:
+        m = m / np.maximum(m.sum(1, keepdims=True), 1)
+    k = len(classes)
+    size = min(12, 2.5 + 0.45 * k)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=90 if k > 10 else 0)
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                txt = f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > m.max() / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("confusion matrix" + (" (row-normalized)" if normalize else " (counts)"))
+    return fig_png(fig)
