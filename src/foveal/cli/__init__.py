@@ -1,0 +1,1 @@
+"""Command-line interface (thin: parse into config, call the library, print)."""

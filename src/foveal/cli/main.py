@@ -1,0 +1,190 @@
+"""`foveal` command line: thin commands that parse into config, call the library and print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from .config_args import add_config_flags, build_config, overrides_from_args
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def deco(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+def _recipe_overrides(args: argparse.Namespace):
+    return build_config(args.recipe, overrides_from_args(args))
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..engine import Trainer
+
+    Trainer(_recipe_overrides(args)).fit()
+    return 0
+
+
+@command("lr-find")
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from ..engine import Trainer
+    from ..engine.lr_find import lr_find
+
+    cfg = _recipe_overrides(args)
+    if not cfg.train.name:
+        from ..engine.runs import default_name
+
+        cfg.train.name = f"{default_name(cfg)}-lr-find"
+    res = lr_find(Trainer(cfg), args.start_lr, args.end_lr, args.steps)
+    print(f"suggested learning rate: {res['suggested_lr']:.3g}  (plot: lr_find.png in the run folder)")
+    return 0
+
+
+@command("eval")
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..engine.inference import evaluate_model
+    from ..engine.trainer import save_eval
+    from ..metrics import format_report
+
+    metrics, _, _ = evaluate_model(args.run, args.data, args.split, args.device, data_dir=args.data_dir)
+    out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path("."))
+    save_eval(out, metrics, prefix="eval")
+    print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
+    if not args.json:
+        print(f"saved eval.json, eval.csv, eval_confusion.csv in {out}")
+    return 0
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..engine.inference import Predictor
+
+    records = Predictor.load(args.run, args.device).predict(args.inputs, topk=args.topk)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    for r in records:
+        if "error" in r:
+            print(f"{r['path']}\tERROR {r['error']}")
+        else:
+            print(f"{r['path']}\t" + "  ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"]))
+    return 0
+
+
+@command("models")
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..models import list_models
+
+    names = list_models(args.pattern)
+    if not args.details:
+        print("\n".join(names))
+        return 0
+    from ..models.registry import model_table
+
+    rows = model_table(args.pattern, args.img_size)
+    print(f"{'model':<24} {'family':<12} {'params (M)':>10} {'GFLOPs':>8} {'default px':>10} {'min px':>6}")
+    for r in rows:
+        print(f"{r['name']:<24} {r['family']:<12} {r['params'] / 1e6:>10.2f} {r['gflops']:>8.2f} "
+              f"{r['default_img_size']:>10} {r['min_img_size']:>6}")
+    return 0
+
+
+@command("check")
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..config import DataConfig, apply_overrides, RunConfig
+    from ..data.check import check_data, format_check, write_preview
+
+    cfg = apply_overrides(RunConfig(), {"data.source": args.data, **({"data.data_dir": args.data_dir} if args.data_dir else {}),
+                                        **({"data.augment": args.augment} if args.augment else {})})
+    report = check_data(cfg.data)
+    print(json.dumps(report, indent=2) if args.json else format_check(report))
+    if args.preview:
+        write_preview(cfg.data, args.preview)
+        print(f"wrote augmentation preview {args.preview}", file=sys.stderr)
+    return 0
+
+
+@command("convert")
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..models.convert import convert_checkpoint
+
+    n = convert_checkpoint(args.input, args.output)
+    print(f"wrote {n} tensors to {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    p = argparse.ArgumentParser(prog="foveal", description="Image classification: train, evaluate, predict.")
+    p.add_argument("--version", action="version", version=f"foveal {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    for name, helptext in (("train", "train a classifier (default: LeNet-5 on scikit-learn's digits)"),
+                           ("lr-find", "learning-rate range test: plot loss against LR, suggest a value")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
+        add_config_flags(sp)
+        if name == "lr-find":
+            sp.add_argument("--start-lr", type=float, default=1e-7)
+            sp.add_argument("--end-lr", type=float, default=10.0)
+            sp.add_argument("--steps", type=int, default=100)
+
+    sp = sub.add_parser("eval", help="metrics of a trained model on its test split or on other data")
+    sp.add_argument("run", help="run folder or weights file")
+    sp.add_argument("--data", help="dataset name, image folder or CSV (default: the run's own data)")
+    sp.add_argument("--data-dir", help="folder with the official files of a named dataset")
+    sp.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--out", help="folder for eval.json/csv (default: the run folder)")
+    sp.add_argument("--json", action="store_true", help="print all metrics as JSON")
+
+    sp = sub.add_parser("predict", help="top-k classes of image files or folders")
+    sp.add_argument("run", help="run folder or weights file")
+    sp.add_argument("inputs", nargs="+", help="image files or folders")
+    sp.add_argument("--topk", type=int, default=5)
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--json", action="store_true")
+
+    sp = sub.add_parser("models", help="list registered models")
+    sp.add_argument("pattern", nargs="?", help="substring or glob, e.g. 'resnet*'")
+    sp.add_argument("--details", "-v", action="store_true", help="parameters and GFLOPs (slower)")
+    sp.add_argument("--img-size", type=int, help="input size for GFLOPs (default: each model's own)")
+
+    sp = sub.add_parser("check", help="inspect a data set: counts, imbalance, bad files, duplicates, sizes")
+    sp.add_argument("data", help="dataset name, image folder or CSV")
+    sp.add_argument("--data-dir")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--preview", help="write a PNG grid of augmented training samples here")
+    sp.add_argument("--augment", help="comma-separated augmentations for --preview")
+
+    sp = sub.add_parser("convert", help="convert a trusted .pth/.pt state_dict to safetensors")
+    sp.add_argument("input")
+    sp.add_argument("output")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"foveal {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

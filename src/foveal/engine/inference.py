@@ -1,0 +1,145 @@
+"""Using a trained model: evaluate it on a data set, or predict classes of image files.
+
+Both paths read images through `foveal.data.decode.load_image` with the size, channels,
+resize rule and normalization stored in the weights' metadata, so `predict` on a file and
+`eval` on a folder holding it see the very same pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+
+from ..config import DataConfig, from_dict
+from ..data import DeviceLoader, load_source
+from ..data.decode import DecodeError, is_image_name, load_image
+from ..data.sources import DataBundle
+from ..metrics import ConfusionMeter
+from .checkpoint import load_model
+from .device import resolve_device
+from .evaluate import evaluate
+from .prepare import match_channels, match_size
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files given directly, plus image files found (recursively, sorted) in given folders."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"'{p}' does not exist")
+    if not out:
+        raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
+    return out
+
+
+class Predictor:
+    """A trained model with its preprocessing; `predict(paths)` gives top-k classes per image."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device):
+        self.model, self.meta, self.device = model.to(device).eval(), meta, device
+        self.classes: list[str] = meta["classes"]
+        self.mean = torch.tensor(meta["mean"], device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(meta["std"], device=device).view(1, -1, 1, 1)
+        self.temperature = float(meta.get("temperature", 1.0))  # fitted by calibration, 1.0 if not
+
+    @classmethod
+    def load(cls, source: str | Path, device: str = "auto") -> "Predictor":
+        dev = resolve_device(device)
+        model, meta = load_model(source, dev)
+        return cls(model, meta, dev)
+
+    def load_images(self, paths: Iterable[Path]) -> torch.Tensor:
+        m = self.meta
+        return torch.stack([load_image(p, m["img_size"], m["in_chans"], m.get("resize", "squash")) for p in paths])
+
+    @torch.no_grad()
+    def probabilities(self, images_u8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """(N, C, H, W) uint8 -> (N, K) class probabilities (temperature-scaled)."""
+        out = []
+        for i in range(0, len(images_u8), batch_size):
+            x = images_u8[i:i + batch_size].to(self.device).float().div_(255.0)
+            logits = self.model((x - self.mean) / self.std).float()
+            out.append(torch.softmax(logits / self.temperature, dim=1).cpu())
+        return torch.cat(out)
+
+    def predict(self, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 256) -> list[dict[str, Any]]:
+        """One record per image: path and top-k (class, probability); unreadable files get an 'error'."""
+        paths = list_images(inputs)
+        records: list[dict[str, Any]] = []
+        good, tensors = [], []
+        for p in paths:
+            try:
+                tensors.append(self.load_images([p])[0])
+                good.append(len(records))
+                records.append({"path": str(p)})
+            except DecodeError as e:
+                records.append({"path": str(p), "error": str(e)})
+        if tensors:
+            probs = self.probabilities(torch.stack(tensors), batch_size)
+            k = min(topk, len(self.classes))
+            top = probs.topk(k, dim=1)
+            for r, vals, idx in zip(good, top.values.tolist(), top.indices.tolist()):
+                records[r]["top"] = [{"class": self.classes[i], "prob": v} for i, v in zip(idx, vals)]
+                records[r]["class"] = self.classes[idx[0]]
+        return records
+
+
+def eval_data(meta: dict[str, Any], data: Optional[str], split: str, data_dir: Optional[str] = None) -> DataBundle:
+    """The images to evaluate: the run's own split (same seed), or every image of `data`."""
+    saved = meta.get("config", {})
+    dcfg: DataConfig = from_dict(saved.get("data", {}), DataConfig)
+    seed = saved.get("train", {}).get("seed", 0)
+    if data is None:
+        from ..data import make_splits
+
+        bundle = make_splits(load_source(dcfg, meta["img_size"]), dcfg, seed)
+        chosen = {split: bundle.splits[split]}
+    else:
+        dcfg = dataclasses.replace(dcfg, source=data, data_dir=data_dir or dcfg.data_dir, limit=None)
+        bundle = load_source(dcfg, meta["img_size"])
+        if split in bundle.splits:
+            chosen = {split: bundle.splits[split]}
+        elif "all" in bundle.splits:
+            chosen = {"all": bundle.splits["all"]}
+        else:
+            raise ValueError(f"data '{data}' has no '{split}' split (it has: {', '.join(bundle.splits)})")
+    out = DataBundle(bundle.name, bundle.classes, chosen, bundle.problems)
+    if out.classes != meta["classes"]:
+        out = remap_classes(out, meta["classes"])
+    return match_size(match_channels(out, meta["in_chans"]), meta["img_size"])
+
+
+def remap_classes(bundle: DataBundle, classes: list[str]) -> DataBundle:
+    """Relabel `bundle` into the model's class order; unknown classes are an error."""
+    unknown = sorted(set(bundle.classes) - set(classes))
+    if unknown:
+        raise ValueError(f"data has classes the model does not know: {', '.join(unknown)} "
+                         f"(model classes: {', '.join(classes)})")
+    lut = torch.tensor([classes.index(c) for c in bundle.classes])
+    splits = {k: dataclasses.replace(s, labels=lut[s.labels]) for k, s in bundle.splits.items()}
+    return DataBundle(bundle.name, list(classes), splits, bundle.problems)
+
+
+def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = "test", device: str = "auto",
+                   batch_size: int = 256, data_dir: Optional[str] = None) -> tuple[dict[str, Any], torch.Tensor, DataBundle]:
+    """Metrics of a trained model on a split: (metrics, logits (N, K), the data evaluated)."""
+    pred = Predictor.load(source, device)
+    bundle = eval_data(pred.meta, data, split, data_dir)
+    (name, part), = bundle.splits.items()
+    loader = DeviceLoader(part, batch_size, pred.device, pred.meta["mean"], pred.meta["std"])
+    meter, logits = evaluate(pred.model, loader, len(pred.classes), pred.device, keep_logits=True)
+    metrics = meter.compute(pred.classes)
+    metrics["split"] = name
+    metrics["data"] = data or pred.meta.get("config", {}).get("data", {}).get("source")
+    return metrics, logits, bundle
+
+
+__all__ = ["Predictor", "evaluate_model", "list_images", "ConfusionMeter"]
