@@ -1,0 +1,48 @@
+"""Shared fixtures: small generated data sets written as real image files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FOVEAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def digits_arrays():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images * (255 / 16)).round().astype(np.uint8), d.target
+
+
+def write_digit_folder(root: Path, per_class: int = 30, classes=(0, 1, 2), size: int = 24, fmt: str = "png") -> Path:
+    """root/<class>/<i>.<fmt> from sklearn digits, upscaled to `size` px."""
+    x, y = digits_arrays()
+    for c in classes:
+        d = root / str(c)
+        d.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(x[y == c][:per_class]):
+            Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR).save(d / f"{i}.{fmt}")
+    return root
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """`foveal ARGS` in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "foveal.cli.main", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"foveal {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def digit_folder(tmp_path: Path) -> Path:
+    return write_digit_folder(tmp_path / "digits3")

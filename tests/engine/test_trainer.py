@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from foveal.config import RunConfig, apply_overrides
+from foveal.engine import Callback, Trainer
+from foveal.engine.optim import lr_factor, param_groups
+from foveal.io import load_tensors
+from foveal.models import create_model
+
+
+def _cfg(tmp_path, **over):
+    base = {"train.out_dir": str(tmp_path / "runs"), "train.progress": False, "train.device": "cpu",
+            "train.epochs": 4}
+    return apply_overrides(RunConfig(), {**base, **over})
+
+
+def test_digits_lenet_learns_and_writes_the_run_folder(tmp_path):
+    res = Trainer(_cfg(tmp_path, **{"train.epochs": 8})).fit()
+    assert res.test_metrics["accuracy"] >= 0.93
+    for f in ("config.yaml", "metrics.csv", "metrics.jsonl", "best.safetensors", "last.safetensors",
+              "resume.safetensors", "test.json", "test.csv", "test_confusion.csv", "curves.png", "report.html"):
+        assert (res.run_dir / f).is_file(), f
+    _, meta = load_tensors(res.run_dir / "best.safetensors")
+    assert meta["classes"] == [str(i) for i in range(10)] and meta["img_size"] == 32 and meta["in_chans"] == 1
+    assert len(meta["mean"]) == 1 and 0 < meta["std"][0] < 1
+    assert len(res.history) == 8
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path):
+    w = []
+    for seed in (1, 1, 2):
+        r = Trainer(_cfg(tmp_path, **{"train.epochs": 2, "train.seed": seed})).fit()
+        w.append(load_tensors(r.run_dir / "last.safetensors")[0])
+    assert all(torch.equal(w[0][k], w[1][k]) for k in w[0])
+    assert not all(torch.equal(w[0][k], w[2][k]) for k in w[0])
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    a = Trainer(_cfg(tmp_path, **{"train.epochs": 1, "train.name": "x"})).fit()
+    b = Trainer(_cfg(tmp_path, **{"train.epochs": 1, "train.name": "x"})).fit()
+    assert a.run_dir.name == "x" and b.run_dir.name == "x-2"
+
+
+def test_early_stopping_and_callbacks(tmp_path):
+    seen = []
+
+    class Record(Callback):
+        def on_epoch_end(self, trainer, row):
+            seen.append(row["epoch"])
+
+    # lr=0 cannot improve after the first epoch: patience 2 stops after epoch 3.
+    cfg = _cfg(tmp_path, **{"train.epochs": 10, "train.early_stop": 2, "optim.lr": 0.0})
+    Trainer(cfg, callbacks=(Record(),)).fit()
+    assert seen == [1, 2, 3]
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
+def test_optimizers_schedules_smoothing_clipping_ema(tmp_path, opt):
+    over = {"optim.name": opt, "optim.lr": 0.05 if opt == "sgd" else 3e-3, "optim.schedule": "onecycle",
+            "optim.label_smoothing": 0.1, "optim.grad_clip": 1.0, "train.ema": True, "train.ema_decay": 0.9,
+            "train.best_metric": "val_macro_f1", "train.epochs": 6}
+    res = Trainer(_cfg(tmp_path, **over)).fit()
+    assert res.test_metrics["accuracy"] >= 0.85
+
+
+def test_weight_decay_skips_norms_and_biases():
+    m = create_model("resnet18", num_classes=3, in_chans=1, img_size=32)
+    decay, no_decay = param_groups(m, 0.1)
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+def test_cosine_warmup_and_onecycle_shapes():
+    cfg = RunConfig().optim
+    f = [lr_factor(s, 100, 10, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[-1] < 0.05
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    cfg.schedule = "onecycle"
+    g = [lr_factor(s, 100, 0, cfg) for s in range(100)]
+    assert g[0] < 0.05 and max(g) == pytest.approx(1.0, abs=1e-3) and g[-1] < 0.05 and g.index(max(g)) in range(28, 32)
+
+
+def test_focal_loss_trains(tmp_path):
+    res = Trainer(_cfg(tmp_path, **{"optim.loss": "focal", "train.epochs": 6})).fit()
+    assert res.test_metrics["accuracy"] >= 0.85
+
+
+def test_lr_find_suggests_a_sane_value(tmp_path):
+    from foveal.engine.lr_find import lr_find
+
+    res = lr_find(Trainer(_cfg(tmp_path, **{"train.name": "lrf"})), steps=80)
+    assert 1e-5 < res["suggested_lr"] < 1.0
+    assert (tmp_path / "runs/lrf/lr_find.png").is_file()
