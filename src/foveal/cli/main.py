@@ -12,6 +12,11 @@ from .config_args import add_config_flags, build_config, overrides_from_args
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
+# Command groups living in their own modules; each defines `register(subparsers)` that adds
+# its parsers with `set_defaults(handler=fn)`. Imported lazily by name so `foveal -h` stays fast
+# and an optional group whose dependencies are missing does not break the others.
+CLI_MODULES: list[str] = []
+
 
 def command(name: str):
     def deco(fn):
@@ -170,13 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("convert", help="convert a trusted .pth/.pt state_dict to safetensors")
     sp.add_argument("input")
     sp.add_argument("output")
+
+    import importlib
+
+    for mod in CLI_MODULES:
+        importlib.import_module(mod).register(sub)
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

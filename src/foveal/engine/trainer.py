@@ -26,6 +26,7 @@ from ..data import Compose, DataBundle, DeviceLoader
 from ..data.loader import epoch_seed
 from ..io import write_json
 from ..metrics import ConfusionMeter, format_report
+from ..metrics.calibration import fit_temperature, reliability
 from ..models import count_params, create_model
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
@@ -231,10 +232,15 @@ class Trainer:
         from .checkpoint import load_model
 
         model, meta = load_model(self.run_dir, self.device)
+        meta = self.calibrate(model, meta)
         meter, logits = evaluate(model, self.test_loader, len(self.data.classes), self.device, self.cfg.train.amp,
                                  keep_logits=True)
         metrics = meter.compute(self.data.classes)
         metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time)
+        labels = self.data.splits["test"].labels
+        metrics["calibration"] = {"temperature": meta["temperature"],
+                                  "before": reliability(logits, labels), "after": reliability(logits, labels, 15,
+                                                                                              meta["temperature"])}
         save_eval(self.run_dir, metrics, prefix="test")
         self.log(format_report(metrics))
         self.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {self.state.best_epoch}); "
@@ -244,6 +250,15 @@ class Trainer:
 
         write_run_report(result)
         return result
+
+
+    def calibrate(self, model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+        """Fit the softmax temperature on the validation split and store it with the best weights."""
+        _, val_logits = evaluate(model, self.val_loader, len(self.data.classes), self.device, self.cfg.train.amp,
+                                 keep_logits=True)
+        meta = {**meta, "temperature": fit_temperature(val_logits, self.data.splits["val"].labels)}
+        save_weights(self.run_dir / "best.safetensors", model, meta)
+        return meta
 
 
 def save_eval(run_dir: Path, metrics: dict[str, Any], prefix: str = "eval") -> None:
