@@ -96,6 +96,9 @@ class TrainConfig:
     deterministic: bool = True  # deterministic kernels where the backend has them
     progress: bool = True  # progress bar on stderr
     log_every: int = 20  # steps between progress-bar refreshes (each one syncs the device)
+    devices: int = 1  # processes on this machine; >1 launches torchrun (batch_size stays the global batch)
+    sync_bn: bool = False  # SyncBatchNorm across processes under DDP
+    dist_timeout: int = 300  # seconds a collective may wait before the job fails instead of hanging
 
 
 @dataclass

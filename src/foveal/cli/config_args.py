@@ -17,7 +17,7 @@ SHORT_FLAGS = {
     "data": "data.source", "data-dir": "data.data_dir", "model": "model.name", "epochs": "train.epochs",
     "batch-size": "train.batch_size", "lr": "optim.lr", "img-size": "data.img_size", "seed": "train.seed",
     "name": "train.name", "device": "train.device", "pretrained": "model.pretrained", "out-dir": "train.out_dir",
-    "optimizer": "optim.name", "augment": "data.augment",
+    "optimizer": "optim.name", "augment": "data.augment", "devices": "train.devices",
 }
 
 

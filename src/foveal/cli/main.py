@@ -32,9 +32,16 @@ def _recipe_overrides(args: argparse.Namespace):
 
 @command("train")
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from ..engine import Trainer
 
-    Trainer(_recipe_overrides(args)).fit()
+    cfg = _recipe_overrides(args)
+    if cfg.train.devices > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun: launch it
+        from ..engine.distributed import launch
+
+        return launch(cfg.train.devices, args.argv)
+    Trainer(cfg).fit()
     return 0
 
 
@@ -184,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
         return handler(args)

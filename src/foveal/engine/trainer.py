@@ -28,6 +28,7 @@ from ..io import write_json
 from ..metrics import ConfusionMeter, format_report
 from ..metrics.calibration import fit_temperature, reliability
 from ..models import count_params, create_model
+from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
 from .device import autocast, resolve_device, seed_everything
@@ -83,22 +84,26 @@ class Trainer:
     # ---- set-up -------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
-        self.device = resolve_device(cfg.train.device)
+        self.dist, self.device = dist.setup(resolve_device(cfg.train.device), cfg.train.dist_timeout)
+        if not self.dist.is_main:
+            self.log = lambda msg: None  # rank 0 speaks for the job
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         if cfg.train.resume:
             self.run_dir = runs.find_run_dir(cfg)
         self.data, self.cfg = prepare_data(cfg, self.data_in, log=self.log)
         cfg = self.cfg
         if not cfg.train.resume:
-            self.run_dir = runs.new_run_dir(cfg)
-        runs.write_config(self.run_dir, cfg)
-        if self.data.problems:
-            write_json(self.run_dir / "data_problems.json", self.data.problems)
+            self.run_dir = dist.broadcast_object(runs.new_run_dir(cfg) if self.dist.is_main else None)
+        if self.dist.is_main:
+            runs.write_config(self.run_dir, cfg)
+            if self.data.problems:
+                write_json(self.run_dir / "data_problems.json", self.data.problems)
         torch.manual_seed(cfg.train.seed)  # model init depends on the seed alone
         self.model = create_model(cfg.model.name, num_classes=len(self.data.classes), in_chans=cfg.data.in_chans,
                                   img_size=cfg.data.img_size, drop_rate=cfg.model.drop_rate,
                                   drop_path_rate=cfg.model.drop_path_rate, pretrained=cfg.model.pretrained)
         self.model.to(self.device)
+        self.train_model = dist.wrap_model(self.model, self.dist, self.device, cfg.train.sync_bn)
         self._build_loaders()
         weights = None
         if cfg.data.balance == "weights":
@@ -120,12 +125,16 @@ class Trainer:
             self.log(f"resuming '{self.run_dir}' after epoch {self.state.epoch}/{cfg.train.epochs}")
 
     def _build_loaders(self) -> None:
-        cfg, d = self.cfg, self.cfg.data
+        cfg, d, world = self.cfg, self.cfg.data, self.dist.world
+        if cfg.train.batch_size % world:
+            raise ValueError(f"train.batch_size {cfg.train.batch_size} (the global batch) must divide by the "
+                             f"{world} processes")
         common = dict(device=self.device, mean=d.mean, std=d.std)
+        shard = dict(rank=self.dist.rank, world=world)
         aug = Compose(d.augment, d, len(self.data.classes))
-        self.train_loader = DeviceLoader(self.data.splits["train"], cfg.train.batch_size, augment=aug, shuffle=True,
-                                         drop_last=True, seed=cfg.train.seed, **common)
-        self.val_loader = DeviceLoader(self.data.splits["val"], cfg.train.eval_batch_size, **common)
+        self.train_loader = DeviceLoader(self.data.splits["train"], cfg.train.batch_size // world, augment=aug,
+                                         shuffle=True, drop_last=True, seed=cfg.train.seed, **common, **shard)
+        self.val_loader = DeviceLoader(self.data.splits["val"], cfg.train.eval_batch_size, **common, **shard)
         self.test_loader = DeviceLoader(self.data.splits["test"], cfg.train.eval_batch_size, **common)
 
     def meta(self, extra: Optional[dict] = None) -> dict[str, Any]:
@@ -138,7 +147,7 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg, model, loader = self.cfg, self.model, self.train_loader
+        cfg, model, loader = self.cfg, self.train_model, self.train_loader
         model.train()
         loader.set_epoch(epoch)
         torch.manual_seed(epoch_seed(cfg.train.seed, epoch) + 1)  # dropout/drop-path draws of this epoch
@@ -146,7 +155,8 @@ class Trainer:
         meter = ConfusionMeter(len(self.data.classes), self.device, topk=0)
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(total=len(loader) * cfg.train.batch_size, unit="img", leave=False, file=sys.stderr,
-                   desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not cfg.train.progress, dynamic_ncols=True)
+                   desc=f"epoch {epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True,
+                   disable=not (cfg.train.progress and self.dist.is_main))
         for i, (x, y) in enumerate(loader):
             self.schedule.set_step(self.state.step)
             with autocast(self.device, cfg.train.amp):
@@ -158,22 +168,26 @@ class Trainer:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             self.optimizer.step()
             if self.ema is not None:
-                self.ema.update_parameters(model)
+                self.ema.update_parameters(self.model)
             self.state.step += 1
             loss_sum += loss.detach() * len(y)
             meter.update(logits.detach(), y)
             seen += len(y)
-            bar.update(len(y))
+            bar.update(len(y) * self.dist.world)
             if (i + 1) % cfg.train.log_every == 0 and not bar.disable:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")  # deliberate sync, at log points only
         bar.close()
         seconds = time.perf_counter() - t0
+        loss_sum = loss_sum.double()
+        dist.all_reduce_sum(meter.state() + [loss_sum])
         acc = meter.compute()["accuracy"]  # one sync per epoch
+        seen = int(meter.sums[1].item())
         return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": acc, "train_seconds": seconds,
                 "images_per_s": seen / max(seconds, 1e-9), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def validate(self) -> dict[str, Any]:
         meter, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device, self.cfg.train.amp)
+        dist.all_reduce_sum(meter.state())  # each rank saw its shard of the split
         return meter.compute(self.data.classes)
 
     def _improved(self, value: float) -> bool:
@@ -189,19 +203,23 @@ class Trainer:
             row["val_top5"] = val["top5"]
         st = self.state
         st.epoch, st.train_time = epoch + 1, st.train_time + train_row["train_seconds"]
-        if self._improved(val[key]):
+        improved = self._improved(val[key])
+        if improved:
             st.best, st.best_epoch, st.bad_epochs = val[key], epoch + 1, 0
-            save_weights(self.run_dir / "best.safetensors", self.eval_model, self.meta({"epoch": epoch + 1}))
         else:
             st.bad_epochs += 1
         st.history.append(row)
-        save_weights(self.run_dir / "last.safetensors", self.eval_model, self.meta({"epoch": epoch + 1}))
-        save_resume(self.run_dir / "resume.safetensors", self.model, self.optimizer, self.ema,
-                    dataclasses.asdict(st))
-        runs.write_history(self.run_dir, st.history)
+        if self.dist.is_main:  # every rank holds the same weights and counters; rank 0 writes them
+            if improved:
+                save_weights(self.run_dir / "best.safetensors", self.eval_model, self.meta({"epoch": epoch + 1}))
+            save_weights(self.run_dir / "last.safetensors", self.eval_model, self.meta({"epoch": epoch + 1}))
+            save_resume(self.run_dir / "resume.safetensors", self.model, self.optimizer, self.ema,
+                        dataclasses.asdict(st))
+            runs.write_history(self.run_dir, st.history)
         return row
 
-    def fit(self) -> RunResult:
+    def fit(self) -> Optional[RunResult]:
+        """Train; returns the result on rank 0 (None on other ranks of a distributed job)."""
         self.setup()
         cfg = self.cfg
         self.log(f"run '{self.run_dir}': {cfg.model.name} ({count_params(self.model):,} parameters) on "
@@ -222,9 +240,13 @@ class Trainer:
             if not math.isfinite(row["train_loss"]):
                 raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']}); "
                                          "lower --lr or set --optim.grad_clip")
-        result = self.finish()
-        for cb in self.callbacks:
-            cb.on_train_end(self, result)
+        dist.barrier()  # rank 0 has written the last checkpoints
+        result = self.finish() if self.dist.is_main else None
+        dist.barrier()
+        dist.teardown()
+        if result is not None:
+            for cb in self.callbacks:
+                cb.on_train_end(self, result)
         return result
 
     def finish(self) -> RunResult:
@@ -254,7 +276,9 @@ class Trainer:
 
     def calibrate(self, model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         """Fit the softmax temperature on the validation split and store it with the best weights."""
-        _, val_logits = evaluate(model, self.val_loader, len(self.data.classes), self.device, self.cfg.train.amp,
+        d = self.cfg.data
+        full_val = DeviceLoader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std)
+        _, val_logits = evaluate(model, full_val, len(self.data.classes), self.device, self.cfg.train.amp,
                                  keep_logits=True)
         meta = {**meta, "temperature": fit_temperature(val_logits, self.data.splits["val"].labels)}
         save_weights(self.run_dir / "best.safetensors", model, meta)

@@ -43,5 +43,5 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         return loss
 
     opt.step(closure)
-    t = float(log_t.exp())
+    t = float(log_t.detach().exp())
     return t if 0.05 < t < 20 else 1.0  # an extreme T means too little data to trust it

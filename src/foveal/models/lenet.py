@@ -26,7 +26,7 @@ class LeNet5(FovealModel):
         norm = (lambda c: nn.BatchNorm2d(c)) if modern else (lambda c: nn.Identity())
         pad = 2 if img_size < 32 else 0
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, 6, 5, padding=pad), norm(6), act(), pool(2),
+            nn.Conv2d(in_chans, 6, 5, padding=pad, bias=not modern), norm(6), act(), pool(2),  # BN has the bias
             nn.Conv2d(6, 16, 5), act(), pool(2),
         )
         # Map side after the features: ((s + 2p - 4) // 2 - 4) // 2; pooled to 5x5 when larger.
