@@ -4,7 +4,10 @@ from .base import FovealModel, is_small_input
 from .registry import MODELS, count_gflops, count_params, create_model, list_models, model_meta, register_model
 
 # Importing a family module registers its variants.
-from . import lenet, resnet  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    alexnet, convnext, efficientnet, googlenet, hybrid, inception, lenet, mobilenetv2, mobilenetv3,
+    preact_resnet, resnet, vgg, vit,
+)
 
 __all__ = [
     "FovealModel", "MODELS", "create_model", "list_models", "model_meta", "register_model",

@@ -90,3 +90,30 @@ def count_gflops(model: nn.Module, img_size: int, in_chans: int | None = None) -
         model(x)
     model.train(was_training)
     return counter.get_total_flops() / 1e9
+
+
+def model_table(pattern: str | None = None, img_size: int | None = None) -> list[dict[str, Any]]:
+    """One row per registered model (filtered by `pattern`): name, family, params (at 1000
+    classes and 3 channels), GFLOPs at `img_size` (default: each model's default size),
+    default and min input size. GFLOPs are None where `img_size` is below a model's minimum.
+
+    Models are built on the meta device (no memory, no initialization), so the whole table
+    takes seconds; a model that cannot run there is built on the CPU instead.
+    """
+    rows = []
+    for name in list_models(pattern):
+        meta = model_meta(name)
+        size = img_size or meta["default_img_size"]
+        fits = size >= meta["min_img_size"]
+        try:
+            with torch.device("meta"):
+                model = create_model(name, img_size=size if fits else None)
+            gflops = count_gflops(model, size) if fits else None
+        except (NotImplementedError, RuntimeError):  # an op without a meta kernel
+            model = create_model(name, img_size=size if fits else None)
+            gflops = count_gflops(model, size) if fits else None
+        rows.append({
+            "name": name, "family": meta["family"], "params": count_params(model), "gflops": gflops,
+            "img_size": size, "default_img_size": meta["default_img_size"], "min_img_size": meta["min_img_size"],
+        })
+    return rows

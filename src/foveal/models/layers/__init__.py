@@ -1,6 +1,13 @@
 """Blocks shared across model families, written once."""
 
-from .drop import DropPath, drop_path
+from .conv import BasicConv2d, ConvNormAct, make_act, make_divisible
+from .drop import DropPath, drop_path, drop_path_rates
+from .mbconv import InvertedResidual
 from .norm import LayerNorm2d
+from .se import SqueezeExcite
+from .transformer import Attention, Mlp, TransformerBlock
 
-__all__ = ["DropPath", "drop_path", "LayerNorm2d"]
+__all__ = [
+    "BasicConv2d", "ConvNormAct", "make_act", "make_divisible", "DropPath", "drop_path", "drop_path_rates",
+    "InvertedResidual", "LayerNorm2d", "SqueezeExcite", "Attention", "Mlp", "TransformerBlock",
+]

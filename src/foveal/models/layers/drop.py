@@ -25,3 +25,11 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def drop_path_rates(rate: float, n: int) -> list[float]:
+    """Per-block stochastic-depth rates growing linearly from 0 to `rate` over `n` blocks.
+
+    Plain Python (no tensor), so models also build on the meta device.
+    """
+    return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
