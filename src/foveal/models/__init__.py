@@ -5,7 +5,7 @@ from .registry import MODELS, count_gflops, count_params, create_model, list_mod
 
 # Importing a family module registers its variants.
 from . import (  # noqa: E402,F401
-    alexnet, convnext, efficientnet, googlenet, hybrid, inception, lenet, mobilenetv2, mobilenetv3,
+    airnet, alexnet, convnext, efficientnet, googlenet, hybrid, inception, lenet, mobilenetv2, mobilenetv3,
     preact_resnet, resnet, vgg, vit,
 )
 
