@@ -64,6 +64,22 @@ class FovealModel(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.classifier_name)
 
+    def tokens_to_map(self, tokens: torch.Tensor, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B, P + h*w, D) tokens (e.g. the ``cam_layer`` output of a transformer) -> (B, D, h, w) map.
+
+        Drops the ``num_prefix_tokens`` leading tokens (class / register tokens) and lays the
+        rest out row-major on the patch grid, whose aspect follows `image_hw` (square if None).
+        Explanations use it to treat a token grid like a CNN feature map.
+        """
+        prefix = int(getattr(self, "num_prefix_tokens", 0))
+        t = tokens[:, prefix:]  # (B, h*w, D)
+        n = t.shape[1]
+        ratio = image_hw[0] / image_hw[1] if image_hw else 1.0
+        h = max(1, round((n * ratio) ** 0.5))
+        while n % h:  # the nearest divisor: grids are exact, this only settles rounding
+            h -= 1
+        return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, n // h)
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final linear layer with a fresh one for `num_classes` (0: identity)."""
         old = self.get_classifier()
