@@ -24,6 +24,7 @@ class DataConfig:
 
     source: str = "digits"  # 'digits', a dataset name (mnist, ...), an image folder, or a CSV manifest
     data_dir: Optional[str] = None  # folder holding official dataset files (mnist, cifar10, ...)
+    download: bool = False  # fetch a named dataset's official files (checksum-verified) into data_dir if missing
     img_size: Optional[int] = None  # square side in px; None: the model's default for the data
     in_chans: Optional[int] = None  # 1 or 3; None: inferred from the images
     resize: Literal["squash", "crop"] = "squash"  # squash to img_size, or shorter side + center crop
@@ -43,7 +44,11 @@ class DataConfig:
     cutmix: float = 0.0  # Beta(alpha, alpha) for cutmix; 0 disables
     balance: Literal["none", "weights", "sampler"] = "none"  # class imbalance: weighted loss or balanced sampling
     limit: Optional[int] = None  # keep at most this many training images (quick experiments)
-    workers: int = 2  # decode threads for folders
+    workers: int = 2  # decode threads for folders (in memory) or DataLoader worker processes (streaming)
+    # Loader path for folders/CSV: True keeps all decoded images as one uint8 tensor on the training
+    # device; False streams them through DataLoader workers each epoch; None (auto) keeps them in
+    # memory when the decoded uint8 data (N x C x img_size^2 bytes) fits foveal.data.stream.MEMORY_BUDGET.
+    in_memory: Optional[bool] = None
     max_pixels: int = 64_000_000  # refuse images declaring more pixels (decompression bombs)
 
 

@@ -202,7 +202,11 @@ def load_source(cfg: DataConfig, img_size: int) -> DataBundle:
         return load_folder(path, cfg, img_size)
     if path.is_file() and path.suffix.lower() == ".csv":
         return load_csv(path, cfg, img_size)
+    if path.is_file() and path.suffix.lower() == ".npz":
+        from .datasets import load_npz
+
+        return load_npz(path, img_size)
     if path.exists():
-        raise ValueError(f"data source '{src}' is a file but not a .csv manifest")
+        raise ValueError(f"data source '{src}' is a file but not a .csv manifest or .npz (MedMNIST) archive")
     raise ValueError(f"data source '{src}' is neither a known dataset ({', '.join(DATASETS.names())}) "
                      "nor an existing folder or CSV file")
