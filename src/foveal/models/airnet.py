@@ -1,7 +1,7 @@
 """AirNet: the compact VGG-like speedrun network of the public CIFAR-10 speedruns
 (Page 2018; Jordan 2024, arXiv 2404.00498), written from the published description.
 
-Layout: a patch-whitening conv (k x k, no padding, 2*k*k*C filters: the whitened patch
+Layout: a patch-whitening conv (k x k with k = 2 for colour, 3 for grey; no padding, 2*k*k*C filters: the whitened patch
 basis and its negation, fixed after `init_whitening`; only its bias trains, early on), GELU,
 then three groups conv3 - maxpool2 - BN - GELU - conv3 - BN - GELU, a global max-pool and a
 bias-free linear head whose logits are scaled by `1 / 9` (a temperature that keeps the
@@ -49,9 +49,11 @@ class AirNet(FovealModel):
     cam_layer = "features.3"  # the last conv group's output, (B, widths[2], h, w)
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, img_size: int = 32, drop_rate: float = 0.0,
-                 widths: tuple[int, int, int] = (64, 256, 256), whiten_kernel: int = 2, logit_scale: float = 1 / 9):
+                 widths: tuple[int, int, int] = (64, 256, 256), whiten_kernel: int | None = None,
+                 logit_scale: float = 1 / 9):
         super().__init__(num_classes, in_chans, img_size, drop_rate)
-        k = whiten_kernel
+        # 2x2 patches for colour (12-d, as in the speedruns); 3x3 for grey, so the basis has 9 directions, not 4.
+        k = whiten_kernel or (2 if in_chans > 1 else 3)
         self.whiten = nn.Conv2d(in_chans, 2 * k * k * in_chans, k, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)  # set by init_whitening; only the bias trains
         self.features = nn.Sequential(
@@ -109,14 +111,13 @@ def _airnet(widths: tuple[int, int, int], num_classes: int, in_chans: int, img_s
 
 @register_model(family="airnet", default_img_size=32, min_img_size=16)
 def airnet94(num_classes=10, in_chans=3, img_size=32, drop_rate=0.0, drop_path_rate=0.0, **kw):
-    """The airbench94-sized net (widths 64/256/256, 2x2 whitening): ~2M parameters."""
+    """The airbench94-sized net (widths 64/256/256; 2x2 whitening for colour): ~2M parameters."""
     return _airnet((64, 256, 256), num_classes, in_chans, img_size, drop_rate, **kw)
 
 
 @register_model(family="airnet", default_img_size=28, min_img_size=16)
 def airnet_mnist(num_classes=10, in_chans=1, img_size=28, drop_rate=0.0, drop_path_rate=0.0, **kw):
-    """The 1-channel 28-px variant for MNIST / Fashion-MNIST: 3x3 whitening (18 filters from 9-d patches)."""
-    kw.setdefault("whiten_kernel", 3)
+    """The airbench94-sized net meant for 1-channel 28-px MNIST / Fashion-MNIST (3x3 whitening: 18 filters)."""
     return _airnet((64, 256, 256), num_classes, in_chans, img_size, drop_rate, **kw)
 
 

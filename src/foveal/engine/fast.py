@@ -1,0 +1,386 @@
+"""Fast training: the accelerator switches for any zoo model, and the "fast" speedrun recipe.
+
+`accelerate(model, ...)` applies channels-last memory format and `torch.compile` to a model
+(the Trainer and `foveal bench train` use it); bf16 autocast lives in `device.autocast`.
+
+`run_fast(data, cfg, seed)` trains and evaluates an AirNet in the manner of the public
+CIFAR-10 speedruns (Page 2018; Jordan 2024, arXiv 2404.00498), written from the papers:
+data as uint8 on the device, batched flip/translate augmentation with alternating flips,
+patch-whitening initialization, frozen BN scales with a 64x learning rate on BN shifts,
+label smoothing 0.2, Nesterov SGD on a summed loss with a triangular schedule, lookahead
+averaging of the weights, and test-time flip + translate augmentation. The step loop never
+synchronizes with the host; the one deliberate sync is reading the accuracy at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import create_model
+from .device import autocast
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def accelerate(model: nn.Module, device: torch.device, channels_last: bool = False, compile: bool = False,
+               compile_mode: str = "default") -> nn.Module:
+    """Return `model` in channels-last format and/or wrapped by `torch.compile` (same weights).
+
+    Channels-last lets cuDNN use its NHWC tensor-core kernels without transposes; compiling fuses
+    the elementwise ops (norm, activation, residual adds) into the matmul/conv epilogues.
+    """
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode '{compile_mode}' is not one of {', '.join(COMPILE_MODES)}")
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model, mode=compile_mode) if compile else model
+
+
+def memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """(B, C, H, W) input in the model's memory format."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+# ---- data: the whole data set as uint8 on the device ---------------------------------------
+@dataclass
+class FastData:
+    """Train and test images, (N, C, H, W) uint8, and (N,) int64 labels, on one device."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    def to(self, device: torch.device) -> "FastData":
+        move = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)}
+        return dataclasses.replace(self, **move)
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the training images in [0, 1] units, (1, C, 1, 1) each."""
+        x = self.train_x.float().div_(255)
+        return x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)
+
+
+_IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """One IDX file (the MNIST format: magic, dims, uint8 data), gzipped or not.
+
+    Written here rather than taken from the data sources because the speedrun protocol trains on
+    all official training images, without the validation split the Trainer's sources carve out.
+    """
+    for p in (path.with_name(path.name + ".gz"), path):
+        if p.is_file():
+            raw = (gzip.open if p.suffix == ".gz" else open)(p, "rb").read()
+            break
+    else:
+        raise FileNotFoundError(f"'{path}(.gz)' not found: --data-dir must hold the official IDX files")
+    if len(raw) < 4 or raw[0] or raw[1] or raw[2] != 8:
+        raise ValueError(f"'{p}' is not an uint8 IDX file (header {raw[:4].hex()})")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != math.prod(dims):
+        raise ValueError(f"'{p}' holds {data.size} values, its header says {dims}")
+    return data.reshape(dims)
+
+
+def load_fast_data(name: str, data_dir: Optional[str] = None, img_size: int = 16) -> FastData:
+    """'mnist' / 'fashion-mnist' from the official IDX files in `data_dir`, or 'digits' (scikit-learn's
+    8x8 digits upsampled to `img_size`, first 80% train, rest test) for tests and smoke runs."""
+    if name == "digits":
+        from ..config import DataConfig
+        from ..data.sources import load_digits
+
+        split = load_digits(DataConfig(), img_size).splits["all"]
+        n = int(0.8 * len(split))
+        return FastData("digits", split.images[:n], split.labels[:n], split.images[n:], split.labels[n:], 10)
+    if name not in ("mnist", "fashion-mnist"):
+        raise ValueError(f"fast recipe data '{name}' is not one of mnist, fashion-mnist, digits")
+    if not data_dir:
+        raise ValueError(f"'{name}' needs --data-dir, a folder with its official IDX files")
+    arrays = {}
+    for split, (img, lab) in _IDX.items():
+        arrays[split] = (torch.from_numpy(_read_idx(Path(data_dir) / img).copy())[:, None],
+                         torch.from_numpy(_read_idx(Path(data_dir) / lab).astype(np.int64)))
+    (tx, ty), (vx, vy) = arrays["train"], arrays["test"]
+    return FastData(name, tx, ty, vx, vy, 10)
+
+
+# ---- the recipe -----------------------------------------------------------------------------
+@dataclass
+class FastConfig:
+    """Hyper-parameters of the fast recipe; units as in the speedruns (per 1024 examples)."""
+
+    model: str = "airnet_mnist"
+    epochs: float = 10.0  # may be fractional: the last epoch is cut short
+    batch_size: int = 1024
+    lr: float = 11.5  # per 1024 examples, on a loss summed over the batch
+    momentum: float = 0.85  # Nesterov
+    weight_decay: float = 0.0153  # per 1024 examples, decoupled from the lr
+    bias_scaler: float = 64.0  # lr multiplier (and wd divisor) for BN shifts and the whitening bias
+    label_smoothing: float = 0.2
+    whiten_bias_epochs: float = 3.0  # the whitening bias trains this many epochs, then freezes
+    flip: bool = True  # horizontal flips (alternating per epoch); off for digits
+    translate: int = 2  # max px of random translation (reflect padding)
+    lookahead: bool = True  # every 5 steps pull the weights toward a slow EMA of themselves
+    tta: int = 2  # test-time augmentation: 0 none, 1 flip, 2 flip + 1-px translations
+    eval_batch_size: int = 2000
+    amp: bool = True  # bf16 autocast (CUDA)
+    channels_last: bool = True
+    compile: bool = False
+    compile_mode: str = "max-autotune-no-cudagraphs"
+
+
+# Presets per data set; a preset is a starting point the bench script can override.
+RECIPES: dict[str, FastConfig] = {
+    "fashion-mnist": FastConfig(epochs=10.0, flip=True),
+    "mnist": FastConfig(epochs=5.0, flip=False),
+    "digits": FastConfig(model="airnet_tiny", epochs=12.0, batch_size=128, flip=False, translate=1, tta=2),
+}
+
+
+@dataclass
+class FastRun:
+    """A model ready for repeated seeded runs (compiled once, re-initialized per run)."""
+
+    model: nn.Module  # the eager module; its weights are overwritten at each run's start
+    step_model: nn.Module  # the module called in the step (compiled or the same)
+    cfg: FastConfig
+    mean: torch.Tensor
+    std: torch.Tensor
+    device: torch.device
+
+
+def prepare(data: FastData, cfg: FastConfig) -> FastRun:
+    """Build the model on the data's device, with memory format and compilation applied once."""
+    device = data.train_x.device
+    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.train_x.shape[1],
+                         img_size=data.train_x.shape[-1]).to(device)
+    mean, std = data.mean_std()
+    step_model = accelerate(model, device, cfg.channels_last and device.type == "cuda",
+                            cfg.compile and device.type == "cuda", cfg.compile_mode)
+    return FastRun(model, step_model, cfg, mean, std, device)
+
+
+def reinit(run: FastRun, data: FastData, seed: int) -> None:
+    """Fresh seeded weights in place (so compiled graphs are reused), then data-whitening init."""
+    torch.manual_seed(seed)
+    fresh = create_model(run.cfg.model, num_classes=data.num_classes, in_chans=data.train_x.shape[1],
+                         img_size=data.train_x.shape[-1])
+    run.model.load_state_dict(fresh.state_dict())
+    sample = data.train_x[:5000].float().div_(255)
+    run.model.init_whitening((sample - run.mean) / run.std)
+
+
+def translate(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Shift each image of (B, C, H, W) by a uniform offset in [-pad, pad]^2, reflect-padded."""
+    B, C, H, W = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    off = torch.randint(0, 2 * pad + 1, (2, B), generator=g, device=x.device)  # (2, B)
+    rows = (off[0][:, None] + torch.arange(H, device=x.device))[:, None, :, None].expand(B, C, H, W)
+    cols = (off[1][:, None] + torch.arange(W, device=x.device))[:, None, None, :].expand(B, C, H, W)
+    return _gather2d(xp, rows, cols)
+
+
+def _gather2d(xp: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """out[b, c, i, j] = xp[b, c, rows[b, c, i, j], cols[b, c, i, j]] for (B, C, H, W) index maps."""
+    B, C, Hp, Wp = xp.shape
+    flat = rows * Wp + cols  # (B, C, H, W)
+    return xp.reshape(B, C, Hp * Wp).gather(2, flat.reshape(B, C, -1)).view(rows.shape)
+
+
+def batches(data: FastData, run: FastRun, epoch: int, flip_bits: torch.Tensor,
+            g: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of augmented, normalized (x, y) batches; full batches only (static shapes)."""
+    cfg = run.cfg
+    order = torch.randperm(len(data.train_y), generator=g, device=run.device)
+    for i in range(len(order) // cfg.batch_size):
+        idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        x = data.train_x[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
+        if cfg.translate:
+            x = translate(x, cfg.translate, g)
+        if cfg.flip:  # alternating flips: epoch 0 flips a random half, later epochs alternate per image
+            flip = flip_bits[idx] ^ bool(epoch % 2)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        yield memory_format((x - run.mean) / run.std, cfg.channels_last and x.is_cuda), data.train_y[idx]
+
+
+def build_sgd(model: nn.Module, cfg: FastConfig) -> torch.optim.SGD:
+    """Nesterov SGD in the speedruns' units: the loss is summed over the batch, so lr is per example.
+
+    Three groups: conv/linear weights; BN shifts (lr x bias_scaler, wd / bias_scaler); the
+    whitening bias (like the BN shifts, but its lr goes to 0 after `whiten_bias_epochs`).
+    torch's weight decay is multiplied by the lr, so it is given as wd / lr to be decoupled.
+    """
+    kilo = 1024 * (1 + 1 / (1 - cfg.momentum))  # examples per unit of lr, momentum's gain included
+    lr, wd = cfg.lr / kilo, cfg.weight_decay * cfg.batch_size / kilo
+    lr_b = lr * cfg.bias_scaler
+    whiten_bias = model.whiten.bias
+    biases = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim == 1 and p is not whiten_bias]
+    weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    groups = [dict(params=weights, lr=lr, weight_decay=wd / lr), dict(params=biases, lr=lr_b, weight_decay=wd / lr_b),
+              dict(params=[whiten_bias], lr=lr_b, weight_decay=wd / lr_b)]
+    fused = {"fused": True} if whiten_bias.is_cuda else {"foreach": True}
+    opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True, **fused)
+    for g in opt.param_groups:
+        g["base_lr"] = g["lr"]
+    return opt
+
+
+def triangle(step: int, total: int, start: float = 0.2, peak_at: float = 0.23, end: float = 0.07) -> float:
+    """lr multiplier: linear from `start` up to 1 at `peak_at` of the steps, then down to `end`."""
+    return float(np.interp(step, [0, int(peak_at * total), total], [start, 1.0, end]))
+
+
+class Lookahead:
+    """Keeps a slow copy of the float state; `step(decay)` moves it toward the weights and copies it back.
+
+    With decay rising from 0 to ~0.77 over training (cubed progress), early training is
+    untouched and late training averages out the noise of the last steps.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.live = [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.slow = [t.detach().clone() for t in self.live]
+
+    @torch.no_grad()
+    def step(self, decay: float) -> None:
+        torch._foreach_lerp_(self.slow, self.live, 1 - decay)
+        torch._foreach_copy_(self.live, self.slow)
+
+
+def train(run: FastRun, data: FastData, seed: int) -> None:
+    """Train `run.model` in place from its current weights. No host synchronization inside."""
+    cfg, model = run.cfg, run.model
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction="sum")
+    opt = build_sgd(model, cfg)
+    steps_per_epoch = len(data.train_y) // cfg.batch_size
+    total = max(1, int(cfg.epochs * steps_per_epoch))
+    whiten_steps = int(cfg.whiten_bias_epochs * steps_per_epoch)
+    g = torch.Generator(device=run.device).manual_seed(seed)
+    flip_bits = torch.rand(len(data.train_y), generator=g, device=run.device) < 0.5
+    ahead = Lookahead(model) if cfg.lookahead else None
+    step = 0
+    model.train()
+    for epoch in range(math.ceil(cfg.epochs)):
+        for x, y in batches(data, run, epoch, flip_bits, g):
+            if step >= total:
+                break
+            f = triangle(step, total)
+            for i, group in enumerate(opt.param_groups):
+                group["lr"] = group["base_lr"] * f * (i < 2 or step < whiten_steps)
+            with autocast(run.device, cfg.amp):
+                loss = criterion(run.step_model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if ahead is not None and step % 5 == 0:
+                ahead.step(0.95 ** 5 * (step / total) ** 3)
+    if ahead is not None:
+        ahead.step(1.0)  # end on the slow weights
+
+
+@torch.no_grad()
+def predict_tta(run: FastRun, x_u8: torch.Tensor) -> torch.Tensor:
+    """Logits (N, K) of uint8 images, averaged over test-time views (see FastConfig.tta)."""
+    cfg, model = run.cfg, run.step_model
+    run.model.eval()
+    out = []
+    for i in range(0, len(x_u8), cfg.eval_batch_size):
+        x = (x_u8[i:i + cfg.eval_batch_size].float().div_(255) - run.mean) / run.std
+        x = memory_format(x, cfg.channels_last and x.is_cuda)
+        with autocast(run.device, cfg.amp):
+            views = [x] + ([x.flip(3)] if cfg.tta >= 1 and cfg.flip else [])
+            logits = sum(model(v).float() for v in views) / len(views)
+            if cfg.tta >= 2:  # one pixel up-left and down-right, weighted as much as the centred view
+                xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
+                H, W = x.shape[-2:]
+                shifted = [xp[..., :H, :W], xp[..., 2:, 2:]]
+                shifted += [s.flip(3) for s in shifted] if cfg.flip else []
+                logits = 0.5 * logits + 0.5 * sum(model(v).float() for v in shifted) / len(shifted)
+        out.append(logits)
+    return torch.cat(out)
+
+
+def run_once(run: FastRun, data: FastData, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-initialize, train and evaluate; returns (correct count, total) as device tensors (no sync)."""
+    reinit(run, data, seed)
+    train(run, data, seed)
+    correct = (predict_tta(run, data.test_x).argmax(1) == data.test_y).sum()
+    return correct, torch.tensor(len(data.test_y), device=run.device)
+
+
+class Timer:
+    """Wall time of a GPU region with CUDA events (no sync until read), perf_counter on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __enter__(self) -> "Timer":
+        if self.cuda:
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            import time
+
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cuda:
+            self.end.record()
+        else:
+            import time
+
+            self._seconds = time.perf_counter() - self.t0
+
+    @property
+    def seconds(self) -> float:
+        if self.cuda:
+            self.end.synchronize()  # deliberate sync: reading the timing
+            return self.start.elapsed_time(self.end) / 1000
+        return self._seconds
+
+
+def bench_fast(data: FastData, cfg: FastConfig, runs: int = 10, seed: int = 0, warmup: bool = True,
+               log: Any = print) -> dict[str, Any]:
+    """`runs` seeded runs of the recipe: accuracy mean/std and seconds per run (training + TTA eval).
+
+    On CUDA, cuDNN autotuning and compilation are warmed up by one untimed short run first,
+    so the timed runs measure training, not start-up.
+    """
+    if data.train_x.is_cuda:
+        torch.backends.cudnn.benchmark = True
+    run = prepare(data, cfg)
+    if warmup:
+        short = dataclasses.replace(cfg, epochs=min(cfg.epochs, 2 * cfg.batch_size / len(data.train_y) + 1))
+        warm = dataclasses.replace(run, cfg=short)
+        run_once(warm, data, seed=10_000)[0].item()
+    accs, secs = [], []
+    for r in range(runs):
+        with Timer(run.device) as t:
+            correct, n = run_once(run, data, seed + r)
+        accs.append(correct.item() / n.item())  # deliberate sync, after the timed region
+        secs.append(t.seconds)
+        log(f"run {r + 1}/{runs}: accuracy {accs[-1]:.4f}  {secs[-1]:.2f} s")
+    acc, sec = torch.tensor(accs, dtype=torch.float64), torch.tensor(secs, dtype=torch.float64)
+    return {"data": data.name, "runs": runs, "device": str(run.device), "config": dataclasses.asdict(cfg),
+            "accuracy_mean": acc.mean().item(), "accuracy_std": acc.std().item() if runs > 1 else 0.0,
+            "accuracy_min": acc.min().item(), "seconds_mean": sec.mean().item(), "accuracies": accs, "seconds": secs}

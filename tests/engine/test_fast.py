@@ -1,0 +1,109 @@
+"""The fast recipe on the CPU: it learns, its step loop never syncs, its pieces do what they say."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from foveal.engine import fast
+from foveal.models import create_model
+
+from conftest import SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def digits() -> fast.FastData:
+    return fast.load_fast_data("digits", img_size=16)
+
+
+def test_tiny_recipe_learns_digits(digits: fast.FastData) -> None:
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(fast.RECIPES["digits"], epochs=8.0)
+    res = fast.bench_fast(digits, cfg, runs=1, warmup=False, log=lambda m: None)
+    assert res["accuracy_mean"] >= 0.90, res  # chance is 0.10; 12 epochs reach ~0.96
+    assert res["seconds_mean"] > 0
+
+
+def _forbid(*_a, **_k):
+    raise AssertionError("host synchronization inside the step loop")
+
+
+def test_train_and_tta_eval_do_not_sync_with_the_host(digits: fast.FastData, monkeypatch) -> None:
+    """On the CPU, a sync shows up as Tensor.item/tolist/bool/float/int; all are made to raise."""
+    cfg = dataclasses.replace(fast.RECIPES["digits"], epochs=1.0)
+    run = fast.prepare(digits, cfg)
+    fast.reinit(run, digits, seed=0)
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, _forbid)
+    fast.train(run, digits, seed=0)
+    correct = (fast.predict_tta(run, digits.test_x).argmax(1) == digits.test_y).sum()
+    monkeypatch.undo()
+    assert 0 <= correct.item() <= len(digits.test_y)
+
+
+def test_whitening_init_decorrelates_patches() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 20, 20)
+    x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, 1)  # neighbouring pixels correlated
+    model = create_model("airnet_tiny", num_classes=10, in_chans=1, img_size=20)
+    model.init_whitening(x)
+    f = model.whiten(x) - model.whiten.bias[:, None, None]  # (N, 2*9, H', W')
+    half = f[:, :9].permute(1, 0, 2, 3).reshape(9, -1)
+    cov = torch.cov(half)
+    off_diagonal = cov - torch.diag(cov.diag())
+    assert off_diagonal.abs().max() < 0.02
+    assert (cov.diag() > 0.85).all() and (cov.diag() < 1.01).all()  # below 1 only by the eps of the weakest directions
+    assert torch.allclose(f[:, 9:], -f[:, :9], atol=1e-4)
+    with pytest.raises(ValueError, match="init_whitening needs"):
+        model.init_whitening(torch.randn(4, 3, 20, 20))
+
+
+def test_translate_is_a_reflect_padded_shift() -> None:
+    x = torch.arange(3 * 2 * 7 * 9, dtype=torch.float32).view(3, 2, 7, 9)
+    out = fast.translate(x, 2, torch.Generator().manual_seed(1))
+    off = torch.randint(0, 5, (2, 3), generator=torch.Generator().manual_seed(1))
+    xp = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    for b in range(3):
+        oy, ox = off[:, b].tolist()
+        assert torch.equal(out[b], xp[b, :, oy:oy + 7, ox:ox + 9])
+
+
+def test_triangle_schedule_shape() -> None:
+    total = 100
+    f = [fast.triangle(s, total) for s in range(total + 1)]
+    assert f[0] == pytest.approx(0.2) and max(f) == pytest.approx(1.0) and f[-1] == pytest.approx(0.07)
+    assert f.index(max(f)) == 23
+
+
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_idx_reader_round_trip_and_clear_errors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("t10k", 5)):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    data = fast.load_fast_data("mnist", str(tmp_path))
+    assert data.train_x.shape == (12, 1, 28, 28) and data.test_y.shape == (5,)
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x0d\x01" + (5).to_bytes(4, "big") + bytes(20))
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz' is not an uint8 IDX"):
+        fast.load_fast_data("mnist", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="official IDX"):
+        fast.load_fast_data("fashion-mnist", str(tmp_path / "missing"))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "fashion-mnist").is_dir(), reason="shared Fashion-MNIST files not present")
+def test_real_fashion_mnist_loads_whole() -> None:
+    data = fast.load_fast_data("fashion-mnist", str(SHARED_DATA / "fashion-mnist"))
+    assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
+    assert data.train_x.dtype == torch.uint8 and set(data.train_y.unique().tolist()) == set(range(10))
