@@ -111,9 +111,11 @@ def _infer_chans(paths: list[Path], cfg: DataConfig) -> int:
     return 1 if chans == {1} else 3
 
 
-def _bundle_from_items(name: str, items: list[tuple[Path, str, str]], classes: list[str],
-                       cfg: DataConfig, img_size: int, problems: list[str]) -> DataBundle:
-    """items: (path, class name, split name) -> DataBundle, decoding every file."""
+def bundle_from_items(name: str, items: list[tuple[Path, str, str]], classes: list[str],
+                      cfg: DataConfig, img_size: int, problems: list[str]) -> DataBundle:
+    """items: (path, class name, split name) -> DataBundle, decoding every file into memory, or,
+    when `cfg.in_memory` is False or auto finds the decoded data too big, with lazy file-backed
+    images that `foveal.data.stream` decodes in worker processes each epoch."""
     in_chans = _infer_chans([p for p, _, _ in items], cfg)
     keep, tensors = _decode_all([p for p, _, _ in items], cfg, img_size, in_chans, problems)
     index = {c: i for i, c in enumerate(classes)}
@@ -148,8 +150,14 @@ def _scan_class_dirs(root: Path, split: str, problems: list[str]) -> list[tuple[
     return items
 
 
-def load_folder(root: Path, cfg: DataConfig, img_size: int) -> DataBundle:
-    """root/<class>/* or root/{train,val|valid|validation,test}/<class>/*."""
+Item = tuple[Path, str, str]  # (file, class name, split name)
+
+
+def scan_folder(root: Path) -> tuple[list[Item], list[str], list[str]]:
+    """root/<class>/* or root/{train,val|valid|validation,test}/<class>/* -> (items, classes, problems).
+
+    Only lists files; nothing is decoded, so checking and streaming can reuse it on any size of folder.
+    """
     problems: list[str] = []
     subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if not subdirs:
@@ -162,10 +170,16 @@ def load_folder(root: Path, cfg: DataConfig, img_size: int) -> DataBundle:
     classes = sorted({c for _, c, _ in items})
     if not classes:
         raise ValueError(f"image folder '{root}' holds no image files ({'; '.join(problems[:5])})")
-    return _bundle_from_items(root.name, items, classes, cfg, img_size, problems)
+    return items, classes, problems
 
 
-def load_csv(path: Path, cfg: DataConfig, img_size: int) -> DataBundle:
+def load_folder(root: Path, cfg: DataConfig, img_size: int) -> DataBundle:
+    """An image folder (see `scan_folder`), decoded into memory or left to stream (see `bundle_from_items`)."""
+    items, classes, problems = scan_folder(root)
+    return bundle_from_items(root.name, items, classes, cfg, img_size, problems)
+
+
+def scan_csv(path: Path) -> tuple[list[Item], list[str], list[str]]:
     """A CSV manifest: `path,label[,split]` rows (header optional); paths relative to the CSV."""
     problems: list[str] = []
     items = []
@@ -188,8 +202,24 @@ def load_csv(path: Path, cfg: DataConfig, img_size: int) -> DataBundle:
         items.append((p, row[1].strip(), split))
     if not items:
         raise ValueError(f"CSV manifest '{path}' lists no existing image files ({'; '.join(problems[:5])})")
-    classes = sorted({c for _, c, _ in items})
-    return _bundle_from_items(path.stem, items, classes, cfg, img_size, problems)
+    return items, sorted({c for _, c, _ in items}), problems
+
+
+def load_csv(path: Path, cfg: DataConfig, img_size: int) -> DataBundle:
+    items, classes, problems = scan_csv(path)
+    return bundle_from_items(path.stem, items, classes, cfg, img_size, problems)
+
+
+def scan_files(source: str | Path) -> Optional[tuple[list[Item], list[str], list[str]]]:
+    """(items, classes, problems) when `source` is a folder or CSV manifest; None for named datasets."""
+    if str(source).lower() in DATASETS:
+        return None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return scan_folder(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return scan_csv(path)
+    return None
 
 
 def load_source(cfg: DataConfig, img_size: int) -> DataBundle:
