@@ -37,6 +37,7 @@ class DataConfig:
     rotate: float = 10.0  # max degrees for 'rotate'
     noise_std: float = 0.05  # std of 'noise' in [0, 1] pixel units
     jitter: float = 0.4  # brightness/contrast/saturation strength for 'jitter'
+    rrc_scale: float = 0.35  # smallest crop area (fraction of the image) for 'rrc' random-resized-crop
     erase_p: float = 0.25  # probability of one random-erasing rectangle per image for 'erase'
     randaug_n: int = 2  # ops per image for 'randaugment'
     randaug_m: int = 9  # magnitude (0-30 scale of Cubuk et al.) for 'randaugment'

@@ -15,7 +15,12 @@ from .sources import Split
 
 
 def mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units of (N, C, H, W) uint8 images."""
+    """Per-channel mean and std in [0, 1] units of (N, C, H, W) uint8 images.
+
+    For streamed (file-backed) images, estimated on an evenly spaced sample of 512 of them.
+    """
+    if not isinstance(images, torch.Tensor):
+        images = images.sample(512)
     C = images.shape[1]
     s = torch.zeros(C, dtype=torch.float64)
     s2 = torch.zeros(C, dtype=torch.float64)
@@ -35,15 +40,27 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63)
 
 
+def balanced_indices(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """len(labels) indices drawn with replacement, P(i) proportional to 1 / count(labels[i]).
+
+    Each draw is then equally likely to come from any class present: the balanced sampler
+    (data.balance='sampler'). Seeded by `generator`, so every rank draws the same sequence.
+    """
+    counts = torch.bincount(labels).double()
+    w = 1.0 / counts[labels]  # (N,)
+    return torch.multinomial(w, len(labels), replacement=True, generator=generator)
+
+
 class DeviceLoader:
     """Iterate (x, y) batches: x float (B, C, H, W) normalized, y (B,) int64 or (B, K) soft.
 
-    With `world > 1`, each rank takes every world-th sample of the same permutation.
+    With `world > 1`, each rank takes every world-th sample of the same permutation. With
+    `balanced`, an epoch is len(split) draws from `balanced_indices` instead of a permutation.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, mean: list[float], std: list[float],
                  augment: Optional[Compose] = None, shuffle: bool = False, drop_last: bool = False,
-                 seed: int = 0, rank: int = 0, world: int = 1):
+                 seed: int = 0, rank: int = 0, world: int = 1, balanced: bool = False):
         self.images = split.images.to(device, non_blocking=True)
         self.labels = split.labels.to(device, non_blocking=True)
         self.batch_size = batch_size
@@ -52,6 +69,7 @@ class DeviceLoader:
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.augment = augment
         self.shuffle = shuffle
+        self.balanced = balanced
         self.drop_last = drop_last and len(split) // world > batch_size
         self.seed, self.rank, self.world = seed, rank, world
         self.epoch = 0
@@ -62,7 +80,9 @@ class DeviceLoader:
 
     def _order(self) -> torch.Tensor:
         n = len(self.labels)
-        if not self.shuffle:
+        if self.balanced:
+            order = balanced_indices(self.labels, self.generator)
+        elif not self.shuffle:
             order = torch.arange(n, device=self.device)
         else:
             order = torch.randperm(n, generator=self.generator, device=self.device)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..config import RunConfig, to_dict
 from ..data import Compose, DataBundle, DeviceLoader
+from ..data.augment import MixBatch
 from ..data.loader import epoch_seed
 from ..io import write_json
 from ..metrics import ConfusionMeter, format_report
@@ -132,8 +133,11 @@ class Trainer:
         common = dict(device=self.device, mean=d.mean, std=d.std)
         shard = dict(rank=self.dist.rank, world=world)
         aug = Compose(d.augment, d, len(self.data.classes))
+        balanced = {"balanced": True} if d.balance == "sampler" else {}  # the in-memory loader's sampler
         self.train_loader = DeviceLoader(self.data.splits["train"], cfg.train.batch_size // world, augment=aug,
-                                         shuffle=True, drop_last=True, seed=cfg.train.seed, **common, **shard)
+                                         shuffle=True, drop_last=True, seed=cfg.train.seed, **common, **shard,
+                                         **balanced)
+        self.mixer = MixBatch(d.mixup, d.cutmix, len(self.data.classes), cfg.train.seed)
         self.val_loader = DeviceLoader(self.data.splits["val"], cfg.train.eval_batch_size, **common, **shard)
         self.test_loader = DeviceLoader(self.data.splits["test"], cfg.train.eval_batch_size, **common)
 
@@ -150,6 +154,7 @@ class Trainer:
         cfg, model, loader = self.cfg, self.train_model, self.train_loader
         model.train()
         loader.set_epoch(epoch)
+        self.mixer.set_epoch(epoch)
         torch.manual_seed(epoch_seed(cfg.train.seed, epoch) + 1)  # dropout/drop-path draws of this epoch
         loss_sum = torch.zeros((), device=self.device)
         meter = ConfusionMeter(len(self.data.classes), self.device, topk=0)
@@ -159,6 +164,8 @@ class Trainer:
                    disable=not (cfg.train.progress and self.dist.is_main))
         for i, (x, y) in enumerate(loader):
             self.schedule.set_step(self.state.step)
+            if self.mixer:
+                x, y = self.mixer(x, y)  # soft targets (B, K); accuracy counts the dominant label
             with autocast(self.device, cfg.train.amp):
                 logits = model(x)
                 loss = self.criterion(logits, y)
