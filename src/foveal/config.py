@@ -105,6 +105,14 @@ class TrainConfig:
     devices: int = 1  # processes on this machine; >1 launches torchrun (batch_size stays the global batch)
     sync_bn: bool = False  # SyncBatchNorm across processes under DDP
     dist_timeout: int = 300  # seconds a collective may wait before the job fails instead of hanging
+    # Robust training (foveal.robustness.training): attacks and corruptions in [0, 1] pixel units.
+    adv: Literal["none", "fgsm", "pgd"] = "none"  # fgsm: fast FGSM with random start (Wong 2020); pgd: Madry 2018
+    adv_eps: float = 0.3  # L-inf radius, pixel units
+    adv_alpha: float = 0.375  # step size, pixel units (Wong: 1.25 eps for fgsm; Madry: ~2.5 eps / steps for pgd)
+    adv_steps: int = 7  # PGD steps per batch
+    adv_ramp_epochs: float = 0.0  # eps grows linearly from 0 over these epochs (0: full eps from the start)
+    corrupt_aug: Literal["none", "noise", "blur", "augmix"] = "none"  # corruption-style batch augmentation
+    corrupt_p: float = 0.5  # fraction of each batch corrupted
 
 
 @dataclass

@@ -25,6 +25,7 @@ from ..config import RunConfig, to_dict
 from ..data import Compose, DataBundle, DeviceLoader
 from ..data.augment import MixBatch
 from ..data.loader import epoch_seed
+from ..data.stream import make_loader  # DeviceLoader for data in memory, StreamLoader for large folders
 from ..io import write_json
 from ..metrics import ConfusionMeter, format_report
 from ..metrics.calibration import fit_temperature, reliability
@@ -130,16 +131,23 @@ class Trainer:
         if cfg.train.batch_size % world:
             raise ValueError(f"train.batch_size {cfg.train.batch_size} (the global batch) must divide by the "
                              f"{world} processes")
-        common = dict(device=self.device, mean=d.mean, std=d.std)
+        common = dict(device=self.device, mean=d.mean, std=d.std, workers=d.workers)
         shard = dict(rank=self.dist.rank, world=world)
         aug = Compose(d.augment, d, len(self.data.classes))
         balanced = {"balanced": True} if d.balance == "sampler" else {}  # the in-memory loader's sampler
-        self.train_loader = DeviceLoader(self.data.splits["train"], cfg.train.batch_size // world, augment=aug,
+        self.train_loader = make_loader(self.data.splits["train"], cfg.train.batch_size // world, augment=aug,
                                          shuffle=True, drop_last=True, seed=cfg.train.seed, **common, **shard,
                                          **balanced)
         self.mixer = MixBatch(d.mixup, d.cutmix, len(self.data.classes), cfg.train.seed)
-        self.val_loader = DeviceLoader(self.data.splits["val"], cfg.train.eval_batch_size, **common, **shard)
-        self.test_loader = DeviceLoader(self.data.splits["test"], cfg.train.eval_batch_size, **common)
+        self.perturb = None  # adversarial / corruption training (train.adv, train.corrupt_aug)
+        if cfg.train.adv != "none" or cfg.train.corrupt_aug != "none":
+            from ..robustness.training import Perturber
+
+            t = cfg.train
+            self.perturb = Perturber(t.adv, t.adv_eps, t.adv_alpha, t.adv_steps, t.adv_ramp_epochs, t.corrupt_aug,
+                                     t.corrupt_p, d.mean, d.std, lambda logits, y: self.criterion(logits, y))
+        self.val_loader = make_loader(self.data.splits["val"], cfg.train.eval_batch_size, **common, **shard)
+        self.test_loader = make_loader(self.data.splits["test"], cfg.train.eval_batch_size, **common)
 
     def meta(self, extra: Optional[dict] = None) -> dict[str, Any]:
         d = self.cfg.data
@@ -166,6 +174,8 @@ class Trainer:
             self.schedule.set_step(self.state.step)
             if self.mixer:
                 x, y = self.mixer(x, y)  # soft targets (B, K); accuracy counts the dominant label
+            if self.perturb is not None:  # in pixel space, on the unwrapped model (no DDP hooks)
+                x = self.perturb(self.model, x, y, epoch + i / len(loader))
             with autocast(self.device, cfg.train.amp):
                 logits = model(x)
                 loss = self.criterion(logits, y)
@@ -284,7 +294,8 @@ class Trainer:
     def calibrate(self, model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         """Fit the softmax temperature on the validation split and store it with the best weights."""
         d = self.cfg.data
-        full_val = DeviceLoader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std)
+        full_val = make_loader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std,
+                               workers=d.workers)
         _, val_logits = evaluate(model, full_val, len(self.data.classes), self.device, self.cfg.train.amp,
                                  keep_logits=True)
         meta = {**meta, "temperature": fit_temperature(val_logits, self.data.splits["val"].labels)}
