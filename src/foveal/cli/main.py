@@ -15,7 +15,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 # Command groups living in their own modules; each defines `register(subparsers)` that adds
 # its parsers with `set_defaults(handler=fn)`. Imported lazily by name so `foveal -h` stays fast
 # and an optional group whose dependencies are missing does not break the others.
-CLI_MODULES: list[str] = []
+CLI_MODULES: list[str] = ["foveal.cli.report_cmds"]
 
 
 def command(name: str):
@@ -66,12 +66,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..engine.trainer import save_eval
     from ..metrics import format_report
 
-    metrics, _, _ = evaluate_model(args.run, args.data, args.split, args.device, data_dir=args.data_dir)
+    metrics, logits, bundle = evaluate_model(args.run, args.data, args.split, args.device, data_dir=args.data_dir)
     out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path("."))
     save_eval(out, metrics, prefix="eval")
+    from ..report import write_eval_report
+
+    run_dir = Path(args.run) if Path(args.run).is_dir() else None
+    # In the run folder itself, keep the training report.html and write eval_report.html beside it.
+    page = out / ("eval_report.html" if run_dir is not None and out.resolve() == run_dir.resolve() else "report.html")
+    write_eval_report(args.run, metrics, logits, bundle, page, args.device, history_from=run_dir)
     print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
     if not args.json:
-        print(f"saved eval.json, eval.csv, eval_confusion.csv in {out}")
+        print(f"saved eval.json, eval.csv, eval_confusion.csv and {page.name} in {out}")
     return 0
 
 

@@ -1,86 +1,184 @@
-"""The run report: one self-contained HTML file (images embedded as data URIs, no network)."""
+"""The evaluation report: one self-contained HTML file (PNG images as data URIs, inline CSS,
+no script, no network), with one ``<section id=...>`` per part so tests and readers can find
+them: summary, curves, metrics, confusion, calibration, errors, and robustness when the run
+folder holds ``robustness.json``.
+
+The numbers behind the tables are embedded too, as a JSON block (``<script
+type="application/json" id="report-data">``, inert: browsers never execute that type), so a
+test or a script can read exactly what the page shows.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
-import platform
-from typing import Any
+import json
+import math
+from typing import Any, Iterable
 
-import torch
-
-from .. import __version__
-from ..io import write_text
 from . import plots
+from .inputs import ReportInputs, gallery_items, run_summary
+
+SECTION_IDS = ("summary", "curves", "metrics", "confusion", "calibration", "errors", "robustness")
+ROBUSTNESS_DEPTH = 3  # nesting levels of robustness.json rendered as headings before falling back to JSON
 
 
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> str:
-    def cell(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return html.escape(str(v))
 
+
+def table(rows: Iterable[Iterable[Any]], header: list[str], tid: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    ident = f' id="{tid}"' if tid else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def section(sid: str, title: str, body: str) -> str:
     return f'<section id="{sid}"><h2>{html.escape(title)}</h2>{body}</section>'
 
 
-def summary_section(meta: dict[str, Any], metrics: dict[str, Any], n_params: int) -> str:
-    cfg = meta.get("config", {})
-    rows = [
-        ["data", cfg.get("data", {}).get("source")], ["model", meta["model"]], ["parameters", f"{n_params:,}"],
-        ["input", f"{meta['img_size']}px x {meta['in_chans']} channels"], ["classes", len(meta["classes"])],
-        ["seed", cfg.get("train", {}).get("seed")], ["training time (s)", metrics.get("train_seconds", float("nan"))],
-        ["best epoch", metrics.get("best_epoch")], ["hardware", f"{platform.processor() or platform.machine()}, "
-                                                               f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}"],
-        ["foveal / torch", f"{__version__} / {torch.__version__}"],
-    ]
-    return section("summary", "Run summary", _table(rows, ["", ""]))
+def note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def summary_section(inp: ReportInputs) -> str:
+    return section("summary", "Run summary", table(run_summary(inp).items(), ["", ""], "summary-table"))
+
+
+def curves_section(history: list[dict[str, Any]]) -> str:
+    if not history:
+        return section("curves", "Learning curves", note("no training history in this run folder (metrics.jsonl)"))
+    return section("curves", "Learning curves", _img(plots.learning_curves(history), "learning curves"))
+
+
+OVERALL = [("accuracy (top-1)", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("top-5 accuracy", "top5"),
+           ("macro precision", "macro_precision"), ("macro recall", "macro_recall"), ("macro F1", "macro_f1"),
+           ("weighted precision", "weighted_precision"), ("weighted recall", "weighted_recall"),
+           ("weighted F1", "weighted_f1"), ("loss", "loss"), ("images", "support")]
 
 
 def metrics_section(m: dict[str, Any]) -> str:
-    keys = ["accuracy", "balanced_accuracy", "top5", "macro_precision", "macro_recall", "macro_f1",
-            "weighted_precision", "weighted_recall", "weighted_f1", "loss"]
-    overall = _table([[k, m[k]] for k in keys if k in m], ["metric", "value"])
-    per_class = _table([[c, r["precision"], r["recall"], r["f1"], r["support"]] for c, r in m["per_class"].items()],
-                       ["class", "precision", "recall", "F1", "support"])
+    overall = table([[label, m[k]] for label, k in OVERALL if k in m], ["metric", "value"], "overall-metrics")
+    per_class = table([[c, r["precision"], r["recall"], r["f1"], r["support"]] for c, r in m["per_class"].items()],
+                      ["class", "precision", "recall", "F1", "support"], "per-class")
     return section("metrics", f"Metrics ({m.get('split', 'test')} split)", overall + "<h3>Per class</h3>" + per_class)
+
+
+def confused_pairs(cm: list[list[int]], classes: list[str], k: int = 10) -> list[tuple[str, str, int, float]]:
+    """The k largest off-diagonal counts: (true, predicted, count, share of the true class)."""
+    K = len(cm)
+    pairs = [(cm[i][j], i, j) for i in range(K) for j in range(K) if i != j and cm[i][j] > 0]
+    pairs.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return [(classes[i], classes[j], n, n / max(1, sum(cm[i]))) for n, i, j in pairs[:k]]
 
 
 def confusion_section(m: dict[str, Any]) -> str:
     cm, classes = m["confusion_matrix"], m["classes"]
-    pairs = sorted(((cm[i][j], classes[i], classes[j]) for i in range(len(cm)) for j in range(len(cm)) if i != j
-                    and cm[i][j] > 0), reverse=True)[:10]
+    pairs = confused_pairs(cm, classes)
     body = (_img(plots.confusion_heatmap(cm, classes), "confusion matrix counts")
             + _img(plots.confusion_heatmap(cm, classes, normalize=True), "confusion matrix normalized")
-            + "<h3>Most confused pairs</h3>" + _table([[t, p, n] for n, t, p in pairs], ["true", "predicted", "count"]))
+            + "<h3>Most confused pairs</h3>"
+            + (table(pairs, ["true", "predicted", "count", "share of true class"], "confused-pairs") if pairs
+               else note("no mistakes")))
     return section("confusion", "Confusion matrix", body)
 
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+def calibration_section(cal: dict[str, Any] | None) -> str:
+    if not cal:
+        return section("calibration", "Calibration", note("no logits available to measure calibration"))
+    t, before, after = cal["temperature"], cal["before"], cal.get("after")
+    rows = [["fitted temperature T (validation split)", t], ["ECE before scaling", before["ece"]]]
+    if after:
+        rows.append([f"ECE after scaling (logits / {t:.3f})", after["ece"]])
+    body = (note("Expected calibration error over 15 equal-width confidence bins, on the evaluated split; the "
+                 "temperature is fitted on the validation split, saved with the weights and used by predict.")
+            + table(rows, ["", "value"], "calibration-table")
+            + _img(plots.reliability_diagram(before, after, t), "reliability diagram"))
+    return section("calibration", "Calibration", body)
+
+
+def errors_section(inp: ReportInputs, k: int = 12) -> str:
+    items = gallery_items(inp, k)
+    if items is None:
+        return section("errors", "Worst errors", note("no images or model available for the error gallery"))
+    if not items:
+        return section("errors", "Worst errors", note("no mistakes on this split"))
+    tiles = "".join(
+        f'<figure>{_img(it["image"], "image")}{_img(it["overlay"], "Grad-CAM")}<figcaption>true <b>'
+        f'{html.escape(it["true"])}</b>, predicted <b>{html.escape(it["pred"])}</b> ({it["conf"]:.3f})'
+        f'{"<br>" + html.escape(it["path"]) if it.get("path") else ""}</figcaption></figure>' for it in items)
+    return section("errors", "Worst errors (most confident mistakes)",
+                   note("Each pair: the image and its Grad-CAM map for the predicted class (red: what the "
+                        "prediction rests on). Confidence after temperature scaling.")
+                   + f'<div class="gallery">{tiles}</div>')
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _render_value(key: str, v: Any, depth: int) -> str:
+    """Generic rendering of one robustness.json entry: tables of numbers get a table and a
+    line plot; scalars are listed by the caller; deeper structures recurse, then fall back to JSON."""
+    title = html.escape(key.replace("_", " "))
+    if isinstance(v, dict) and v and all(isinstance(r, dict) and r and all(_is_num(x) for x in r.values())
+                                         for r in v.values()):
+        cols = list(dict.fromkeys(c for r in v.values() for c in r))
+        rows = [[name] + [r.get(c, float("nan")) for c in cols] for name, r in v.items()]
+        return (f"<h3>{title}</h3>" + table(rows, [""] + cols, f"robustness-{key}")
+                + _img(plots.line_table(key, {n: {c: r[c] for c in cols if c in r} for n, r in v.items()}), key))
+    if isinstance(v, dict) and v and all(_is_num(x) for x in v.values()):
+        return (f"<h3>{title}</h3>" + table(v.items(), ["", "value"], f"robustness-{key}")
+                + (_img(plots.line_table(key, {key: v}), key) if len(v) > 1 else ""))
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return f"<h3>{title}</h3>" + ("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in v) + "</ul>" if v
+                                       else note("none"))
+    if isinstance(v, dict) and depth < ROBUSTNESS_DEPTH:
+        return f"<h3>{title}</h3>" + _render_mapping(v, depth + 1)
+    return f"<h3>{title}</h3><pre>{html.escape(json.dumps(v, indent=1)[:4000])}</pre>"
+
+
+def _render_mapping(d: dict[str, Any], depth: int) -> str:
+    scalars = [(k, v) for k, v in d.items() if _is_num(v) or isinstance(v, (str, bool)) or v is None]
+    out = table(scalars, ["", "value"]) if scalars else ""
+    return out + "".join(_render_value(k, v, depth) for k, v in d.items() if (k, v) not in scalars)
+
+
+def robustness_section(rob: dict[str, Any]) -> str:
+    return section("robustness", "Robustness", _render_mapping(rob, 0))
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}img{max-width:100%;margin:.3em}section{margin-bottom:2em}"""
+td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.3em;image-rendering:pixelated}
+section{margin-bottom:2.5em}nav a{margin-right:1em}.note{color:#555;font-size:.92em}
+.gallery{display:flex;flex-wrap:wrap;gap:.6em}figure{margin:0;border:1px solid #ddd;padding:.3em;width:340px}
+figure img{width:160px}figcaption{font-size:.85em}pre{background:#f6f6f6;padding:.5em;overflow:auto}"""
 
 
-def render(title: str, sections: list[str]) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
+def render(title: str, sections: list[str], data: dict[str, Any]) -> str:
+    ids = [s.split('"', 2)[1] for s in sections]
+    nav = "<nav>" + "".join(f'<a href="#{i}">{i}</a>' for i in ids) + "</nav>"
+    blob = json.dumps(data, default=float).replace("</", "<\\/")  # never closes the script element early
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<link rel='icon' href='data:,'>"  # no favicon request (offline, and no console error)
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{nav}{''.join(sections)}"
+            f'<script type="application/json" id="report-data">{blob}</script></body></html>')
 
 
-def write_run_report(result) -> None:
-    """report.html (and curves.png) in the run folder, from a finished RunResult."""
-    from ..models import count_params
-
-    sections = [summary_section(result.meta, result.test_metrics, count_params(result.model))]
-    if result.history:
-        png = plots.learning_curves(result.history)
-        (result.run_dir / "curves.png").write_bytes(png)
-        sections.append(section("curves", "Learning curves", _img(png, "learning curves")))
-    sections += [metrics_section(result.test_metrics), confusion_section(result.test_metrics)]
-    write_text(result.run_dir / "report.html", render(f"foveal run {result.run_dir.name}", sections))
+def build_html(inp: ReportInputs) -> str:
+    """The whole page for one evaluation."""
+    m = inp.metrics
+    sections = [summary_section(inp), curves_section(inp.history), metrics_section(m), confusion_section(m),
+                calibration_section(m.get("calibration")), errors_section(inp)]
+    if inp.robustness is not None:
+        sections.append(robustness_section(inp.robustness))
+    data = {"metrics": {k: v for k, v in m.items()}, "history": inp.history, "robustness": inp.robustness}
+    return render(inp.title, sections, data)

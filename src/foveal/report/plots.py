@@ -61,3 +61,41 @@ def confusion_heatmap(cm: list[list[int]], classes: list[str], normalize: bool =
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("confusion matrix" + (" (row-normalized)" if normalize else " (counts)"))
     return fig_png(fig)
+
+
+def reliability_diagram(before: dict[str, Any], after: dict[str, Any] | None, temperature: float = 1.0) -> bytes:
+    """Accuracy against confidence per bin (the diagonal is perfect calibration), before and
+    after temperature scaling, with the share of samples per bin below."""
+    edges = np.asarray(before["bin_edges"])
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig, (ax, axc) = plt.subplots(2, 1, figsize=(5.2, 5.6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    curves = [("before", before, "tab:red")] + ([(f"after (T={temperature:.2f})", after, "tab:blue")] if after else [])
+    for label, r, color in curves:
+        count = np.asarray(r["bin_count"])
+        acc = np.where(count > 0, r["bin_accuracy"], np.nan)
+        ax.bar(centers, acc, width=width, alpha=0.35, color=color, edgecolor=color,
+               label=f"{label}: ECE {r['ece']:.4f}")
+        axc.bar(centers, count / max(count.sum(), 1), width=width, alpha=0.5, color=color)
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("reliability diagram")
+    axc.set_xlabel("confidence (max softmax probability)")
+    axc.set_ylabel("share")
+    return fig_png(fig)
+
+
+def line_table(title: str, rows: dict[str, dict[str, float]]) -> bytes:
+    """One line per row over the shared column keys (e.g. accuracy per corruption severity)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name, vals in rows.items():
+        xs = list(vals)
+        ax.plot(range(len(xs)), [vals[k] for k in xs], marker="o", label=name)
+        ax.set_xticks(range(len(xs)), xs)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(rows) <= 20:
+        ax.legend(fontsize=7, ncol=2 if len(rows) > 8 else 1)
+    return fig_png(fig)

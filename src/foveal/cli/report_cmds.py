@@ -1,0 +1,69 @@
+"""`foveal explain RUN IMAGES...` (overlay PNGs) and `foveal report RUN` (report.html)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.inference import Predictor, list_images
+    from ..explain import explain, save_overlay
+
+    pred = Predictor.load(args.run, args.device)
+    paths = list_images(args.images)
+    out = Path(args.out)
+    classes = pred.classes
+    target = None
+    if args.target is not None:
+        if args.target not in classes:
+            raise ValueError(f"--target '{args.target}' is not a class of this model ({', '.join(classes)})")
+        target = classes.index(args.target)
+    for i in range(0, len(paths), args.batch_size):
+        chunk = paths[i:i + args.batch_size]
+        images = pred.load_images(chunk)  # (B, C, H, W) uint8
+        x = (images.to(pred.device).float() / 255.0 - pred.mean) / pred.std
+        with torch.no_grad():
+            logits = pred.model(x)
+        targets = logits.argmax(1) if target is None else torch.full((len(x),), target, device=x.device)
+        maps = explain(pred.model, x, args.method, target=targets).cpu()
+        probs = torch.softmax(logits.float() / pred.temperature, 1).cpu()
+        for p, img, m, t, pr in zip(chunk, images, maps, targets.tolist(), probs):
+            dest = out / f"{p.stem}_{args.method}.png"
+            save_overlay(dest, img, m, args.alpha)
+            print(f"{p}\t{args.method} for '{classes[t]}' (p={pr[t]:.3f}; predicted '{classes[int(pr.argmax())]}')"
+                  f"\t-> {dest}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..report import report_from_run
+
+    path = report_from_run(args.run, Path(args.out) if args.out else None, args.split, args.device)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..explain import METHODS
+
+    sp = sub.add_parser("explain", help="saliency / Grad-CAM / ... overlays of image files for a trained model")
+    sp.add_argument("run", help="run folder or weights file")
+    sp.add_argument("images", nargs="+", help="image files or folders")
+    sp.add_argument("--method", default="gradcam", choices=METHODS)
+    sp.add_argument("--target", help="class to explain (default: each image's predicted class)")
+    sp.add_argument("--out", default="explanations", help="folder for the overlay PNGs (default: explanations)")
+    sp.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the image")
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--device", default="auto")
+    sp.set_defaults(handler=cmd_explain)
+
+    sp = sub.add_parser("report", help="(re)build report.html of a run folder")
+    sp.add_argument("run", help="run folder")
+    sp.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
+    sp.add_argument("--split", default="test")
+    sp.add_argument("--device", default="auto")
+    sp.set_defaults(handler=cmd_report)
