@@ -15,7 +15,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 # Command groups living in their own modules; each defines `register(subparsers)` that adds
 # its parsers with `set_defaults(handler=fn)`. Imported lazily by name so `foveal -h` stays fast
 # and an optional group whose dependencies are missing does not break the others.
-CLI_MODULES: list[str] = ["foveal.cli.report_cmds"]
+CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.cli.deploy"]
 
 
 def command(name: str):
@@ -83,9 +83,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..engine.inference import Predictor
+    if str(args.run).endswith(".onnx"):  # exported model: ONNX Runtime, same decoder and records
+        from ..export.runtime import OnnxPredictor
 
-    records = Predictor.load(args.run, args.device).predict(args.inputs, topk=args.topk)
+        records = OnnxPredictor.load(args.run).predict(args.inputs, topk=args.topk)
+    else:
+        from ..engine.inference import Predictor
+
+        records = Predictor.load(args.run, args.device).predict(args.inputs, topk=args.topk)
     if args.json:
         print(json.dumps(records, indent=2))
         return 0

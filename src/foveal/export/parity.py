@@ -1,0 +1,150 @@
+"""Export a run and check every exported file against the eager model on the evaluation set.
+
+`export_run` is what `foveal export` calls: ONNX float32 (always, it is the source of int8),
+int8 on request, then one parity report: top-1 agreement and max logit difference of float32
+ONNX vs eager, accuracies of all three and the int8 accuracy change, with batch-1 latencies
+side by side. The report is printed, saved as `parity.json` and raises when a check fails, so
+a broken export never ships silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..io import write_json
+from .onnx_export import Preprocessed, export_onnx
+from .quantize import QuantSettings, copy_meta, quantize_int8
+from .runtime import OnnxPredictor, median_latency_ms
+
+
+class ExportCheckError(ValueError):
+    """An exported model disagrees with the eager one beyond the allowed thresholds."""
+
+
+@dataclass
+class ParityLimits:
+    """Thresholds of the parity check."""
+
+    min_fp32_agreement: float = 1.0  # top-1 agreement of float32 ONNX with eager (fraction)
+    max_fp32_logit_diff: float = 1e-3  # relative to max |logit| (and at least 1e-3 absolute)
+    max_int8_drop: float = 1.0  # accuracy points int8 may lose against eager
+
+
+@dataclass
+class ExportOptions:
+    formats: tuple[str, ...] = ("onnx", "int8")
+    out_dir: Optional[str] = None  # default: RUN/export
+    calib_images: int = 256  # training images for int8 calibration
+    eval_limit: Optional[int] = None  # evaluate on at most this many test images (None: all)
+    threads: Optional[int] = None  # ORT intra-op threads for the check
+    quant: QuantSettings = field(default_factory=QuantSettings)
+    limits: ParityLimits = field(default_factory=ParityLimits)
+
+
+def _split_arrays(meta: dict[str, Any], split: str, limit: Optional[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, labels) of the run's own `split`, decoded exactly as for evaluation."""
+    from ..engine.inference import eval_data
+
+    (part,) = eval_data(meta, None, split).splits.values()
+    idx = torch.arange(len(part))
+    if limit is not None and limit < len(part):
+        idx = torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    return part.images[idx].numpy(), part.labels[idx].numpy()
+
+
+@torch.inference_mode()
+def eager_logits(wrapped: torch.nn.Module, images_u8: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.concatenate([wrapped(torch.from_numpy(images_u8[i:i + batch_size])).numpy()
+                           for i in range(0, len(images_u8), batch_size)])
+
+
+def compare(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Agreement of top-1 with the reference, max |logit diff| (absolute and relative), accuracy."""
+    diff = float(np.abs(ref - got).max()) if len(ref) else 0.0
+    return {"top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+            "max_logit_diff": diff, "max_logit_diff_rel": diff / max(float(np.abs(ref).max()), 1.0),
+            "accuracy": float((got.argmax(1) == labels).mean())}
+
+
+def _latency(fn: Any, images: np.ndarray, n: int = 30) -> float:
+    return median_latency_ms(fn, [images[i:i + 1] for i in range(min(n, len(images)))])
+
+
+def check(report: dict[str, Any], limits: ParityLimits) -> list[str]:
+    """The failed checks of a parity report, as sentences (empty when all pass)."""
+    fails = []
+    fp = report.get("onnx")
+    if fp is not None:
+        if fp["top1_agreement"] < limits.min_fp32_agreement:
+            fails.append(f"float32 ONNX agrees with eager on {fp['top1_agreement']:.2%} of top-1 "
+                         f"(required {limits.min_fp32_agreement:.2%})")
+        if fp["max_logit_diff_rel"] > limits.max_fp32_logit_diff:
+            fails.append(f"float32 ONNX logits differ from eager by {fp['max_logit_diff']:.3g} "
+                         f"({fp['max_logit_diff_rel']:.3g} relative, limit {limits.max_fp32_logit_diff:g})")
+    q = report.get("int8")
+    if q is not None and q["accuracy_drop_points"] > limits.max_int8_drop:
+        fails.append(f"int8 loses {q['accuracy_drop_points']:.2f} accuracy points (limit {limits.max_int8_drop:g})")
+    return fails
+
+
+def export_run(run: str | Path, opts: ExportOptions | None = None) -> dict[str, Any]:
+    """Export `run` in `opts.formats`, check parity, write `parity.json`; returns the report.
+
+    Raises ExportCheckError (after writing the files and the report) when a check fails.
+    """
+    from ..engine.checkpoint import load_model
+
+    opts = opts or ExportOptions()
+    unknown = set(opts.formats) - {"onnx", "int8"}
+    if unknown:
+        raise ValueError(f"unknown export format(s) {', '.join(sorted(unknown))}; choose from onnx, int8")
+    model, meta = load_model(run, "cpu")
+    out = Path(opts.out_dir) if opts.out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent) / "export"
+    wrapped = Preprocessed(model, meta["mean"], meta["std"]).eval()
+    fp32_path = export_onnx(model, meta, out / "model.onnx")
+    x, y = _split_arrays(meta, "test", opts.eval_limit)
+    ref = eager_logits(wrapped, x)
+    report: dict[str, Any] = {"run": str(run), "model": meta["model"], "eval_images": int(len(x)),
+                              "eager": {"accuracy": float((ref.argmax(1) == y).mean())},
+                              "files": {"onnx": str(fp32_path)}, "limits": asdict(opts.limits)}
+    with torch.inference_mode():
+        report["eager"]["latency_ms_b1"] = _latency(lambda b: wrapped(torch.from_numpy(b)), x)
+    fp32 = OnnxPredictor.load(fp32_path, opts.threads)
+    report["onnx"] = {**compare(ref, fp32.logits(x), y), "latency_ms_b1": _latency(fp32.logits, x)}
+    if "int8" in opts.formats:
+        calib, _ = _split_arrays(meta, "train", opts.calib_images, seed=1)
+        q_path = quantize_int8(fp32_path, out / "model.int8.onnx", calib, opts.quant)
+        copy_meta(fp32_path, q_path, {"precision": "int8", "quantization": asdict(opts.quant)})
+        q = OnnxPredictor.load(q_path, opts.threads)
+        r = compare(ref, q.logits(x), y)
+        r["accuracy_drop_points"] = 100.0 * (report["eager"]["accuracy"] - r["accuracy"])
+        report["int8"] = {**r, "latency_ms_b1": _latency(q.logits, x), "settings": asdict(opts.quant)}
+        report["files"]["int8"] = str(q_path)
+    report["failures"] = check(report, opts.limits)
+    report["passed"] = not report["failures"]
+    write_json(out / "parity.json", report)
+    if report["failures"]:
+        raise ExportCheckError(f"export of '{run}' failed its parity check: " + "; ".join(report["failures"])
+                               + f" (report: {out / 'parity.json'})")
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """Side-by-side table of accuracy, agreement and latency for eager / ONNX / int8."""
+    lines = [f"{r['model']} on {r['eval_images']} evaluation images",
+             f"{'':8} {'accuracy':>9} {'top-1 agree':>11} {'max |dlogit|':>12} {'b1 ms':>8}"]
+    lines.append(f"{'eager':8} {r['eager']['accuracy']:>9.4f} {'':>11} {'':>12} {r['eager']['latency_ms_b1']:>8.3f}")
+    for k in ("onnx", "int8"):
+        if k in r:
+            v = r[k]
+            lines.append(f"{k:8} {v['accuracy']:>9.4f} {v['top1_agreement']:>11.2%} {v['max_logit_diff']:>12.3g} "
+                         f"{v['latency_ms_b1']:>8.3f}")
+    if "int8" in r:
+        lines.append(f"int8 accuracy change: {-r['int8']['accuracy_drop_points']:+.2f} points")
+    lines.append("parity check: " + ("passed" if r["passed"] else "FAILED: " + "; ".join(r["failures"])))
+    return "\n".join(lines)
