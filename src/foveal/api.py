@@ -91,7 +91,7 @@ class Classifier:
     def evaluate(self, data: Optional[str] = None, split: str = "test") -> dict[str, Any]:
         """Metrics on the run's own test split, or on every image of `data`."""
         from .engine.evaluate import evaluate
-        from .data import DeviceLoader
+        from .data.stream import make_loader
         from .engine.inference import eval_data
 
         self._check_fitted()
@@ -100,7 +100,7 @@ class Classifier:
         bundle = eval_data(self.meta_, data, split)
         (name, part), = bundle.splits.items()
         p = self.predictor_
-        meter, _ = evaluate(p.model, DeviceLoader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
+        meter, _ = evaluate(p.model, make_loader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
                             len(self.classes_), p.device)
         return {**meter.compute(self.classes_), "split": name}
 

@@ -117,6 +117,10 @@ def bundle_from_items(name: str, items: list[tuple[Path, str, str]], classes: li
     when `cfg.in_memory` is False or auto finds the decoded data too big, with lazy file-backed
     images that `foveal.data.stream` decodes in worker processes each epoch."""
     in_chans = _infer_chans([p for p, _, _ in items], cfg)
+    from .stream import fits_in_memory
+
+    if not fits_in_memory(len(items), in_chans, img_size, cfg.in_memory):
+        return _lazy_bundle(name, items, classes, cfg, img_size, in_chans, problems)
     keep, tensors = _decode_all([p for p, _, _ in items], cfg, img_size, in_chans, problems)
     index = {c: i for i, c in enumerate(classes)}
     by_split: dict[str, list[int]] = {}
@@ -131,6 +135,21 @@ def bundle_from_items(name: str, items: list[tuple[Path, str, str]], classes: li
     for split, ks in by_split.items():
         idx = torch.tensor(ks)
         splits[split] = Split(images[idx], labels[idx], [paths[k] for k in ks])
+    return DataBundle(name, classes, splits, problems)
+
+
+def _lazy_bundle(name: str, items: list[tuple[Path, str, str]], classes: list[str], cfg: DataConfig,
+                 img_size: int, in_chans: int, problems: list[str]) -> DataBundle:
+    """Splits whose images stay in their files, for `foveal.data.stream.StreamLoader`."""
+    from .stream import FileImages
+
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {}
+    for split in dict.fromkeys(s for _, _, s in items):  # first-seen order
+        chosen = [(str(p), index[c]) for p, c, s in items if s == split]
+        images = FileImages(tuple(p for p, _ in chosen), in_chans, img_size, cfg.resize, cfg.max_pixels)
+        splits[split] = Split(images, torch.tensor([y for _, y in chosen], dtype=torch.int64),  # type: ignore[arg-type]
+                              [p for p, _ in chosen])
     return DataBundle(name, classes, splits, problems)
 
 

@@ -134,7 +134,9 @@ def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = 
     pred = Predictor.load(source, device)
     bundle = eval_data(pred.meta, data, split, data_dir)
     (name, part), = bundle.splits.items()
-    loader = DeviceLoader(part, batch_size, pred.device, pred.meta["mean"], pred.meta["std"])
+    from ..data.stream import make_loader  # streams when the data is too large to hold in memory
+
+    loader = make_loader(part, batch_size, pred.device, pred.meta["mean"], pred.meta["std"])
     meter, logits = evaluate(pred.model, loader, len(pred.classes), pred.device, keep_logits=True)
     metrics = meter.compute(pred.classes)
     metrics["split"] = name

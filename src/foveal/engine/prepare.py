@@ -27,6 +27,8 @@ def match_channels(bundle: DataBundle, in_chans: int) -> DataBundle:
     luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
     def conv(x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):  # streamed images: decoded straight to in_chans
+            return x.with_format(in_chans=in_chans)
         if in_chans == 3 and x.shape[1] == 1:
             return x.expand(-1, 3, -1, -1).contiguous()
         if in_chans == 1 and x.shape[1] == 3:
@@ -40,7 +42,9 @@ def match_channels(bundle: DataBundle, in_chans: int) -> DataBundle:
 def match_size(bundle: DataBundle, img_size: int) -> DataBundle:
     if bundle.img_size == img_size:
         return bundle
-    splits = {k: Split(resize_u8(s.images, img_size), s.labels, s.paths) for k, s in bundle.splits.items()}
+    splits = {k: Split(resize_u8(s.images, img_size) if isinstance(s.images, torch.Tensor)
+                       else s.images.with_format(img_size=img_size), s.labels, s.paths)
+              for k, s in bundle.splits.items()}
     return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
 
 
