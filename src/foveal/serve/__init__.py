@@ -1,0 +1,1 @@
+"""Serving: FastAPI app with micro-batching and a web page (`foveal serve`)."""

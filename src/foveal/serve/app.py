@@ -1,0 +1,223 @@
+"""HTTP API and web page (FastAPI): POST /predict, GET /health, /metadata, /metrics and /.
+
+Limits, each answered with a JSON 4xx/5xx `{"error": ...}` while the server keeps serving:
+upload size (413, refused from Content-Length before reading, or when a streamed body passes
+the cap), pixel count (400, the decoder's decompression-bomb guard), undecodable files (400),
+missing file field (422), too many requests in flight (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
+
+from .backend import Backend, load_backend
+from .batcher import MicroBatcher
+from .page import PAGE_HTML
+
+
+@dataclass
+class ServeSettings:
+    max_batch: int = 32  # images per model call; 1 serves one at a time
+    max_wait_ms: float = 5.0  # longest the first image of a batch waits for company
+    backend: Optional[str] = None  # 'torch' | 'onnx'; None: from the model file
+    max_upload_mb: float = 20.0  # whole request body
+    max_pixels: int = 40_000_000  # per image, checked from the header before decoding
+    max_files: int = 64  # images per request
+    max_in_flight: int = 512  # concurrent /predict requests before 503
+    threads: Optional[int] = None  # inference threads
+    topk: int = 5
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the upload cap while streaming in."""
+
+
+class BodyLimit:
+    """ASGI middleware: 413 from Content-Length before reading, or raise BodyTooLarge while reading.
+
+    Starlette parses multipart into temp files without a total cap, so the cap sits here, on
+    the raw byte stream: a 50 MB upload is refused after at most `max_bytes` have been read.
+    """
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            resp = JSONResponse({"error": f"upload of {int(declared):,} bytes is over the limit of "
+                                          f"{self.max_bytes:,} bytes"}, status_code=413)
+            return await resp(scope, receive, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                raise BodyTooLarge(f"upload is over the limit of {self.max_bytes:,} bytes")
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+class Metrics:
+    """A few Prometheus counters, written out by hand (text format 0.0.4) to avoid a dependency."""
+
+    def __init__(self) -> None:
+        self.responses: dict[int, int] = {}
+        self.images = 0
+        self.latency_sum = 0.0
+
+    def observe(self, status: int, seconds: float, images: int = 0) -> None:
+        self.responses[status] = self.responses.get(status, 0) + 1
+        self.latency_sum += seconds
+        self.images += images
+
+    def text(self, batcher: MicroBatcher) -> str:
+        lines = ["# TYPE foveal_responses_total counter"]
+        lines += [f'foveal_responses_total{{code="{c}"}} {n}' for c, n in sorted(self.responses.items())]
+        lines += ["# TYPE foveal_images_total counter", f"foveal_images_total {self.images}",
+                  "# TYPE foveal_request_seconds_sum counter", f"foveal_request_seconds_sum {self.latency_sum:.6f}",
+                  "# TYPE foveal_batches_total counter", f"foveal_batches_total {batcher.batches}",
+                  "# TYPE foveal_batched_images_total counter", f"foveal_batched_images_total {batcher.images}",
+                  "# TYPE foveal_queue_length gauge", f"foveal_queue_length {batcher.pending}"]
+        return "\n".join(lines) + "\n"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _decode_upload(backend: Backend, upload: Any, max_pixels: int) -> np.ndarray:
+    """Spool one UploadFile to a named temp file and decode it with the shared decoder.
+
+    The decoder takes paths (it stats, opens and guards pixel counts), so the bytes go to disk
+    once; the error message names the uploaded filename, never the temp path.
+    """
+    from ..data.decode import DecodeError
+
+    name = upload.filename or "upload"
+    fd, tmp = tempfile.mkstemp(prefix="foveal-upload-", suffix=Path(name).suffix[:16])
+    try:
+        with os.fdopen(fd, "wb") as f:
+            upload.file.seek(0)
+            while chunk := upload.file.read(1 << 20):
+                f.write(chunk)
+        return backend.read(tmp, max_pixels)
+    except DecodeError as e:
+        raise HTTPException(400, str(e).replace(f"'{tmp}'", f"'{name}'")) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def create_app(model: str | Path | Backend, settings: Optional[ServeSettings] = None) -> FastAPI:
+    """The FastAPI app serving `model` (run folder, weights, .onnx, or a loaded Backend)."""
+    s = settings or ServeSettings()
+    backend = model if isinstance(model, Backend) else load_backend(model, s.backend, s.threads)
+    batcher = MicroBatcher(backend.probabilities, s.max_batch, s.max_wait_ms)
+    metrics = Metrics()
+    in_flight = 0
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="foveal", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=int(s.max_upload_mb * 1024 * 1024))
+    app.state.backend, app.state.batcher, app.state.settings = backend, batcher, s
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, e: HTTPException) -> JSONResponse:
+        return _error(e.status_code, str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        return _error(422, f"invalid request: {e.errors()}")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE_HTML
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": backend.meta.get("model"), "backend": backend.name,
+                "queue": batcher.pending, "in_flight": in_flight}
+
+    @app.get("/metadata")
+    async def metadata() -> dict[str, Any]:
+        return {**backend.public_meta(), "settings": asdict(s)}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prom() -> str:
+        return metrics.text(batcher)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        nonlocal in_flight
+        t0 = time.perf_counter()
+        if in_flight >= s.max_in_flight:
+            resp = _error(503, f"server busy: {in_flight} requests in flight (limit {s.max_in_flight}); retry later")
+        else:
+            in_flight += 1
+            try:
+                resp = await _predict(request)
+            except HTTPException as e:
+                resp = _error(e.status_code, str(e.detail))
+            except Exception as e:  # a model failure answers 500 for this request; the server goes on
+                resp = _error(500, f"inference failed: {type(e).__name__}: {e}")
+            finally:
+                in_flight -= 1
+        metrics.observe(resp.status_code, time.perf_counter() - t0, getattr(resp, "n_images", 0))
+        return resp
+
+    async def _predict(request: Request) -> JSONResponse:
+        try:
+            form = await request.form(max_files=s.max_files)
+        except BodyTooLarge as e:
+            raise HTTPException(413, str(e)) from None
+        except Exception as e:  # malformed multipart / wrong content type
+            raise HTTPException(400, f"could not read a multipart form ({type(e).__name__}: {e}); "
+                                "send the image as multipart/form-data field 'file'") from None
+        uploads = [v for k in ("file", "files") for v in form.getlist(k) if hasattr(v, "filename")]
+        if not uploads:
+            raise HTTPException(422, "missing form field 'file': send the image as multipart/form-data "
+                                f"(got fields: {', '.join(form.keys()) or 'none'})")
+        images = [await asyncio.to_thread(_decode_upload, backend, u, s.max_pixels) for u in uploads]
+        probs = await batcher.submit(np.stack(images))
+        from ..export.runtime import topk_records
+
+        records = topk_records(probs, backend.classes, s.topk)
+        results = [{"filename": u.filename, **r} for u, r in zip(uploads, records)]
+        resp = JSONResponse({"model": backend.meta.get("model"), "backend": backend.name, "results": results})
+        resp.n_images = len(results)  # type: ignore[attr-defined]
+        return resp
+
+    return app
+
+
+def run_server(model: str | Path, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Load `model` and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(model, settings)
+    print(f"serving {model} ({app.state.backend.name}, max batch {settings.max_batch}, "
+          f"max wait {settings.max_wait_ms} ms) on http://{host}:{port}/", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
