@@ -1,0 +1,108 @@
+"""`foveal bench ...`: speed measurements, one subcommand per benchmark.
+
+To add one, write `def _add_NAME(sub) -> None` that adds its parser with
+`set_defaults(handler=fn)` and put it in SUBCOMMANDS; the handler prints its JSON result
+(and writes it with --out). Library code does the work; this module only parses and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any, Callable
+
+from ..io import write_json
+
+
+def _emit(result: Any, out: str | None) -> None:
+    print(json.dumps(result, indent=2))
+    if out:
+        write_json(out, result)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ..engine.bench import compare_train, matmul_peak_tflops
+
+    peak = matmul_peak_tflops(args.device)
+    kw = dict(batch=args.batch_size, img_size=args.img_size, steps=args.steps, warmup=args.warmup, device=args.device,
+              amp=not args.no_amp, channels_last=args.channels_last, compile=args.compile,
+              compile_mode=args.compile_mode, peak_tflops=peak)
+    rows = [compare_train(m, with_timm=args.timm, **kw) for m in args.model.split(",")]
+    _emit({"bf16_matmul_peak_tflops": peak, "settings": {k: v for k, v in kw.items() if k != "peak_tflops"},
+           "results": rows}, args.out)
+    return 0
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train-step images/s on synthetic data, foveal vs timm-style (when installed)")
+    p.add_argument("--model", default="resnet50", help="comma-separated; timm names map to ours (e.g. "
+                   "mobilenetv3_large_100 -> mobilenetv3_large), other names are foveal models")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=30, help="timed steps")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation, autotuning)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-amp", action="store_true", help="full precision instead of bf16 autocast (CUDA)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--compile", action="store_true", help="torch.compile both models")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode for foveal's model")
+    p.add_argument("--timm", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time timm's model (default: when timm is installed)")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_fast(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.device import resolve_device
+    from ..engine.fast import RECIPES, bench_fast, load_fast_data
+
+    if args.data not in RECIPES:
+        raise ValueError(f"--data '{args.data}' has no fast recipe; choose one of {', '.join(RECIPES)}")
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("model", args.model), ("batch_size", args.batch_size),
+                                   ("tta", args.tta)) if v is not None}
+    if args.compile:
+        overrides.update(compile=True, compile_mode=args.compile_mode)
+    cfg = dataclasses.replace(RECIPES[args.data], **overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_fast_data(args.data, args.data_dir).to(resolve_device(args.device))
+    res = bench_fast(data, cfg, runs=args.runs, seed=args.seed, warmup=not args.no_warmup)
+    print(f"{args.data}: accuracy {res['accuracy_mean']:.4f} +- {res['accuracy_std']:.4f} over {args.runs} runs, "
+          f"{res['seconds_mean']:.2f} s per run on {res['device']}")
+    _emit(res, args.out)
+    return 0
+
+
+def _add_fast(sub: Any) -> None:
+    p = sub.add_parser("fast", help="seeded runs of the fast (speedrun) recipe: accuracy and seconds per run")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist or digits")
+    p.add_argument("--data-dir", help="folder with the official IDX files")
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="run i uses seed + i")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--epochs", type=float, help="override the preset's epochs")
+    p.add_argument("--model", help="override the preset's model (an airnet variant)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation level")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; warmed up before timing)")
+    p.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(handler=_cmd_fast)
+
+
+# name -> function adding that subcommand's parser; other benchmarks register here.
+SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"train": _add_train, "fast": _add_fast}
+
+
+def register(subparsers: Any) -> None:
+    """Add `foveal bench` and its subcommands to the top-level parser."""
+    p = subparsers.add_parser("bench", help="speed benchmarks: " + ", ".join(SUBCOMMANDS))
+    sub = p.add_subparsers(dest="bench", metavar="BENCH")
+    sub.required = True
+    for add in SUBCOMMANDS.values():
+        add(sub)

@@ -1,0 +1,77 @@
+"""Train-step benchmark and `foveal bench`: numbers that add up, a step without host syncs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from foveal.cli.main import main
+from foveal.engine import bench
+
+
+def _forbid(*_a, **_k):
+    raise AssertionError("host synchronization inside the train step")
+
+
+def test_train_step_learns_and_never_syncs(monkeypatch) -> None:
+    step, gflops = bench.build_train_step("lenet5_modern", batch=4, img_size=32, device=torch.device("cpu"),
+                                          channels_last=False, num_classes=10)
+    assert gflops > 0
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, _forbid)
+    step()
+    step()
+
+
+def test_bench_train_ours_reports_consistent_numbers() -> None:
+    res = bench.bench_train_ours("lenet5_modern", batch=8, img_size=32, steps=3, warmup=1, device="cpu",
+                                 channels_last=False, num_classes=10, peak_tflops=1.0)
+    assert res["images_per_s"] > 0
+    assert res["images_per_s"] * res["step_ms"] / 1000 == pytest.approx(8)
+    assert res["train_tflops"] == pytest.approx(res["mfu"])  # peak of 1 TFLOP/s
+    assert bench.matmul_peak_tflops("cpu") is None
+
+
+def test_compare_maps_timm_names_and_skips_timm_on_request() -> None:
+    from foveal.models import list_models
+
+    assert set(bench.TIMM_TO_OURS.values()) <= set(list_models())
+    row = bench.compare_train("lenet5_modern", with_timm=False, batch=2, img_size=32, steps=1, warmup=1,
+                              device="cpu", channels_last=False, num_classes=10)
+    assert row["ours"]["model"] == "lenet5_modern" and "timm" not in row
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm not installed")
+def test_timm_style_step_runs() -> None:
+    res = bench.bench_train_timm("resnet18", batch=2, img_size=32, steps=1, warmup=1, device="cpu",
+                                 channels_last=False, num_classes=10)
+    assert res["impl"] == "timm-style" and res["images_per_s"] > 0
+
+
+def test_cli_bench_train_writes_json(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "train.json"
+    rc = main(["bench", "train", "--model", "lenet5_modern", "--img-size", "32", "--batch-size", "4", "--steps", "2",
+               "--warmup", "1", "--device", "cpu", "--no-channels-last", "--no-timm", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["results"][0]["ours"]["images_per_s"] > 0 and res["settings"]["batch"] == 4
+    assert json.loads(capsys.readouterr().out) == res
+
+
+def test_cli_bench_fast_on_digits(tmp_path: Path, capsys) -> None:
+    torch.set_num_threads(1)
+    rc = main(["bench", "fast", "--data", "digits", "--runs", "2", "--epochs", "1", "--device", "cpu", "--no-warmup",
+               "--out", str(tmp_path / "fast.json")])
+    assert rc == 0
+    res = json.loads((tmp_path / "fast.json").read_text())
+    assert res["runs"] == 2 and len(res["accuracies"]) == 2 and 0.2 < res["accuracy_mean"] <= 1.0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_cli_bench_fast_unknown_data_is_a_clear_error(capsys) -> None:
+    assert main(["bench", "fast", "--data", "cifar100"]) == 2
+    assert "no fast recipe" in capsys.readouterr().err
