@@ -1,0 +1,292 @@
+"""Self-supervised pretraining on unlabeled images: SimCLR (Chen et al. 2020).
+
+Each step takes a batch of raw images, draws two independent augmentations of it with the
+batched on-device ops of `foveal.data.augment`, embeds both views with the backbone
+(``forward_head(forward_features(x), pre_logits=True)`` of the model contract) and a small
+projection MLP, and minimizes the NT-Xent loss: each view must pick its partner out of the
+2B - 1 other views of the batch. Labels are never used for training; when the data has
+them, a weighted k-NN classifier (Wu et al. 2018) on the frozen embeddings is evaluated on
+the validation split after every epoch, to watch representation quality.
+
+The result is a run folder whose ``best.safetensors`` / ``last.safetensors`` hold the
+backbone only (no classifier, no projector), which ``foveal train --pretrained RUN`` loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..config import RunConfig, to_dict
+from ..data import Compose, DataBundle
+from ..data.decode import is_image_name
+from ..data.loader import epoch_seed
+from ..data.sources import bundle_from_items
+from ..data.splits import concat
+from ..io import write_json
+from ..models import count_params, create_model
+from . import runs
+from .checkpoint import model_meta, save_weights
+from .device import autocast, resolve_device, seed_everything
+from .optim import Schedule, build_optimizer
+from .prepare import prepare_data
+
+UNLABELED = "unlabeled"  # the single pseudo-class of a folder of images without class subfolders
+
+
+@dataclass
+class SSLConfig:
+    """Settings of self-supervised pretraining (saved as ssl.json in the run folder)."""
+
+    method: str = "simclr"  # 'simclr'
+    temperature: float = 0.5  # NT-Xent softmax temperature (0.5 in SimCLR's CIFAR experiments)
+    proj_hidden: int = 512  # projection MLP hidden width
+    proj_dim: int = 128  # projection output size (the loss works on it; the backbone output is kept)
+    views_augment: list[str] = field(default_factory=lambda: ["rrc", "flip", "jitter"])  # ops per view
+    knn_k: int = 200  # neighbours of the k-NN monitor (Wu et al. 2018)
+    knn_t: float = 0.07  # temperature of the k-NN vote weights exp(sim / t)
+    knn_bank: int = 10_000  # at most this many labeled train images as the k-NN memory bank
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def _flat_folder_bundle(root: Path, cfg: RunConfig, img_size: int) -> Optional[DataBundle]:
+    """A folder of images without class subfolders -> one pseudo-class bundle, else None."""
+    if not root.is_dir() or any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+        return None
+    files = sorted(f for f in root.iterdir() if f.is_file() and is_image_name(f))
+    if not files:
+        raise ValueError(f"image folder '{root}' holds no image files to pretrain on")
+    items = [(f, UNLABELED, "all") for f in files]
+    return bundle_from_items(root.name, items, [UNLABELED], cfg.data, img_size, [])
+
+
+def load_ssl_data(cfg: RunConfig, log: Callable[[str], None] = print) -> tuple[DataBundle, RunConfig, bool]:
+    """(bundle, resolved config, labeled): a labeled dataset (labels ignored for training) or a
+    flat folder of unlabeled images. The test split is left out of pretraining."""
+    from .prepare import default_img_size
+
+    img_size = cfg.data.img_size or default_img_size(cfg)
+    flat = _flat_folder_bundle(Path(cfg.data.source), cfg, img_size) if cfg.data.source else None
+    bundle, cfg = prepare_data(cfg, flat, log=log)
+    for name, s in bundle.splits.items():
+        if not isinstance(s.images, torch.Tensor):
+            raise ValueError(f"pretraining keeps images in memory; the '{name}' split of '{cfg.data.source}' is "
+                             "streamed from files: set --data.in_memory true (or --img-size smaller)")
+    return bundle, cfg, flat is None and len(bundle.classes) > 1
+
+
+# ---- model and loss ---------------------------------------------------------------------------
+
+
+class SimCLR(nn.Module):
+    """Backbone (any model of the zoo, built with num_classes=0) + projection MLP."""
+
+    def __init__(self, backbone: nn.Module, hidden: int, out: int):
+        super().__init__()
+        self.backbone = backbone
+        nf = backbone.num_features
+        self.projector = nn.Sequential(nn.Linear(nf, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                       nn.Linear(hidden, out))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)  # (B, num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.embed(x))  # (B, proj_dim)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent: cross-entropy of each view against its partner among the other 2B - 1 views.
+
+    Written out because torch has no contrastive loss; it is a masked cross-entropy.
+    """
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2B, D)
+    sim = z @ z.T / temperature  # (2B, 2B) cosine similarities
+    n = z1.shape[0]
+    sim.fill_diagonal_(float("-inf"))  # a view is not its own positive
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+# ---- k-NN monitor -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def embed_images(model: nn.Module, images: torch.Tensor, mean: list[float], std: list[float],
+                 device: torch.device, batch_size: int = 512) -> torch.Tensor:
+    """L2-normalized (N, num_features) embeddings of uint8 images through the model contract."""
+    was = model.training
+    model.eval()
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = (images[i:i + batch_size].to(device).float() / 255 - m) / s
+        out.append(F.normalize(model.forward_head(model.forward_features(x), pre_logits=True).float(), dim=1))
+    model.train(was)
+    return torch.cat(out)
+
+
+def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, num_classes: int,
+                k: int = 200, t: float = 0.07, chunk: int = 1024) -> torch.Tensor:
+    """Weighted k-NN (Wu et al. 2018): each of the k most cosine-similar bank items votes for its
+    class with weight exp(sim / t). Inputs are L2-normalized; returns (Q,) predicted classes."""
+    k = min(k, len(bank))
+    preds = []
+    for i in range(0, len(query), chunk):
+        sim, idx = (query[i:i + chunk] @ bank.T).topk(k, dim=1)  # (q, k)
+        votes = torch.zeros(len(sim), num_classes, device=query.device)
+        votes.scatter_add_(1, bank_labels[idx], (sim / t).exp())
+        preds.append(votes.argmax(1))
+    return torch.cat(preds)
+
+
+def knn_accuracy(backbone: nn.Module, bundle: DataBundle, cfg: RunConfig, ssl: SSLConfig,
+                 device: torch.device) -> float:
+    """k-NN accuracy on the val split with (a subset of) the train split as the memory bank."""
+    train, val = bundle.splits["train"], bundle.splits["val"]
+    keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:ssl.knn_bank]
+    d = cfg.data
+    bank = embed_images(backbone, train.images[keep], d.mean, d.std, device)
+    query = embed_images(backbone, val.images, d.mean, d.std, device)
+    pred = knn_predict(bank, train.labels[keep].to(device), query, len(bundle.classes), ssl.knn_k, ssl.knn_t)
+    return (pred == val.labels.to(device)).float().mean().item()  # one sync per evaluation
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    backbone: nn.Module
+    history: list[dict[str, Any]]
+
+
+def _views(x: torch.Tensor, aug: Compose, g: torch.Generator, mean: torch.Tensor,
+           std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independently augmented, normalized views of the (B, C, H, W) [0, 1] batch `x`."""
+    y = torch.zeros(len(x), dtype=torch.long, device=x.device)  # augment ops carry labels; unused here
+    v1, _ = aug(x, y, g)
+    v2, _ = aug(x, y, g)
+    return (v1 - mean) / std, (v2 - mean) / std
+
+
+class Pretrainer:
+    """SimCLR on the train + val images of a data source (labels unused), k-NN on val each epoch."""
+
+    def __init__(self, cfg: RunConfig, ssl: SSLConfig = SSLConfig(), log: Callable[[str], None] = print):
+        if ssl.method != "simclr":
+            raise ValueError(f"ssl method {ssl.method!r} is not available; use 'simclr'")
+        self.cfg, self.ssl, self.log = cfg, ssl, log
+
+    def setup(self) -> None:
+        self.device = resolve_device(self.cfg.train.device)
+        seed_everything(self.cfg.train.seed, self.cfg.train.deterministic)
+        self.data, self.cfg, self.labeled = load_ssl_data(self.cfg, self.log)
+        cfg, d = self.cfg, self.cfg.data
+        if cfg.train.name is None:
+            cfg = self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, name=f"{runs.default_name(cfg)}-{self.ssl.method}"))
+        self.run_dir = runs.new_run_dir(cfg)
+        runs.write_config(self.run_dir, cfg)
+        write_json(self.run_dir / "ssl.json", dataclasses.asdict(self.ssl))
+        splits = self.data.splits
+        self.images = concat(splits["train"], splits["val"]).images.to(self.device)  # (N, C, H, W) uint8
+        torch.manual_seed(cfg.train.seed)
+        backbone = create_model(cfg.model.name, num_classes=0, in_chans=d.in_chans, img_size=d.img_size,
+                                drop_rate=0.0, drop_path_rate=cfg.model.drop_path_rate, pretrained=None)
+        self.model = SimCLR(backbone, self.ssl.proj_hidden, self.ssl.proj_dim).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.steps_per_epoch = len(self.images) // cfg.train.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{len(self.images)} images are fewer than one batch of {cfg.train.batch_size}; "
+                             "lower --batch-size")
+        self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * self.steps_per_epoch,
+                                 self.steps_per_epoch)
+        self.aug = Compose(self.ssl.views_augment, d, max(1, len(self.data.classes)))
+        self.mean = torch.tensor(d.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(d.std, device=self.device).view(1, -1, 1, 1)
+        self.generator = torch.Generator(device=self.device)
+        self.step, self.history, self.best = 0, [], None
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, bs = self.cfg, self.cfg.train.batch_size
+        self.model.train()
+        self.generator.manual_seed(epoch_seed(cfg.train.seed, epoch))
+        order = torch.randperm(len(self.images), generator=self.generator, device=self.device)
+        loss_sum, t0 = torch.zeros((), device=self.device), time.perf_counter()
+        bar = tqdm(total=self.steps_per_epoch, unit="step", leave=False, file=sys.stderr,
+                   desc=f"pretrain {epoch + 1}/{cfg.train.epochs}", disable=not cfg.train.progress)
+        for i in range(self.steps_per_epoch):
+            self.schedule.set_step(self.step)
+            x = self.images[order[i * bs:(i + 1) * bs]].float().div_(255)  # (B, C, H, W) in [0, 1]
+            v1, v2 = _views(x, self.aug, self.generator, self.mean, self.std)
+            with autocast(self.device, cfg.train.amp):
+                z = self.model(torch.cat([v1, v2]))  # both views in one pass: BN sees the whole 2B batch
+                loss = nt_xent(z[:len(x)], z[len(x):], self.ssl.temperature)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            loss_sum += loss.detach()
+            bar.update(1)
+            if (i + 1) % cfg.train.log_every == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}")  # deliberate sync, at log points only
+        bar.close()
+        seconds = time.perf_counter() - t0
+        return {"epoch": epoch + 1, "ssl_loss": loss_sum.item() / self.steps_per_epoch, "seconds": seconds,
+                "images_per_s": self.steps_per_epoch * bs / max(seconds, 1e-9),
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def meta(self, extra: dict[str, Any]) -> dict[str, Any]:
+        d = self.cfg.data
+        return model_meta(self.model.backbone, [], d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg),
+                          {"ssl": dataclasses.asdict(self.ssl), "classes_seen": self.data.classes, **extra})
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        """Save last (every epoch) and best (highest k-NN accuracy, else lowest loss) backbone weights."""
+        key, sign = ("knn_acc", 1) if "knn_acc" in row else ("ssl_loss", -1)
+        improved = self.best is None or sign * row[key] > sign * self.best
+        backbone = self.model.backbone
+        if improved:
+            self.best = row[key]
+            save_weights(self.run_dir / "best.safetensors", backbone, self.meta({"epoch": row["epoch"]}))
+        save_weights(self.run_dir / "last.safetensors", backbone, self.meta({"epoch": row["epoch"]}))
+        self.history.append(row)
+        runs.write_history(self.run_dir, self.history)
+
+    def fit(self) -> PretrainResult:
+        self.setup()
+        cfg = self.cfg
+        self.log(f"pretrain '{self.run_dir}': {self.ssl.method} on {cfg.model.name} "
+                 f"({count_params(self.model.backbone):,} backbone parameters), {len(self.images)} images "
+                 f"{cfg.data.img_size}px x{cfg.data.in_chans}, {self.device}")
+        for epoch in range(cfg.train.epochs):
+            row = self.train_epoch(epoch)
+            if not math.isfinite(row["ssl_loss"]):
+                raise FloatingPointError(f"pretraining diverged at epoch {epoch + 1}; lower --lr")
+            if self.labeled:
+                row["knn_acc"] = knn_accuracy(self.model.backbone, self.data, cfg, self.ssl, self.device)
+            self.end_epoch(row)
+            knn = f"  knn_acc {row['knn_acc']:.4f}" if "knn_acc" in row else ""
+            self.log(f"epoch {row['epoch']:>3}/{cfg.train.epochs}  ssl_loss {row['ssl_loss']:.4f}{knn}  "
+                     f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s")
+        self.log(f"backbone weights: {self.run_dir / 'best.safetensors'} (use with --pretrained {self.run_dir})")
+        return PretrainResult(self.run_dir, self.model.backbone, self.history)
+
+
+def pretrain(cfg: RunConfig, ssl: SSLConfig = SSLConfig(), log: Callable[[str], None] = print) -> PretrainResult:
+    """Run self-supervised pretraining; see the module docstring."""
+    return Pretrainer(cfg, ssl, log).fit()
