@@ -8,9 +8,9 @@ PAGE_HTML = """<!doctype html>
 <title>foveal classifier</title>
 <style>
   body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-  #drop { border: 2px dashed #888; border-radius: 8px; padding: 2rem; text-align: center; cursor: pointer; }
+  #drop { display: block; border: 2px dashed #888; border-radius: 8px; padding: 2rem; text-align: center; cursor: pointer; }
   #drop.over { background: #eef; }
-  #preview { max-width: 12rem; max-height: 12rem; margin-top: 1rem; image-rendering: pixelated; }
+  #preview { width: 8rem; max-height: 12rem; object-fit: contain; margin-top: 1rem; image-rendering: pixelated; }
   ol { padding-left: 1.5rem; }
   li { margin: .4rem 0; }
   .bar { display: inline-block; height: .8rem; background: #4a7; vertical-align: middle; margin-left: .5rem; }
