@@ -61,6 +61,11 @@ class ModelConfig:
     drop_rate: float = 0.0  # dropout before the classifier
     drop_path_rate: float = 0.0  # stochastic depth, for models that have residual blocks
     pretrained: Optional[str] = None  # safetensors file or run folder to start from
+    # How --pretrained weights are trained: 'full' (every layer), 'linear' (linear probe: backbone
+    # frozen, its batch-norm statistics too; only the classifier learns) or 'gradual' (the classifier
+    # first, then one more depth of model.layer_ids() unfrozen from the top every `unfreeze_every` epochs).
+    finetune: Literal["full", "linear", "gradual"] = "full"
+    unfreeze_every: int = 1  # epochs per stage of 'gradual'
 
 
 @dataclass
@@ -73,6 +78,7 @@ class OptimConfig:
     nesterov: bool = True
     beta2: float = 0.999
     weight_decay: float = 5e-4  # applied to weights only; norms and biases are exempt
+    layer_decay: float = 1.0  # layer-wise lr decay: depth d of L (model.layer_ids()) gets lr * layer_decay**(L - d)
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     warmup_epochs: float = 1.0  # linear warm-up length for 'cosine'
     min_lr_ratio: float = 0.01  # final lr as a fraction of `lr`
@@ -92,6 +98,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     amp: bool = True  # bf16 autocast (CUDA only; ignored on CPU)
+    compile: bool = False  # torch.compile the training model (pays off on CUDA after a minute of compiling)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    channels_last: bool = False  # NHWC memory format: cuDNN's tensor-core conv kernels run without transposes
     ema: bool = False  # keep an exponential moving average of weights, evaluated instead
     ema_decay: float = 0.999  # per step
     early_stop: Optional[int] = None  # stop after this many epochs without improvement

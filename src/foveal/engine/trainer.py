@@ -35,6 +35,8 @@ from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
 from .device import autocast, resolve_device, seed_everything
 from .evaluate import evaluate
+from .finetune import Finetuner, load_for_finetune
+from .finetune import param_groups as finetune_groups
 from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, build_optimizer
 from .prepare import prepare_data
@@ -103,15 +105,23 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # model init depends on the seed alone
         self.model = create_model(cfg.model.name, num_classes=len(self.data.classes), in_chans=cfg.data.in_chans,
                                   img_size=cfg.data.img_size, drop_rate=cfg.model.drop_rate,
-                                  drop_path_rate=cfg.model.drop_path_rate, pretrained=cfg.model.pretrained)
+                                  drop_path_rate=cfg.model.drop_path_rate)
+        if cfg.model.pretrained and not cfg.train.resume:  # every key that does not fit is listed, and saved
+            load_for_finetune(self.model, cfg.model.pretrained, self.run_dir if self.dist.is_main else None, self.log)
+        self.finetuner = Finetuner(self.model, cfg.model)
         self.model.to(self.device)
+        if cfg.train.channels_last:  # before DDP wraps it, so its buckets see the final strides
+            self.model.to(memory_format=torch.channels_last)
         self.train_model = dist.wrap_model(self.model, self.dist, self.device, cfg.train.sync_bn)
+        if cfg.train.compile:  # only the training path; eval and checkpoints use the eager module
+            self.train_model = torch.compile(self.train_model, mode=cfg.train.compile_mode)
         self._build_loaders()
         weights = None
         if cfg.data.balance == "weights":
             weights = inverse_frequency_weights(self.data.splits["train"].labels, len(self.data.classes))
         self.criterion = build_loss(cfg.optim, weights.to(self.device) if weights is not None else None)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        groups = finetune_groups(self.model, cfg.optim) if cfg.optim.layer_decay != 1.0 else None
+        self.optimizer = build_optimizer(self.model, cfg.optim, groups)
         spe = len(self.train_loader)
         self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * spe, spe)
         self.ema = None
@@ -161,6 +171,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, model, loader = self.cfg, self.train_model, self.train_loader
         model.train()
+        self.finetuner.start_epoch(self.model, epoch)  # linear probe / gradual unfreezing
         loader.set_epoch(epoch)
         self.mixer.set_epoch(epoch)
         torch.manual_seed(epoch_seed(cfg.train.seed, epoch) + 1)  # dropout/drop-path draws of this epoch
@@ -172,6 +183,8 @@ class Trainer:
                    disable=not (cfg.train.progress and self.dist.is_main))
         for i, (x, y) in enumerate(loader):
             self.schedule.set_step(self.state.step)
+            if cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             if self.mixer:
                 x, y = self.mixer(x, y)  # soft targets (B, K); accuracy counts the dominant label
             if self.perturb is not None:  # in pixel space, on the unwrapped model (no DDP hooks)

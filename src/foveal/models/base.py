@@ -80,6 +80,15 @@ class FovealModel(nn.Module):
             h -= 1
         return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, n // h)
 
+    def layer_ids(self) -> dict[str, int]:
+        """Depth of every parameter: 0 for the stem, increasing toward the output, the classifier last.
+
+        Layer-wise learning-rate decay and gradual unfreezing order parameters by it. The default
+        (see `default_layer_ids`) fits families built as a stem, a sequence of blocks and a head;
+        families laid out otherwise override it.
+        """
+        return default_layer_ids(self, self.classifier_name)
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final linear layer with a fresh one for `num_classes` (0: identity)."""
         old = self.get_classifier()
@@ -89,6 +98,29 @@ class FovealModel(nn.Module):
         parent = self.get_submodule(parent_name) if parent_name else self
         setattr(parent, leaf, new.to(next(self.parameters()).device))
         self.num_classes = num_classes
+
+
+def default_layer_ids(model: nn.Module, classifier_name: str = "head") -> dict[str, int]:
+    """Parameter name -> depth, in registration order of the top-level children.
+
+    A top-level `nn.Sequential` / `nn.ModuleList` (ResNet's stages, a ViT's `blocks`, LeNet's
+    `features`) counts one depth per item, so a deep stack is not one flat group; every
+    parameter of the classifier (`classifier_name`) gets the largest depth.
+    """
+    children = dict(model.named_children())
+    group_of: dict[str, int] = {}
+    ids: dict[str, int] = {}
+    head = classifier_name + "."
+    for name, _ in model.named_parameters():
+        if name.startswith(head):
+            continue
+        parts = name.split(".")
+        container = children.get(parts[0])
+        key = ".".join(parts[:2]) if isinstance(container, (nn.Sequential, nn.ModuleList)) and len(parts) > 2 else parts[0]
+        ids[name] = group_of.setdefault(key, len(group_of))
+    top = len(group_of)
+    ids.update({name: top for name, _ in model.named_parameters() if name.startswith(head)})
+    return ids
 
 
 def make_head(num_features: int, num_classes: int) -> nn.Module:

@@ -21,6 +21,14 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     head_replaced: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # model keys absent from the file (kept at init)
+    unexpected: list[str] = field(default_factory=list)  # file keys the model does not have (not used)
+    mismatched: list[str] = field(default_factory=list)  # "key: (file shape) vs (model shape)", kept at init
+
+    @property
+    def problems(self) -> list[str]:
+        return ([f"missing: {k}" for k in self.missing] + [f"unexpected: {k}" for k in self.unexpected]
+                + [f"shape: {k}" for k in self.mismatched])
 
     def summary(self) -> str:
         parts = [f"{len(self.loaded)} tensors loaded"]
@@ -28,6 +36,10 @@ class LoadReport:
             parts.append(f"input channels adapted for {', '.join(self.adapted)}")
         if self.head_replaced:
             parts.append(f"classifier re-initialized ({', '.join(self.head_replaced)})")
+        for name in ("missing", "unexpected", "mismatched"):
+            keys = getattr(self, name)
+            if keys:
+                parts.append(f"{len(keys)} {name} (not loaded)")
         return "; ".join(parts)
 
 
@@ -67,12 +79,11 @@ def load_pretrained(model: nn.Module, source: str | Path | dict[str, torch.Tenso
         sd = model.remap_state_dict(dict(sd))
     own = model.state_dict()
     head = getattr(model, "classifier_name", "head") + "."
-    report, problems, new_sd = LoadReport(), [], {}
+    report, new_sd = LoadReport(), {}
     stem_done = False
     for key, target in own.items():
         if key not in sd:
-            if not key.startswith(head):
-                problems.append(f"missing: {key} {tuple(target.shape)}")
+            (report.head_replaced if key.startswith(head) else report.missing).append(key)
             continue
         src = sd[key]
         if src.shape == target.shape:
@@ -85,9 +96,9 @@ def load_pretrained(model: nn.Module, source: str | Path | dict[str, torch.Tenso
             report.adapted.append(key)
             stem_done = True
         else:
-            problems.append(f"shape: {key} is {tuple(src.shape)} in the file, {tuple(target.shape)} in the model")
-    unexpected = [k for k in sd if k not in own]
-    problems += [f"unexpected: {k}" for k in unexpected]
+            report.mismatched.append(f"{key} is {tuple(src.shape)} in the file, {tuple(target.shape)} in the model")
+    report.unexpected = [k for k in sd if k not in own]
+    problems = report.problems
     if problems and strict:
         raise ValueError(f"weights do not fit model '{getattr(model, 'model_name', type(model).__name__)}' "
                          f"({len(problems)} problems):\n  " + "\n  ".join(problems))
