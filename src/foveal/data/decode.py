@@ -64,7 +64,8 @@ def open_image(path: str | Path, max_pixels: int = 64_000_000, draft_size: int |
                 if draft_size and img.format == "JPEG":
                     img.draft(img.mode, (draft_size, draft_size))
                 img.load()
-                return ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
+                return img
     except DecodeError:
         raise
     except UnidentifiedImageError:
@@ -89,9 +90,9 @@ def pil_to_tensor(img: Image.Image, img_size: int, in_chans: int, resize: str = 
         img = ImageOps.fit(img, (img_size, img_size), Image.Resampling.BILINEAR)
     elif img.size != (img_size, img_size):
         img = img.resize((img_size, img_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    a = np.asarray(img, dtype=np.uint8)
+    a = np.array(img, dtype=np.uint8)  # a writable copy, owned by the tensor
     a = a[:, :, None] if a.ndim == 2 else a
-    return torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous()  # (C, H, W)
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()  # (C, H, W)
 
 
 def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",

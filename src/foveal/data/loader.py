@@ -101,4 +101,4 @@ class DeviceLoader:
             y = self.labels[idx]
             if self.augment:
                 x, y = self.augment(x, y, self.generator)
-            yield (x - self.mean) / self.std, y
+            yield x.sub_(self.mean).div_(self.std), y  # in place: x is this batch's own tensor

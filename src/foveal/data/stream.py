@@ -208,7 +208,7 @@ class StreamLoader:
             y = self.labels[idx.to(self.device, non_blocking=True)]
             if self.augment:
                 x, y = self.augment(x, y, self.generator)
-            yield (x - self.mean) / self.std, y
+            yield x.sub_(self.mean).div_(self.std), y  # in place: x is this batch's own tensor
 
 
 def make_loader(split: Any, batch_size: int, device: torch.device, mean: list[float], std: list[float],
