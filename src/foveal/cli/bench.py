@@ -96,7 +96,32 @@ def _add_fast(sub: Any) -> None:
 
 
 # name -> function adding that subcommand's parser; other benchmarks register here.
-SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"train": _add_train, "fast": _add_fast}
+def _cmd_loader(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data.bench import run_loader_bench
+
+    torch.set_num_threads(args.threads)
+    w, h = (int(v) for v in args.photo_size.lower().split("x"))
+    _emit(run_loader_bench(args.small, args.photos, (w, h), workers=args.workers, epochs=args.epochs,
+                           device=args.device), args.out)
+    return 0
+
+
+def _add_loader(sub: Any) -> None:
+    p = sub.add_parser("loader", help="data loader images/s: in-memory and streaming vs torchvision ImageFolder")
+    p.add_argument("--small", type=int, default=10_000, help="32-px images for the in-memory comparison")
+    p.add_argument("--photos", type=int, default=2_000, help="JPEGs for the streaming comparison")
+    p.add_argument("--photo-size", default="640x480", help="WxH of the generated JPEGs")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers on both sides")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per loader (after one warm-up)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(handler=_cmd_loader)
+
+
+SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"train": _add_train, "fast": _add_fast, "loader": _add_loader}
 
 
 def register(subparsers: Any) -> None:

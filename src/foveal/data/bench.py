@@ -14,6 +14,8 @@ median epoch is kept. Files are generated into a temporary folder.
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -45,8 +47,6 @@ def _tree_cpu_seconds() -> float:
     """CPU seconds (user + system) used so far by this process and its live children (DataLoader
     workers), read from /proc. On a shared machine wall-clock rates swing with other people's load;
     images per CPU-second of the whole process tree do not, and bound what 2 dedicated cores give."""
-    import os
-
     tick = os.sysconf("SC_CLK_TCK")
 
     def one(pid: int) -> float:
@@ -165,7 +165,8 @@ def run_loader_bench(small: int = 10_000, photos: int = 2_000, photo_size: tuple
         gen_s = time.perf_counter() - t0
         a = bench_in_memory(small_root, batch_size, workers, epochs, dev, sync)
         b = bench_stream(photo_root, photo_batch, workers, epochs, dev, sync)
-    return {"device": str(dev), "torch_threads": torch.get_num_threads(), "workers": workers,
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
+            "cpus": os.cpu_count(), "device": str(dev), "torch_threads": torch.get_num_threads(), "workers": workers,
             "photo_size": list(photo_size), "generate_s": round(gen_s, 1),
             "in_memory_32px": {"batch_size": batch_size, **a}, "stream_224px": {"batch_size": photo_batch, **b}}
 
