@@ -107,3 +107,38 @@ def test_real_fashion_mnist_loads_whole() -> None:
     data = fast.load_fast_data("fashion-mnist", str(SHARED_DATA / "fashion-mnist"))
     assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
     assert data.train_x.dtype == torch.uint8 and set(data.train_y.unique().tolist()) == set(range(10))
+
+
+def _host_reads_in_one_epoch(tmp_path: Path, batch_size: int, monkeypatch) -> tuple[int, int]:
+    from foveal.config import load_config
+    from foveal.engine import Trainer
+
+    cfg = load_config(overrides={"data.source": "digits", "model.name": "lenet5_modern", "train.epochs": 1,
+                                 "train.progress": False, "train.channels_last": True, "train.batch_size": batch_size,
+                                 "train.out_dir": str(tmp_path), "train.name": f"b{batch_size}",
+                                 # SGD: Adam's CPU path reads its step counter with .item() (a CPU tensor, so no
+                                 # sync there; on CUDA the fused Adam keeps it on the device).
+                                 "optim.name": "sgd"})
+    trainer = Trainer(cfg, log=lambda m: None)
+    trainer.setup()
+    calls = {"n": 0}
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *a, _original=original, **k):
+            calls["n"] += 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    trainer.train_epoch(0)
+    monkeypatch.undo()
+    return calls["n"], len(trainer.train_loader)
+
+
+def test_trainer_epoch_reads_the_device_a_fixed_number_of_times(tmp_path: Path, monkeypatch) -> None:
+    """Host reads (each one a sync on a GPU) happen at epoch end only, however many steps there are;
+    channels-last training runs on the CPU too."""
+    reads_few, steps_few = _host_reads_in_one_epoch(tmp_path, 128, monkeypatch)
+    reads_many, steps_many = _host_reads_in_one_epoch(tmp_path, 32, monkeypatch)
+    assert steps_many >= 3 * steps_few
+    assert reads_many == reads_few

@@ -30,7 +30,9 @@ class ConfusionMeter:
             target = target.argmax(1)
         K = self.num_classes
         pred = logits.argmax(1)
-        self.cm += torch.bincount(target * K + pred, minlength=K * K).view(K, K)
+        # index_add_ rather than bincount: CUDA's bincount reads the max index back to the host
+        # (a sync every step); integer atomics are exact, so this stays deterministic.
+        self.cm.view(-1).index_add_(0, target * K + pred, torch.ones_like(pred))
         self.sums[1] += target.numel()
         if loss_sum is not None:
             self.sums[0] += loss_sum.detach().double()
