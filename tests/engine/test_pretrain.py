@@ -1,0 +1,86 @@
+"""SimCLR pretraining: the loss, the k-NN monitor, unlabeled folders, and weights that --pretrained takes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from foveal.config import RunConfig, apply_overrides
+from foveal.engine import Trainer
+from foveal.engine.pretrain import SSLConfig, knn_predict, nt_xent, pretrain
+from foveal.io import load_tensors
+
+
+def _cfg(tmp_path: Path, **over) -> RunConfig:
+    base = {"data.source": "digits", "model.name": "lenet5_modern", "data.img_size": 20, "train.epochs": 4,
+            "train.batch_size": 128, "optim.lr": 3e-3, "optim.warmup_epochs": 0.0, "train.out_dir": str(tmp_path),
+            "train.progress": False, "train.device": "cpu"}
+    return apply_overrides(RunConfig(), {**base, **over})
+
+
+def test_nt_xent_prefers_matching_views() -> None:
+    torch.manual_seed(0)
+    z = torch.randn(16, 8)
+    matched = nt_xent(z, z + 0.01 * torch.randn_like(z), 0.5)
+    shuffled = nt_xent(z, z[torch.randperm(16)], 0.5)
+    assert matched < shuffled
+    # lower bound: with perfect positives and orthogonal negatives the loss is log(1 + (2B-2) e^{-1/t}) at most
+    eye = torch.eye(8)
+    assert nt_xent(eye, eye, 0.5) == pytest.approx(float(np.log(1 + 14 * np.exp(-2.0))), rel=1e-4)
+
+
+def test_knn_predict_votes_by_similarity() -> None:
+    bank = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
+    labels = torch.tensor([0, 0, 1])
+    query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.05, 1.0]]), dim=1)
+    assert knn_predict(bank, labels, query, 2, k=3, t=0.07).tolist() == [0, 1]
+
+
+def test_simclr_on_digits_learns_and_feeds_finetuning(tmp_path: Path) -> None:
+    res = pretrain(_cfg(tmp_path, **{"train.name": "ssl"}), SSLConfig(knn_k=20, proj_hidden=128, proj_dim=32),
+                   log=lambda m: None)
+    losses = [r["ssl_loss"] for r in res.history]
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert res.history[-1]["knn_acc"] > 0.5  # chance is 0.1
+    sd, meta = load_tensors(res.run_dir / "best.safetensors")
+    assert not any(k.startswith("head.") for k in sd)  # backbone only
+    assert meta["model"] == "lenet5_modern" and meta["ssl"]["method"] == "simclr"
+    # the run folder is what --pretrained takes: everything but the new head loads
+    cfg = _cfg(tmp_path, **{"model.pretrained": str(res.run_dir), "model.finetune": "linear", "train.epochs": 2,
+                            "train.batch_size": 64, "optim.lr": 1e-2, "train.name": "probe"})
+    result = Trainer(cfg).fit()
+    report = json.loads((result.run_dir / "pretrained.json").read_text())
+    assert report["missing"] == report["unexpected"] == report["mismatched"] == []
+    assert sorted(report["head_replaced"]) == ["head.bias", "head.weight"] and len(report["loaded"]) == len(sd)
+    for k, v in sd.items():
+        assert torch.equal(result.model.state_dict()[k], v), k  # frozen under the linear probe
+    assert result.test_metrics["accuracy"] > 0.6
+
+
+def test_pretrain_on_a_folder_without_labels(tmp_path: Path) -> None:
+    from tests.conftest import digits_arrays
+
+    x, _ = digits_arrays()
+    folder = tmp_path / "unlabeled"
+    folder.mkdir()
+    for i, img in enumerate(x[:48]):
+        Image.fromarray(img).resize((20, 20)).save(folder / f"{i}.png")
+    res = pretrain(_cfg(tmp_path, **{"data.source": str(folder), "train.epochs": 1, "train.batch_size": 16,
+                                     "data.val_fraction": 0.1, "data.test_fraction": 0.1, "train.name": "flat"}),
+                   SSLConfig(proj_hidden=32, proj_dim=16), log=lambda m: None)
+    assert "knn_acc" not in res.history[0] and np.isfinite(res.history[0]["ssl_loss"])
+    assert (res.run_dir / "last.safetensors").is_file()
+
+
+def test_cli_pretrain_help_and_bad_method(tmp_path: Path) -> None:
+    from foveal.cli.main import main
+
+    assert main(["pretrain", "--data", "digits", "--method", "simclr", "--epochs", "0", "--out-dir", str(tmp_path),
+                 "--model", "lenet5_modern", "--img-size", "20", "--train.progress", "false"]) == 0
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--method", "byol"])
