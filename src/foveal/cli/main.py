@@ -15,7 +15,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 # Command groups living in their own modules; each defines `register(subparsers)` that adds
 # its parsers with `set_defaults(handler=fn)`. Imported lazily by name so `foveal -h` stays fast
 # and an optional group whose dependencies are missing does not break the others.
-CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.cli.deploy", "foveal.cli.ssl"]
+CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.cli.deploy", "foveal.cli.ssl", "foveal.cli.robust"]
 
 
 def command(name: str):
