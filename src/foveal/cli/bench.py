@@ -121,7 +121,13 @@ def _add_loader(sub: Any) -> None:
     p.set_defaults(handler=_cmd_loader)
 
 
-SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"train": _add_train, "fast": _add_fast, "loader": _add_loader}
+def _add_infer(sub: Any) -> None:
+    from .deploy import add_bench_infer  # CPU inference latency: eager vs ONNX Runtime fp32/int8
+
+    add_bench_infer(sub)
+
+
+SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"train": _add_train, "fast": _add_fast, "loader": _add_loader, "infer": _add_infer}
 
 
 def register(subparsers: Any) -> None:

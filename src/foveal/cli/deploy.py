@@ -73,3 +73,39 @@ def _default_formats(args: argparse.Namespace) -> argparse.Namespace:
     if not args.format:
         args.format = ["onnx", "int8"]
     return args
+
+
+def _cmd_bench_infer(args: argparse.Namespace) -> int:
+    from ..export.bench import bench_infer
+    from ..io import write_json
+
+    res = bench_infer(args.model.split(","), args.img_size, args.threads, args.rounds, args.warmup,
+                      args.variants.split(",") if args.variants else None)
+    print(json.dumps(res, indent=2))
+    print(_latency_table(res))
+    if args.out:
+        write_json(args.out, res)
+    return 0
+
+
+def _latency_table(res: dict[str, Any]) -> str:
+    """Markdown rows: model | engine | median ms | ratio vs eager."""
+    rows = ["| model | engine | median ms | vs eager |", "| --- | --- | ---: | ---: |"]
+    for r in res["results"]:
+        for k, v in r["median_ms"].items():
+            rows.append(f"| {r['model']} | {k} | {v:.2f} | {r['ratio_vs_eager'][k]:.2f}x |")
+    return "\n".join(rows)
+
+
+def add_bench_infer(sub: Any) -> None:
+    """`foveal bench infer` (registered by foveal.cli.bench)."""
+    p = sub.add_parser("infer", help="CPU batch-1 latency: PyTorch eager vs ONNX Runtime fp32 and int8 variants")
+    p.add_argument("--model", default="resnet18,mobilenetv3_large", help="comma-separated model names")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=2, help="torch threads and ORT intra-op threads")
+    p.add_argument("--rounds", type=int, default=50, help="timed calls per engine (interleaved)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--variants", help="int8 variants (default all): qdq, qdq_reduce_range, qoperator, "
+                   "qoperator_reduce_range")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(handler=_cmd_bench_infer)

@@ -1,0 +1,102 @@
+"""CPU inference latency: PyTorch eager vs ONNX Runtime float32 vs int8, batch 1, from one run.
+
+The three engines are timed interleaved (one call of each per round), so load from other
+processes on a shared machine hits them alike and the ratios stay meaningful even when the
+absolute numbers wander. Random weights are fine: latency does not depend on their values.
+Every engine gets the same uint8 input and the same folded normalization.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from .onnx_export import Preprocessed, export_onnx
+from .quantize import QuantSettings, quantize_int8
+from .runtime import make_session
+
+INT8_VARIANTS: dict[str, QuantSettings] = {
+    "qdq": QuantSettings(format="qdq", per_channel=True),
+    "qdq_reduce_range": QuantSettings(format="qdq", per_channel=True, reduce_range=True),
+    "qoperator": QuantSettings(format="qoperator", per_channel=True),
+    "qoperator_reduce_range": QuantSettings(format="qoperator", per_channel=True, reduce_range=True),
+}
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model and the x86 int8 dot-product extensions that decide int8 speed."""
+    flags, name = set(), platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not name:
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    import os
+
+    return {"cpu": name, "cores_visible": os.cpu_count(), "load_average_1_5_15": list(os.getloadavg()),
+            "int8_extensions": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})}
+
+
+def _timed_rounds(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, float]:
+    """Median ms per engine, calling each once per round in turn."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def bench_model(name: str, img_size: int = 224, threads: int = 2, rounds: int = 50, warmup: int = 10,
+                variants: Optional[list[str]] = None, calib_images: int = 16, workdir: Optional[str] = None) -> dict[str, Any]:
+    """Median batch-1 latency of eager, ORT fp32 and each int8 variant for model `name`; ratios vs eager."""
+    from ..models import create_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    model = create_model(name, num_classes=1000, in_chans=3, img_size=img_size).eval()
+    meta = {"model": name, "classes": [str(i) for i in range(1000)], "in_chans": 3, "img_size": img_size,
+            "resize": "squash", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    wrapped = Preprocessed(model, meta["mean"], meta["std"]).eval()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (1, 3, img_size, img_size), dtype=np.uint8)
+    calib = rng.integers(0, 256, (calib_images, 3, img_size, img_size), dtype=np.uint8)
+    with tempfile.TemporaryDirectory(dir=workdir) as td:
+        fp32_path = export_onnx(model, meta, Path(td) / f"{name}.onnx")
+        sessions = {"onnx_fp32": make_session(fp32_path, threads)}
+        for v in variants or list(INT8_VARIANTS):
+            q = quantize_int8(fp32_path, Path(td) / f"{name}.{v}.onnx", calib, INT8_VARIANTS[v])
+            sessions[f"int8_{v}"] = make_session(q, threads)
+    xt = torch.from_numpy(x)
+    fns: dict[str, Callable[[], Any]] = {"eager": lambda: wrapped(xt)}
+    fns.update({k: (lambda s=s: s.run(None, {"images": x})) for k, s in sessions.items()})
+    with torch.inference_mode():
+        med = _timed_rounds(fns, rounds, warmup)
+    return {"model": name, "median_ms": med, "ratio_vs_eager": {k: v / med["eager"] for k, v in med.items()}}
+
+
+def bench_infer(models: list[str], img_size: int = 224, threads: int = 2, rounds: int = 50, warmup: int = 10,
+                variants: Optional[list[str]] = None) -> dict[str, Any]:
+    """`bench_model` for each model, with the settings, versions, machine and date."""
+    import onnxruntime
+
+    res = [bench_model(m, img_size, threads, rounds, warmup, variants) for m in models]
+    return {"settings": {"img_size": img_size, "batch": 1, "threads": threads, "rounds": rounds, "warmup": warmup,
+                         "int8_variants": {k: asdict(INT8_VARIANTS[k]) for k in (variants or INT8_VARIANTS)}},
+            "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+            "machine": cpu_info(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": res}

@@ -1,0 +1,83 @@
+"""Export parity: float32 ONNX agrees with eager on every evaluation image, int8 loses <= 1 point,
+metadata travels inside the file, and `predict` on the .onnx answers like the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from foveal.export.onnx_export import Preprocessed, export_onnx, read_onnx_meta
+from foveal.export.parity import ExportCheckError, ExportOptions, ParityLimits, export_run
+from foveal.export.runtime import OnnxPredictor
+
+ARCHS = [("lenet5", 28, 1), ("resnet18", 16, 1), ("mobilenetv3_small", 32, 1), ("vit_tiny", 32, 1)]
+TRAINED = ["lenet5", pytest.param("resnet18", marks=pytest.mark.slow),
+           pytest.param("mobilenetv3_small", marks=pytest.mark.slow), pytest.param("vit_tiny", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("name,size,chans", ARCHS)
+def test_random_weights_round_trip(name: str, size: int, chans: int, tmp_path: Path):
+    """Graph correctness on its own: dynamic batch (export used 2, run 3), logits match eager."""
+    from foveal.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, in_chans=chans, img_size=size).eval()
+    meta = {"model": name, "classes": list("abcdefg"), "in_chans": chans, "img_size": size, "resize": "squash",
+            "mean": [0.2] * chans, "std": [0.3] * chans, "temperature": 1.5}
+    path = export_onnx(model, meta, tmp_path / "m.onnx")
+    x = np.random.default_rng(0).integers(0, 256, (3, chans, size, size), dtype=np.uint8)
+    with torch.inference_mode():
+        ref = Preprocessed(model, meta["mean"], meta["std"])(torch.from_numpy(x)).numpy()
+    got = OnnxPredictor.load(path).logits(x)
+    assert got.shape == (3, 7)
+    np.testing.assert_allclose(got, ref, atol=1e-4 * max(1.0, np.abs(ref).max()))
+    stored = read_onnx_meta(path)
+    assert stored["classes"] == meta["classes"] and stored["img_size"] == size and stored["temperature"] == 1.5
+    assert json.loads((tmp_path / "m.onnx.json").read_text())["input"]["dtype"] == "uint8"
+
+
+@pytest.mark.parametrize("model", TRAINED)
+def test_export_parity_on_digits(model: str, digits_run):
+    run = digits_run(model)
+    report = export_run(run, ExportOptions(calib_images=256))
+    print(model, json.dumps({k: report[k] for k in ("eager", "onnx", "int8")}, indent=1))
+    assert report["eager"]["accuracy"] >= 0.5, "the model did not train; the int8 check would be meaningless"
+    assert report["onnx"]["top1_agreement"] == 1.0 and report["onnx"]["max_logit_diff_rel"] <= 1e-3
+    assert report["int8"]["accuracy_drop_points"] <= 1.0
+    assert report["passed"] and json.loads((run / "export" / "parity.json").read_text())["passed"]
+    assert read_onnx_meta(run / "export" / "model.int8.onnx")["precision"] == "int8"
+
+
+def test_failed_check_raises_and_is_recorded(digits_run, tmp_path: Path):
+    """A threshold no int8 model can meet: the export must fail loudly and say why in parity.json."""
+    with pytest.raises(ExportCheckError, match="int8 loses"):
+        export_run(digits_run("lenet5"), ExportOptions(out_dir=str(tmp_path), calib_images=64,
+                                                       limits=ParityLimits(max_int8_drop=-100.0)))
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert not report["passed"] and "int8 loses" in report["failures"][0]
+
+
+def test_cli_export_then_predict_onnx(digits_run, tmp_path: Path):
+    from PIL import Image
+
+    from tests.conftest import digits_arrays, run_cli
+
+    run = digits_run("lenet5")
+    out = tmp_path / "exp"
+    proc = run_cli("export", str(run), "--format", "onnx", "--out", str(out), cwd=tmp_path)
+    assert "parity check: passed" in proc.stdout and (out / "model.onnx").is_file()
+    x, y = digits_arrays()
+    for i in range(4):
+        Image.fromarray(x[i]).resize((28, 28)).save(tmp_path / f"d{i}.png")
+    (tmp_path / "junk.png").write_text("not an image")
+    imgs = [str(tmp_path / f"d{i}.png") for i in range(4)] + [str(tmp_path / "junk.png")]
+    onnx_out = json.loads(run_cli("predict", str(out / "model.onnx"), *imgs, "--json", cwd=tmp_path).stdout)
+    torch_out = json.loads(run_cli("predict", str(run), *imgs, "--json", "--device", "cpu", cwd=tmp_path).stdout)
+    assert [r.get("class") for r in onnx_out] == [r.get("class") for r in torch_out]
+    assert "error" in onnx_out[-1] and "junk.png" in onnx_out[-1]["error"]
+    for a, b in zip(onnx_out[:4], torch_out[:4]):
+        np.testing.assert_allclose([t["prob"] for t in a["top"]], [t["prob"] for t in b["top"]], atol=1e-4)
