@@ -84,3 +84,44 @@ def test_cli_pretrain_help_and_bad_method(tmp_path: Path) -> None:
                  "--model", "lenet5_modern", "--img-size", "20", "--train.progress", "false"]) == 0
     with pytest.raises(SystemExit):
         main(["pretrain", "--method", "byol"])
+
+
+def test_vit_forward_masked_with_every_patch_equals_forward_features() -> None:
+    from foveal.models import create_model
+
+    torch.manual_seed(0)
+    vit = create_model("vit_tiny", num_classes=0, in_chans=1, img_size=16).eval()
+    x = torch.randn(2, 1, 16, 16)
+    keep = torch.arange(16).expand(2, -1)  # 4x4 grid of 4-px patches, all visible
+    torch.testing.assert_close(vit.forward_masked(x, keep), vit.forward_features(x))
+
+
+@pytest.mark.slow  # a ViT on a CPU: ~60 s of CPU time
+def test_mae_reconstruction_loss_drops_and_weights_feed_vit(tmp_path: Path) -> None:
+    from foveal.engine.finetune import load_for_finetune
+    from foveal.engine.pretrain import MAE
+    from foveal.models import create_model
+
+    torch.manual_seed(0)
+    mae = MAE(create_model("vit_tiny", num_classes=0, in_chans=1, img_size=16), mask_ratio=0.75, dim=32, depth=1)
+    x = torch.rand(8, 1, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(mae.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):  # fit one batch: the loss must go down
+        loss = mae.step_loss(lambda: x, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    with pytest.raises(ValueError, match="forward_masked"):
+        MAE(create_model("lenet5_modern", num_classes=0, in_chans=1, img_size=20))
+    res = pretrain(_cfg(tmp_path, **{"model.name": "vit_tiny", "data.img_size": 16, "data.limit": 64,
+                                     "train.epochs": 1, "train.batch_size": 32, "train.name": "mae"}),
+                   SSLConfig(method="mae", views_augment=["flip"], decoder_dim=32, decoder_depth=1, knn_k=10),
+                   log=lambda m: None)
+    assert np.isfinite(res.history[0]["ssl_loss"]) and 0 <= res.history[0]["knn_acc"] <= 1
+    report = load_for_finetune(create_model("vit_tiny", num_classes=10, in_chans=1, img_size=16), str(res.run_dir),
+                               log=lambda m: None)
+    assert report.problems == [] and sorted(report.head_replaced) == ["head.bias", "head.weight"]

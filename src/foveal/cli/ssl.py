@@ -1,4 +1,4 @@
-"""`foveal pretrain`: self-supervised pretraining (SimCLR) on unlabeled images.
+"""`foveal pretrain`: self-supervised pretraining (SimCLR, or MAE for ViTs) on unlabeled images.
 
 Takes the same config flags as `foveal train` (data, model, optimizer, epochs...) plus the
 SSL settings below; the run folder it writes is what `foveal train --pretrained RUN` takes.
@@ -17,7 +17,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     cfg = build_config(args.recipe, overrides_from_args(args))
     ssl = SSLConfig(method=args.method, temperature=args.temperature, proj_hidden=args.proj_hidden,
-                    proj_dim=args.proj_dim, knn_k=args.knn_k, knn_t=args.knn_t, knn_bank=args.knn_bank,
+                    proj_dim=args.proj_dim, mask_ratio=args.mask_ratio, knn_k=args.knn_k, knn_t=args.knn_t, knn_bank=args.knn_bank,
                     **({"views_augment": [v for v in args.views.split(",") if v]} if args.views else {}))
     pretrain(cfg, ssl)
     return 0
@@ -28,10 +28,11 @@ def register(sub: Any) -> None:
     from ..engine.pretrain import SSLConfig
 
     d = SSLConfig()
-    p = sub.add_parser("pretrain", help="self-supervised pretraining (SimCLR) on images, labels unused; "
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (SimCLR, MAE) on images, labels unused; "
                                         "the run folder feeds `foveal train --pretrained`")
     p.add_argument("recipe", nargs="?", help="YAML recipe (data, model, optim, train sections)")
-    p.add_argument("--method", default=d.method, choices=["simclr"])
+    p.add_argument("--method", default=d.method, choices=["simclr", "mae"], help="mae: vit_* models only")
+    p.add_argument("--mask-ratio", type=float, default=d.mask_ratio, help="MAE: fraction of patches masked")
     p.add_argument("--temperature", type=float, default=d.temperature, help="NT-Xent temperature")
     p.add_argument("--proj-hidden", type=int, default=d.proj_hidden, help="projection MLP hidden width")
     p.add_argument("--proj-dim", type=int, default=d.proj_dim, help="projection output size")

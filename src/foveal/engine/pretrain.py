@@ -1,10 +1,12 @@
-"""Self-supervised pretraining on unlabeled images: SimCLR (Chen et al. 2020).
+"""Self-supervised pretraining on unlabeled images: SimCLR (Chen et al. 2020) for any model,
+masked autoencoders (MAE, He et al. 2022) for models with a ``forward_masked`` hook (ViTs).
 
 Each step takes a batch of raw images, draws two independent augmentations of it with the
 batched on-device ops of `foveal.data.augment`, embeds both views with the backbone
 (``forward_head(forward_features(x), pre_logits=True)`` of the model contract) and a small
 projection MLP, and minimizes the NT-Xent loss: each view must pick its partner out of the
-2B - 1 other views of the batch. Labels are never used for training; when the data has
+2B - 1 other views of the batch. MAE encodes a random 25% of the patches of one view and a
+small transformer decoder reconstructs the (per-patch normalized) pixels of the rest. Labels are never used for training; when the data has
 them, a weighted k-NN classifier (Wu et al. 2018) on the frozen embeddings is evaluated on
 the validation split after every epoch, to watch representation quality.
 
@@ -48,11 +50,14 @@ UNLABELED = "unlabeled"  # the single pseudo-class of a folder of images without
 class SSLConfig:
     """Settings of self-supervised pretraining (saved as ssl.json in the run folder)."""
 
-    method: str = "simclr"  # 'simclr'
+    method: str = "simclr"  # 'simclr', or 'mae' for models with forward_masked (the vit family)
     temperature: float = 0.5  # NT-Xent softmax temperature (0.5 in SimCLR's CIFAR experiments)
     proj_hidden: int = 512  # projection MLP hidden width
     proj_dim: int = 128  # projection output size (the loss works on it; the backbone output is kept)
     views_augment: list[str] = field(default_factory=lambda: ["rrc", "flip", "jitter"])  # ops per view
+    mask_ratio: float = 0.75  # MAE: fraction of patches hidden from the encoder
+    decoder_dim: int = 128  # MAE decoder width
+    decoder_depth: int = 2  # MAE decoder blocks
     knn_k: int = 200  # neighbours of the k-NN monitor (Wu et al. 2018)
     knn_t: float = 0.07  # temperature of the k-NN vote weights exp(sim / t)
     knn_bank: int = 10_000  # at most this many labeled train images as the k-NN memory bank
@@ -93,9 +98,9 @@ def load_ssl_data(cfg: RunConfig, log: Callable[[str], None] = print) -> tuple[D
 class SimCLR(nn.Module):
     """Backbone (any model of the zoo, built with num_classes=0) + projection MLP."""
 
-    def __init__(self, backbone: nn.Module, hidden: int, out: int):
+    def __init__(self, backbone: nn.Module, hidden: int, out: int, temperature: float = 0.5):
         super().__init__()
-        self.backbone = backbone
+        self.backbone, self.temperature = backbone, temperature
         nf = backbone.num_features
         self.projector = nn.Sequential(nn.Linear(nf, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                                        nn.Linear(hidden, out))
@@ -105,6 +110,60 @@ class SimCLR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.embed(x))  # (B, proj_dim)
+
+    def step_loss(self, make_view: Callable[[], torch.Tensor], g: torch.Generator) -> torch.Tensor:
+        v1, v2 = make_view(), make_view()
+        z = self(torch.cat([v1, v2]))  # both views in one pass: BN sees the whole 2B batch
+        return nt_xent(z[:len(v1)], z[len(v1):], self.temperature)
+
+
+class MAE(nn.Module):
+    """Masked autoencoder around a backbone with ``forward_masked(x, keep)`` (the vit family).
+
+    The decoder (torch's pre-norm transformer layers) exists only for pretraining; the saved
+    weights are the backbone's.
+    """
+
+    def __init__(self, backbone: nn.Module, mask_ratio: float = 0.75, dim: int = 128, depth: int = 2,
+                 heads: int = 4):
+        super().__init__()
+        if not hasattr(backbone, "forward_masked"):
+            raise ValueError(f"ssl method 'mae' needs a model with forward_masked (the vit family); "
+                             f"'{getattr(backbone, 'model_name', type(backbone).__name__)}' has none: use 'simclr'")
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.backbone, self.mask_ratio = backbone, mask_ratio
+        self.p, (gh, gw) = backbone.patch_size, backbone.grid
+        self.num_patches = gh * gw
+        self.enc_to_dec = nn.Linear(backbone.num_features, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dec_pos = nn.Parameter(torch.randn(1, 1 + self.num_patches, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.decoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.dec_norm = nn.LayerNorm(dim)
+        self.pred = nn.Linear(dim, self.p * self.p * backbone.in_chans)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        p = self.p
+        x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)  # (B, gh, gw, p, p, C)
+        return x.reshape(B, (H // p) * (W // p), p * p * C)  # (B, N, p*p*C)
+
+    def step_loss(self, make_view: Callable[[], torch.Tensor], g: torch.Generator) -> torch.Tensor:
+        x = make_view()
+        B, N = x.shape[0], self.num_patches
+        keep = torch.rand(B, N, generator=g, device=x.device).argsort(1)[:, :max(1, round(N * (1 - self.mask_ratio)))]
+        tokens = self.enc_to_dec(self.backbone.forward_masked(x, keep))  # (B, 1 + K, dim)
+        dim = tokens.shape[2]
+        full = self.mask_token.to(tokens.dtype).expand(B, N, dim).clone()
+        full.scatter_(1, keep[:, :, None].expand(-1, -1, dim), tokens[:, 1:])  # visible tokens back in place
+        out = self.pred(self.dec_norm(self.decoder(torch.cat([tokens[:, :1], full], 1) + self.dec_pos)))[:, 1:]
+        target = self.patchify(x)
+        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        hidden = torch.ones(B, N, device=x.device).scatter_(1, keep, 0.0)  # 1 on masked patches
+        per_patch = ((out.float() - target) ** 2).mean(-1)  # (B, N)
+        return (per_patch * hidden).sum() / hidden.sum()  # loss on masked patches only, as in the paper
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -175,21 +234,26 @@ class PretrainResult:
     history: list[dict[str, Any]]
 
 
-def _views(x: torch.Tensor, aug: Compose, g: torch.Generator, mean: torch.Tensor,
-           std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independently augmented, normalized views of the (B, C, H, W) [0, 1] batch `x`."""
-    y = torch.zeros(len(x), dtype=torch.long, device=x.device)  # augment ops carry labels; unused here
-    v1, _ = aug(x, y, g)
-    v2, _ = aug(x, y, g)
-    return (v1 - mean) / std, (v2 - mean) / std
+def _view(x: torch.Tensor, aug: Compose, g: torch.Generator, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """One augmented, normalized view of the (B, C, H, W) [0, 1] batch `x` (a new draw per call)."""
+    v, _ = aug(x, torch.zeros(len(x), dtype=torch.long, device=x.device), g)  # ops carry labels; unused here
+    return (v - mean) / std
+
+
+def build_ssl_model(backbone: nn.Module, ssl: SSLConfig) -> nn.Module:
+    if ssl.method == "simclr":
+        return SimCLR(backbone, ssl.proj_hidden, ssl.proj_dim, ssl.temperature)
+    if ssl.method == "mae":
+        return MAE(backbone, ssl.mask_ratio, ssl.decoder_dim, ssl.decoder_depth)
+    raise ValueError(f"ssl method {ssl.method!r} is not available; use 'simclr' or 'mae'")
 
 
 class Pretrainer:
-    """SimCLR on the train + val images of a data source (labels unused), k-NN on val each epoch."""
+    """SimCLR / MAE on the train + val images of a data source (labels unused), k-NN on val each epoch."""
 
     def __init__(self, cfg: RunConfig, ssl: SSLConfig = SSLConfig(), log: Callable[[str], None] = print):
-        if ssl.method != "simclr":
-            raise ValueError(f"ssl method {ssl.method!r} is not available; use 'simclr'")
+        if ssl.method not in ("simclr", "mae"):
+            raise ValueError(f"ssl method {ssl.method!r} is not available; use 'simclr' or 'mae'")
         self.cfg, self.ssl, self.log = cfg, ssl, log
 
     def setup(self) -> None:
@@ -207,7 +271,7 @@ class Pretrainer:
         torch.manual_seed(cfg.train.seed)
         backbone = create_model(cfg.model.name, num_classes=0, in_chans=d.in_chans, img_size=d.img_size,
                                 drop_rate=0.0, drop_path_rate=cfg.model.drop_path_rate, pretrained=None)
-        self.model = SimCLR(backbone, self.ssl.proj_hidden, self.ssl.proj_dim).to(self.device)
+        self.model = build_ssl_model(backbone, self.ssl).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = len(self.images) // cfg.train.batch_size
         if self.steps_per_epoch < 1:
@@ -232,10 +296,9 @@ class Pretrainer:
         for i in range(self.steps_per_epoch):
             self.schedule.set_step(self.step)
             x = self.images[order[i * bs:(i + 1) * bs]].float().div_(255)  # (B, C, H, W) in [0, 1]
-            v1, v2 = _views(x, self.aug, self.generator, self.mean, self.std)
             with autocast(self.device, cfg.train.amp):
-                z = self.model(torch.cat([v1, v2]))  # both views in one pass: BN sees the whole 2B batch
-                loss = nt_xent(z[:len(x)], z[len(x):], self.ssl.temperature)
+                loss = self.model.step_loss(lambda: _view(x, self.aug, self.generator, self.mean, self.std),
+                                            self.generator)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -107,6 +107,20 @@ class VisionTransformer(FovealModel):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + pos  # (B, 1 + N, D)
         return self.norm(self.blocks(x))
 
+    def forward_masked(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Encode only the patches `keep` (B, K) indexes on the row-major grid: (B, 1 + K, D) tokens.
+
+        The hook of masked-image pretraining (MAE, He et al. 2022): position embeddings are added
+        before the visible patches are gathered, so each token keeps its place in the image.
+        """
+        x = self.patch_embed(x)  # (B, D, gh, gw)
+        grid = tuple(x.shape[-2:])
+        pos = resample_pos_embed(self.pos_embed, grid) if grid != self.grid else self.pos_embed
+        x = x.flatten(2).transpose(1, 2) + pos[:, 1:]  # (B, N, D)
+        x = torch.gather(x, 1, keep[:, :, None].expand(-1, -1, x.shape[2]))  # (B, K, D)
+        cls = (self.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)
+        return self.norm(self.blocks(torch.cat([cls, x], dim=1)))
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x[:, 0] if self.global_pool == "token" else x[:, 1:].mean(1)  # (B, D)
         if pre_logits:
