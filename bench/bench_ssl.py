@@ -32,14 +32,18 @@ def embed_split(backbone: torch.nn.Module, images: torch.Tensor, mean: list[floa
     return embed_images(backbone, images, mean, std, torch.device("cpu")).numpy()
 
 
-def linear_probe(backbone: torch.nn.Module, data, mean: list[float], std: list[float], C: float) -> dict:
-    """Test accuracy of a logistic regression on frozen embeddings of train+val -> test."""
+def linear_probe(backbone: torch.nn.Module, data, mean: list[float], std: list[float], C: float,
+                 max_train: int | None = None) -> dict:
+    """Test accuracy of a logistic regression on frozen embeddings of train+val (or a seeded
+    random `max_train` of them) -> test."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     from foveal.data.splits import concat
 
     train = concat(data.splits["train"], data.splits["val"])
+    if max_train and max_train < len(train):
+        train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:max_train])
     t0 = time.time()
     xtr, xte = embed_split(backbone, train.images, mean, std), embed_split(backbone, data.splits["test"].images, mean, std)
     scaler = StandardScaler().fit(xtr)
@@ -49,7 +53,7 @@ def linear_probe(backbone: torch.nn.Module, data, mean: list[float], std: list[f
             "seconds": round(time.time() - t0, 1)}
 
 
-def run_probes(run: Path, data_dir: str, C: float) -> dict:
+def run_probes(run: Path, data_dir: str, C: float, max_train: int | None, baseline: bool) -> dict:
     from foveal.config import apply_overrides, load_config
     from foveal.engine.prepare import prepare_data
     from foveal.models import create_model
@@ -60,12 +64,12 @@ def run_probes(run: Path, data_dir: str, C: float) -> dict:
     data, cfg = prepare_data(cfg, log=lambda m: None)
     mean, std = meta["mean"], meta["std"]
     out = {}
-    for name, weights in (("simclr", sd), ("random_init", None)):
+    for name, weights in (("simclr", sd), ("random_init", None))[:2 if baseline else 1]:
         torch.manual_seed(0)
         backbone = create_model(meta["model"], num_classes=0, in_chans=meta["in_chans"], img_size=meta["img_size"])
         if weights is not None:
             backbone.load_state_dict(weights)
-        out[name] = linear_probe(backbone, data, mean, std, C)
+        out[name] = linear_probe(backbone, data, mean, std, C, max_train)
         print(f"linear probe {name}: {out[name]}", flush=True)
     return out
 
@@ -110,6 +114,8 @@ def main() -> None:
     p.add_argument("--augment", default="crop,flip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the probe")
+    p.add_argument("--probe-train", type=int, help="fit the probe on this many training images (default: all 60,000)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the probe of a randomly initialized backbone")
     p.add_argument("--skip", default="", help="comma-separated phases to skip: probe,scratch,simclr_finetune")
     p.add_argument("--out", help="write the JSON result here")
     args = p.parse_args()
@@ -118,7 +124,7 @@ def main() -> None:
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "run": str(args.run)}
     skip = set(args.skip.split(","))
     if "probe" not in skip:
-        result["linear_probe"] = run_probes(args.run, args.data_dir, args.C)
+        result["linear_probe"] = run_probes(args.run, args.data_dir, args.C, args.probe_train, not args.no_baseline)
     if not {"scratch", "simclr_finetune"} <= skip:
         result["finetune_1pct"] = finetune(args.run, args.data_dir, args, skip)
     text = json.dumps(result, indent=2)
