@@ -157,10 +157,10 @@ def robustness_section(rob: dict[str, Any]) -> str:
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.3em;image-rendering:pixelated}
+td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.3em}
 section{margin-bottom:2.5em}nav a{margin-right:1em}.note{color:#555;font-size:.92em}
 .gallery{display:flex;flex-wrap:wrap;gap:.6em}figure{margin:0;border:1px solid #ddd;padding:.3em;width:340px}
-figure img{width:160px}figcaption{font-size:.85em}pre{background:#f6f6f6;padding:.5em;overflow:auto}"""
+figure img{width:160px;image-rendering:pixelated}figcaption{font-size:.85em}pre{background:#f6f6f6;padding:.5em;overflow:auto}"""
 
 
 def render(title: str, sections: list[str], data: dict[str, Any]) -> str:

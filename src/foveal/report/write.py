@@ -52,7 +52,7 @@ def write_eval_report(source: str | Path, metrics: dict[str, Any], logits: torch
         saved = read_json(run_dir / "test.json")
         metrics.update({k: saved[k] for k in ("train_seconds", "best_epoch") if k in saved})
     name = run_dir.name if run_dir else Path(source).stem
-    inp = ReportInputs(title=f"foveal evaluation of {name} on {metrics.get('data')} ({metrics.get('split')})",
+    inp = ReportInputs(title=f"foveal run {name}: {metrics.get('data')}, {metrics.get('split')} split",
                        meta=meta, metrics=metrics, history=history, logits=logits, images=part.images,
                        labels=part.labels, paths=part.paths, model=model,
                        robustness=read_robustness(run_dir) if run_dir else None)
