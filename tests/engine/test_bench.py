@@ -75,3 +75,18 @@ def test_cli_bench_fast_on_digits(tmp_path: Path, capsys) -> None:
 def test_cli_bench_fast_unknown_data_is_a_clear_error(capsys) -> None:
     assert main(["bench", "fast", "--data", "cifar100"]) == 2
     assert "no fast recipe" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpu_all_smoke_runs_every_part(tmp_path: Path) -> None:
+    """bench/gpu_all.py end to end at toy sizes (on the CPU here; the real run needs a GPU)."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_all.py"
+    res = runpy.run_path(str(script), run_name="gpu_all")["main"](["--smoke", "--out", str(tmp_path)])
+    assert set(res) >= {"fast", "sync", "train", "environment"}
+    assert 0 < res["fast"]["mnist"]["accuracy_mean"] <= 1
+    assert res["train"]["results"][0]["ours"]["images_per_s"] > 0
+    saved = json.loads((tmp_path / "gpu_all.json").read_text())
+    assert saved["train"]["results"][0]["model"] == "resnet18"
+    assert "| resnet18 |" in (tmp_path / "gpu_all.md").read_text()

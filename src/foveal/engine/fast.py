@@ -43,7 +43,9 @@ def accelerate(model: nn.Module, device: torch.device, channels_last: bool = Fal
         raise ValueError(f"compile mode '{compile_mode}' is not one of {', '.join(COMPILE_MODES)}")
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    return torch.compile(model, mode=compile_mode) if compile else model
+    # dynamic=False: train and eval batches differ in size; without it the second size would switch the
+    # graph to symbolic shapes (slower kernels) instead of compiling a second static one.
+    return torch.compile(model, mode=compile_mode, dynamic=False) if compile else model
 
 
 def memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -314,6 +316,8 @@ def predict_tta(run: FastRun, x_u8: torch.Tensor) -> torch.Tensor:
                 H, W = x.shape[-2:]
                 shifted = [xp[..., :H, :W], xp[..., 2:, 2:]]
                 shifted += [s.flip(3) for s in shifted] if cfg.flip else []
+                cl = cfg.channels_last and x.is_cuda  # dense views in one layout, so a compiled model has one graph
+                shifted = [memory_format(s, cl) if cl else s.contiguous() for s in shifted]
                 logits = 0.5 * logits + 0.5 * sum(model(v).float() for v in shifted) / len(shifted)
         out.append(logits)
     return torch.cat(out)
