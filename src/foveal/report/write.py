@@ -27,6 +27,12 @@ def write_run_report(result) -> Path:
         history=result.history, logits=result.test_logits, images=test.images if test is not None else None,
         labels=test.labels if test is not None else None, paths=test.paths if test is not None else None,
         model=result.model, robustness=read_robustness(result.run_dir))
+    if result.history:
+        from ..io import atomic_path
+        from .plots import learning_curves
+
+        with atomic_path(result.run_dir / "curves.png") as tmp:
+            tmp.write_bytes(learning_curves(result.history))
     return write_report(inp, result.run_dir / "report.html")
 
 
