@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--fmnist-epochs", type=float, help="override the preset (default: its epochs)")
     p.add_argument("--mnist-epochs", type=float)
-    p.add_argument("--fast-compile-mode", default="max-autotune-no-cudagraphs")
+    p.add_argument("--fast-compile-mode", default="default", help="max-autotune-no-cudagraphs may be faster "
+                   "per run but autotunes for minutes")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--img-size", type=int, default=224)

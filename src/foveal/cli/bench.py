@@ -88,7 +88,7 @@ def _add_fast(sub: Any) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation level")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; warmed up before timing)")
-    p.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
+    p.add_argument("--compile-mode", default="default", help="or max-autotune-no-cudagraphs (minutes of autotuning)")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--out", help="also write the JSON here")

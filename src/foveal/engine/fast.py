@@ -1,9 +1,10 @@
 """Fast training: the accelerator switches for any zoo model, and the "fast" speedrun recipe.
 
 `accelerate(model, ...)` applies channels-last memory format and `torch.compile` to a model
-(the Trainer and `foveal bench train` use it); bf16 autocast lives in `device.autocast`.
+(`foveal bench train` and the recipe below use it; the Trainer applies the same switches from
+`train.channels_last` / `train.compile`); bf16 autocast lives in `device.autocast`.
 
-`run_fast(data, cfg, seed)` trains and evaluates an AirNet in the manner of the public
+`bench_fast(data, cfg, runs)` (through `run_once`) trains and evaluates an AirNet in the manner of the public
 CIFAR-10 speedruns (Page 2018; Jordan 2024, arXiv 2404.00498), written from the papers:
 data as uint8 on the device, batched flip/translate augmentation with alternating flips,
 patch-whitening initialization, frozen BN scales with a 64x learning rate on BN shifts,
@@ -146,7 +147,7 @@ class FastConfig:
     amp: bool = True  # bf16 autocast (CUDA)
     channels_last: bool = True
     compile: bool = False
-    compile_mode: str = "max-autotune-no-cudagraphs"
+    compile_mode: str = "default"  # max-autotune-no-cudagraphs: maybe faster steps, minutes of autotuning
 
 
 # Presets per data set; a preset is a starting point the bench script can override.
