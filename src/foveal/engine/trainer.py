@@ -144,7 +144,7 @@ class Trainer:
         common = dict(device=self.device, mean=d.mean, std=d.std, workers=d.workers)
         shard = dict(rank=self.dist.rank, world=world)
         aug = Compose(d.augment, d, len(self.data.classes))
-        balanced = {"balanced": True} if d.balance == "sampler" else {}  # the in-memory loader's sampler
+        balanced = {"balanced": True} if d.balance == "sampler" else {}  # class-balanced draws with replacement
         self.train_loader = make_loader(self.data.splits["train"], cfg.train.batch_size // world, augment=aug,
                                          shuffle=True, drop_last=True, seed=cfg.train.seed, **common, **shard,
                                          **balanced)
