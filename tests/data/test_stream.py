@@ -106,3 +106,15 @@ def test_trainer_streams_a_folder_and_learns(tmp_path, jpeg_folder):
     assert isinstance(trainer.train_loader, StreamLoader)
     assert isinstance(trainer.data.splits["test"].images, FileImages)
     assert result.test_metrics["accuracy"] >= 0.9  # colour is the class: streaming must not scramble labels
+
+
+def test_draft_in_crop_mode_keeps_the_centre(tmp_path):
+    """resize='crop' decodes at reduced scale too, and still takes the centre square of the full image."""
+    from foveal.data.decode import load_image
+
+    a = np.zeros((1200, 1600, 3), np.uint8)
+    a[:, 200:1400] = 255  # the centre 1200x1200 square is white, the side bands black
+    p = tmp_path / "wide.jpg"
+    Image.fromarray(a).save(p, quality=95)
+    x = load_image(p, 64, 3, resize="crop").float()
+    assert x.shape == (3, 64, 64) and x[:, :, 2:-2].min() > 200  # no black band inside the centre crop

@@ -98,7 +98,8 @@ def pil_to_tensor(img: Image.Image, img_size: int, in_chans: int, resize: str = 
 def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
                max_pixels: int = 64_000_000) -> torch.Tensor:
     """Read `path` as a (in_chans, img_size, img_size) uint8 tensor, or raise DecodeError."""
-    img = open_image(path, max_pixels, draft_size=img_size if resize == "squash" else None)
+    # Draft keeps both sides >= img_size, so the shorter side still covers img_size for "crop" too.
+    img = open_image(path, max_pixels, draft_size=img_size)
     try:
         return pil_to_tensor(img, img_size, in_chans, resize)
     except (OSError, ValueError) as e:
