@@ -8,7 +8,7 @@ from typing import Callable
 import pytest
 
 # model -> (input px, epochs); small inputs keep CPU training to seconds.
-RECIPES = {"lenet5": (28, 3), "resnet18": (16, 3), "mobilenetv3_small": (32, 3), "vit_tiny": (32, 3)}
+RECIPES = {"lenet5": (28, 3), "resnet18": (16, 2), "mobilenetv3_small": (32, 3), "vit_tiny": (32, 3)}
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ class QuantSettings:
     reduce_range: bool = False  # 7-bit weights: avoids VPMADDUBSW saturation on pre-VNNI x86, costs a little accuracy
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     batch_size: int = 16  # images per calibration run
+    float_ends: bool = True  # keep the first and last quantizable layers in float (the usual accuracy fix)
 
 
 class _Reader:
@@ -67,11 +68,25 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_u8: np.ndar
         pre = Path(td) / "pre.onnx"
         # Shape inference + graph cleanup first, as ORT's quantization guide recommends.
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        exclude = _end_nodes(pre) if s.float_ends else []
         quantize_static(str(pre), str(tmp), reader,
                         quant_format=QuantFormat.QDQ if s.format == "qdq" else QuantFormat.QOperator,
                         per_channel=s.per_channel, reduce_range=s.reduce_range, op_types_to_quantize=QUANT_OPS,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                        nodes_to_exclude=exclude)
     return out_path
+
+
+def _end_nodes(path: Path) -> list[str]:
+    """Names of the first and last Conv/MatMul/Gemm nodes (graph order is topological in ONNX).
+
+    The first sees raw normalized pixels and the last produces the logits; both are small, so
+    keeping them float costs little speed and removes most of int8's accuracy loss.
+    """
+    import onnx
+
+    nodes = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type in QUANT_OPS]
+    return sorted({nodes[0], nodes[-1]}) if nodes else []
 
 
 def copy_meta(src: str | Path, dst: str | Path, extra: dict[str, Any]) -> None:
