@@ -25,11 +25,17 @@ def chromium_paths() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-ROBUSTNESS = {  # the shape foveal.robustness writes (attack sweep + corruptions), trimmed
-    "clean_accuracy": 0.9, "n": 100, "attacks": {"fgsm_linf": {"0.01": 0.8, "0.03": 0.5}, "pgd_linf": {"0.01": 0.7,
-                                                                                                     "0.03": 0.3}},
+ROBUSTNESS = {  # the schema foveal.robustness.evaluate writes, trimmed
+    "n": 100, "split": "test", "clean_accuracy": 0.9,
     "corruptions": {"gaussian_noise": {"1": 0.85, "2": 0.7, "3": 0.6}, "blur": {"1": 0.88, "2": 0.8, "3": 0.75}},
-    "warnings": ["none of the signs of gradient masking"],
+    "mean_corruption_accuracy": 0.76,
+    "corruption_error": {"reference": "runs/base", "per_corruption": {"gaussian_noise": 0.7, "blur": 0.9}, "mCE": 0.8},
+    "noise": {"0": 0.9, "0.05": 0.85, "0.1": 0.7},
+    "occlusion": {"fill": 0.5, "grid": 2, "accuracy": {"8": {"0,0": 0.8, "0,1": 0.9}}, "mean": {"8": 0.85}},
+    "attacks": {"fgsm_linf": {"0.01": 0.8, "0.03": 0.5}, "pgd_linf": {"0.01": 0.7, "0.03": 0.3}},
+    "attack_loss": {"fgsm_linf": {"0.01": 0.5, "0.03": 1.5}, "pgd_linf": {"0.01": 0.8, "0.03": 2.5}},
+    "clean_loss": 0.3, "zero_grad_fraction": 0.0, "huge_eps": {"eps": 1.0, "accuracy": 0.0},
+    "warnings": ["PGD weaker than FGSM at eps 0.01"], "suspect_gradient_masking": True,
 }
 
 
@@ -142,7 +148,8 @@ def test_report_command_adds_robustness_section(digits_run, tmp_path):
     tables.feed(html)
     attacks = {r[0]: r[1:] for r in tables.tables["robustness-attacks"]}
     assert attacks["pgd_linf"] == ["0.7000", "0.3000"]
-    assert "robustness-corruptions" in tables.tables
+    assert {"robustness-corruptions", "robustness-noise", "robustness-per_corruption"} <= set(tables.tables)
+    assert "Suspected gradient masking" in html and "PGD weaker than FGSM" in html
     # the rebuilt page reports the same metrics as the one written at the end of training
     before = page_data((digits_run / "report.html").read_text())["metrics"]
     after = page_data(html)["metrics"]

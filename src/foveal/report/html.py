@@ -152,7 +152,13 @@ def _render_mapping(d: dict[str, Any], depth: int) -> str:
 
 
 def robustness_section(rob: dict[str, Any]) -> str:
-    return section("robustness", "Robustness", _render_mapping(rob, 0))
+    """Rendered generically (see _render_value), so new measurements show up without a change
+    here; the gradient-masking verdict of foveal.robustness is put first when it is raised."""
+    warn = ""
+    if rob.get("suspect_gradient_masking"):
+        warn = ('<p class="warn">Suspected gradient masking: the attack accuracies below are not evidence of '
+                'robustness (see warnings).</p>')
+    return section("robustness", "Robustness", warn + _render_mapping(rob, 0))
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
@@ -160,7 +166,8 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.3em}
 section{margin-bottom:2.5em}nav a{margin-right:1em}.note{color:#555;font-size:.92em}
 .gallery{display:flex;flex-wrap:wrap;gap:.6em}figure{margin:0;border:1px solid #ddd;padding:.3em;width:340px}
-figure img{width:160px;image-rendering:pixelated}figcaption{font-size:.85em}pre{background:#f6f6f6;padding:.5em;overflow:auto}"""
+figure img{width:160px;image-rendering:pixelated}figcaption{font-size:.85em}pre{background:#f6f6f6;padding:.5em;overflow:auto}
+.warn{color:#a00;font-weight:bold}"""
 
 
 def render(title: str, sections: list[str], data: dict[str, Any]) -> str:
