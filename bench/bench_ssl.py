@@ -86,17 +86,19 @@ def finetune(run: Path, data_dir: str, args: argparse.Namespace, skip: set[str])
               "train.batch_size": args.batch_size, "optim.lr": args.lr, "train.out_dir": args.runs,
               "train.progress": False, "train.seed": args.seed}
     out = {}
-    for arm, extra in (("scratch", {}), ("simclr_finetune", {"model.pretrained": str(run)})):
+    tuned = dict(kv.split("=", 1) for kv in args.finetune_overrides.split(",") if kv)
+    for arm, extra in (("scratch", {}), ("simclr_finetune", {"model.pretrained": str(run), **tuned})):
         if arm in skip:
             continue
         cfg = apply_overrides(load_config(None), {**common, **extra, "train.name": f"fmnist-{args.labels}-{arm}"})
+        out.setdefault("recipe", {"common": common, "pretrained_arm_only": tuned})
         t0 = time.time()
         res = Trainer(cfg).fit()
         counts = torch.bincount(res.data.splits["train"].labels, minlength=10).tolist()
         out[arm] = {"test_acc": res.test_metrics["accuracy"], "best_epoch": res.test_metrics["best_epoch"],
                     "train_per_class": counts, "seconds": round(time.time() - t0, 1), "run_dir": str(res.run_dir)}
         print(f"{arm}: {out[arm]}", flush=True)
-    if len(out) == 2:
+    if "scratch" in out and "simclr_finetune" in out:
         out["gain_points"] = round(100 * (out["simclr_finetune"]["test_acc"] - out["scratch"]["test_acc"]), 2)
     return out
 
@@ -113,6 +115,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--augment", default="crop,flip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--finetune-overrides", default="", help="config overrides for the pretrained arm only, "
+                   "e.g. optim.layer_decay=0.5,model.finetune=gradual (fine-tuning settings scratch has no use for)")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the probe")
     p.add_argument("--probe-train", type=int, help="fit the probe on this many training images (default: all 60,000)")
     p.add_argument("--no-baseline", action="store_true", help="skip the probe of a randomly initialized backbone")
