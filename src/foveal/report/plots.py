@@ -64,19 +64,18 @@ def confusion_heatmap(cm: list[list[int]], classes: list[str], normalize: bool =
 
 
 def reliability_diagram(before: dict[str, Any], after: dict[str, Any] | None, temperature: float = 1.0) -> bytes:
-    """Accuracy against confidence per bin (the diagonal is perfect calibration), before and
-    after temperature scaling, with the share of samples per bin below."""
+    """Accuracy against mean confidence per bin (the diagonal is perfect calibration), before
+    and after temperature scaling, with the share of samples per bin below."""
     edges = np.asarray(before["bin_edges"])
-    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     fig, (ax, axc) = plt.subplots(2, 1, figsize=(5.2, 5.6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     curves = [("before", before, "tab:red")] + ([(f"after (T={temperature:.2f})", after, "tab:blue")] if after else [])
     for label, r, color in curves:
         count = np.asarray(r["bin_count"])
-        acc = np.where(count > 0, r["bin_accuracy"], np.nan)
-        ax.bar(centers, acc, width=width, alpha=0.35, color=color, edgecolor=color,
-               label=f"{label}: ECE {r['ece']:.4f}")
-        axc.bar(centers, count / max(count.sum(), 1), width=width, alpha=0.5, color=color)
+        used = count > 0  # empty bins have no accuracy
+        ax.plot(np.asarray(r["bin_confidence"])[used], np.asarray(r["bin_accuracy"])[used], marker="o", color=color,
+                label=f"{label}: ECE {r['ece']:.4f}")
+        axc.stairs(count / max(count.sum(), 1), edges, color=color)
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
