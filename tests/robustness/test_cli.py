@@ -1,0 +1,55 @@
+"""`foveal robust RUN` end to end on a small digits run: robustness.json follows the documented schema."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from foveal.config import RunConfig, apply_overrides
+    from foveal.engine import Trainer
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = apply_overrides(RunConfig(), {"data.source": "digits", "data.img_size": 20, "data.augment": [],
+                                        "model.name": "lenet5_modern", "train.epochs": 3, "train.progress": False,
+                                        "train.out_dir": str(out), "train.name": "digits", "data.workers": 1})
+    return Trainer(cfg, log=lambda m: None).fit().run_dir
+
+
+def test_robust_cli_writes_schema(run_dir, capsys) -> None:
+    from foveal.cli.main import main
+
+    rc = main(["robust", str(run_dir), "--limit", "120", "--attack-limit", "60", "--corruptions",
+               "gaussian_noise,fog,pixelate", "--severities", "1,5", "--eps", "0,0.1,0.3", "--eps-l2", "0,1",
+               "--noise", "0,0.2", "--pgd-steps", "5", "--device", "cpu"])
+    assert rc == 0
+    r = json.loads((run_dir / "robustness.json").read_text())
+    assert set(r["corruptions"]) == {"gaussian_noise", "fog", "pixelate"}
+    assert set(r["corruptions"]["fog"]) == {"1", "5"}
+    vals = [a for d in r["corruptions"].values() for a in d.values()]
+    assert r["mean_corruption_accuracy"] == pytest.approx(sum(vals) / len(vals))
+    assert r["clean_accuracy"] > 0.8 and r["noise"]["0"] == pytest.approx(r["clean_accuracy"])
+    assert r["noise"]["0.2"] < r["noise"]["0"] + 0.02
+    assert set(r["occlusion"]["mean"]) == {"0.25", "0.5"} and len(r["occlusion"]["accuracy"]["0.5"]) == 9
+    assert set(r["attacks"]) == {"fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2"}
+    assert r["attacks"]["pgd_linf"]["0.3"] < r["attacks"]["pgd_linf"]["0"]
+    assert isinstance(r["warnings"], list) and isinstance(r["suspect_gradient_masking"], bool)
+    for png in ("robustness_corruptions.png", "robustness_noise_occlusion.png", "robustness_attacks.png"):
+        assert (run_dir / png).stat().st_size > 1000
+    # corruption error against a reference: the run against itself has CE = 1 for every corruption
+    rc = main(["robust", str(run_dir), "--limit", "120", "--corruptions", "gaussian_noise,fog,pixelate",
+               "--severities", "1,5", "--skip", "noise,occlusion,attacks", "--reference", str(run_dir),
+               "--device", "cpu", "--out", str(run_dir / "again")])
+    assert rc == 0
+    ce = json.loads((run_dir / "again" / "robustness.json").read_text())["corruption_error"]
+    assert ce["mCE"] == pytest.approx(1.0) and set(ce["per_corruption"]) == {"gaussian_noise", "fog", "pixelate"}
+
+
+def test_robust_cli_names_bad_corruption(run_dir, capsys) -> None:
+    from foveal.cli.main import main
+
+    assert main(["robust", str(run_dir), "--corruptions", "rain", "--device", "cpu"]) == 2
+    assert "unknown corruption" in capsys.readouterr().err
