@@ -39,9 +39,11 @@ class Perturber:
             raise ValueError(f"train.corrupt_aug {corrupt_aug!r} is not one of 'none', 'noise', 'blur', 'augmix'")
         self.adv, self.eps, self.alpha, self.steps = adv, eps, alpha, steps
         self.ramp, self.corrupt_aug, self.corrupt_p = ramp_epochs, corrupt_aug, corrupt_p
-        self.mean = torch.tensor(list(mean)).view(1, -1, 1, 1)
-        self.std = torch.tensor(list(std)).view(1, -1, 1, 1)
+        self.mean_list, self.std_list = list(mean), list(std)
+        self.mean = torch.tensor(self.mean_list).view(1, -1, 1, 1)
+        self.std = torch.tensor(self.std_list).view(1, -1, 1, 1)
         self.loss_fn = loss_fn
+        self._net: Optional[PixelModel] = None  # built once per model and device: no per-batch host traffic
 
     def __bool__(self) -> bool:
         return self.adv != "none" or self.corrupt_aug != "none"
@@ -50,14 +52,18 @@ class Perturber:
         return self.eps * min(1.0, progress / self.ramp) if self.ramp > 0 else self.eps
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, progress: float) -> torch.Tensor:
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        if self.mean.device != x.device:
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        mean, std = self.mean, self.std
         px = x * std + mean  # (B, C, H, W) pixels in [0, 1]
         if self.corrupt_aug != "none":
             px = corrupt_augment(px, self.corrupt_aug, self.corrupt_p)
         if self.adv != "none":
             eps = self.eps_at(progress)
             alpha = self.alpha * eps / self.eps if self.eps > 0 else 0.0
-            net = PixelModel(model, mean.flatten().tolist(), std.flatten().tolist()).to(x.device)
+            if self._net is None or self._net.model is not model or self._net.mean.device != x.device:
+                self._net = PixelModel(model, self.mean_list, self.std_list).to(x.device)
+            net = self._net
             if self.adv == "fgsm":
                 px = fast_fgsm(net, px, y, eps, alpha, self.loss_fn)
             else:
