@@ -166,7 +166,8 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.3em}
 section{margin-bottom:2.5em}nav a{margin-right:1em}.note{color:#555;font-size:.92em}
 .gallery{display:flex;flex-wrap:wrap;gap:.6em}figure{margin:0;border:1px solid #ddd;padding:.3em;width:340px}
-figure img{width:160px;image-rendering:pixelated}figcaption{font-size:.85em}pre{background:#f6f6f6;padding:.5em;overflow:auto}
+figure img{width:160px;image-rendering:pixelated}figcaption{font-size:.85em}
+pre{background:#f6f6f6;padding:.5em;overflow:auto}
 .warn{color:#a00;font-weight:bold}"""
 
 
