@@ -138,3 +138,11 @@ def test_layer_decay_reaches_the_trainer_optimizer(tmp_path: Path) -> None:
     t.setup()
     lrs = sorted({round(g["base_lr"], 12) for g in t.optimizer.param_groups})
     assert len(lrs) > 3 and max(lrs) == pytest.approx(cfg.optim.lr)
+
+
+def test_vit_layer_ids_put_embeddings_first_and_head_last() -> None:
+    model = create_model("vit_tiny", num_classes=10, in_chans=1, img_size=16)
+    ids = model.layer_ids()
+    assert ids["cls_token"] == ids["pos_embed"] == ids["patch_embed.proj.weight"] == 0
+    assert ids["blocks.0.attn.qkv.weight"] == 1 and ids["blocks.11.mlp.fc2.weight"] == 12
+    assert ids["norm.weight"] == 13 and ids["head.weight"] == 14

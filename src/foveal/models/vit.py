@@ -107,6 +107,17 @@ class VisionTransformer(FovealModel):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + pos  # (B, 1 + N, D)
         return self.norm(self.blocks(x))
 
+    def layer_ids(self) -> dict[str, int]:
+        """Embeddings (patch, class token, positions) at depth 0, block i at i + 1, then the final
+        norm, then the head: the grouping of layer-wise lr decay in BEiT / MAE fine-tuning."""
+        depth = len(self.blocks)
+        ids = {}
+        for name, _ in self.named_parameters():
+            root = name.split(".")[0]
+            ids[name] = (int(name.split(".")[1]) + 1 if root == "blocks" else depth + 1 if root == "norm"
+                         else depth + 2 if root == self.classifier_name else 0)
+        return ids
+
     def forward_masked(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Encode only the patches `keep` (B, K) indexes on the row-major grid: (B, 1 + K, D) tokens.
 
