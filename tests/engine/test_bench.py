@@ -72,9 +72,11 @@ def test_cli_bench_fast_on_digits(tmp_path: Path, capsys) -> None:
     assert "accuracy" in capsys.readouterr().out
 
 
-def test_cli_bench_fast_unknown_data_is_a_clear_error(capsys) -> None:
+def test_cli_bench_fast_bad_arguments_are_clear_errors(capsys) -> None:
     assert main(["bench", "fast", "--data", "cifar100"]) == 2
     assert "no fast recipe" in capsys.readouterr().err
+    assert main(["bench", "fast", "--data", "digits", "--runs", "0"]) == 2
+    assert "runs must be at least 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -371,6 +371,8 @@ def bench_fast(data: FastData, cfg: FastConfig, runs: int = 10, seed: int = 0, w
     On CUDA, cuDNN autotuning and compilation are warmed up by one untimed short run first,
     so the timed runs measure training, not start-up.
     """
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
     if data.train_x.is_cuda:
         torch.backends.cudnn.benchmark = True
     run = prepare(data, cfg)
