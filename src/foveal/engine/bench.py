@@ -163,15 +163,21 @@ def matmul_peak_tflops(device: str | torch.device = "auto", n: int = 8192, iters
     return 2 * n**3 * iters / t.seconds / 1e12
 
 
+def _timm_knows(name: str) -> bool:
+    import timm
+
+    return timm.is_model(name)
+
+
 def compare_train(timm_name: str, with_timm: Optional[bool] = None, **kw: Any) -> dict[str, Any]:
     """foveal vs timm-style throughput for one model of TIMM_TO_OURS (timm skipped when not installed)."""
     ours_name = TIMM_TO_OURS.get(timm_name, timm_name)
     ours = bench_train_ours(ours_name, **kw)
     row: dict[str, Any] = {"model": timm_name, "ours": ours}
-    if with_timm is None:
+    if with_timm is None:  # automatic: when timm is installed and knows the name
         import importlib.util
 
-        with_timm = importlib.util.find_spec("timm") is not None
+        with_timm = importlib.util.find_spec("timm") is not None and _timm_knows(timm_name)
     if with_timm:
         kw.pop("compile_mode", None)
         row["timm"] = bench_train_timm(timm_name, **kw)
