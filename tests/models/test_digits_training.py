@@ -32,6 +32,9 @@ RUNS = [
     ("alexnet", 16, 6, 0.70, True),  # 0.794, 36 s
     ("vgg11_bn", 16, 6, 0.93, True),  # 0.972, 79 s
     ("hybrid_tiny", 16, 6, 0.95, True),  # 0.992, 60 s
+    # With torchvision's BN momentum 0.01 this run tested at 0.100 (chance): 120 steps leave the
+    # running statistics near their init. MobileNetV3 now uses 0.1 (see its docstring).
+    ("mobilenetv3_small", 16, 6, 0.93, True),  # 0.972, 39 s
 ]
 
 

@@ -4,7 +4,10 @@
 Blocks are the shared ``layers.InvertedResidual`` with hard-swish or ReLU and, where the
 table says so, squeeze-excite (ReLU, hard-sigmoid gate, width hidden/4 rounded to 8). The
 head: pool, 1x1-conv-like linear to 1024/1280 with hard-swish (the pre-logits), dropout
-(`drop_rate`; the paper 0.2), classifier. Batch norm uses eps 1e-3 and momentum 0.01.
+(`drop_rate`; the paper 0.2), classifier. Batch norm uses eps 1e-3 as torchvision (it
+changes the logits), but PyTorch's default momentum 0.1, not torchvision's 0.01: with 0.01
+the running statistics of a short run are still near their init and evaluation is at chance
+(digits, 6 epochs of 20 steps: test accuracy 0.10; see tests/models/test_digits_training.py).
 
 Small-input rule (see models.base): below 96 px the stem and the first stride-2 block run
 at stride 1 (total stride 8: 32 px -> 4x4 map).
@@ -41,7 +44,7 @@ class MobileNetV3(FovealModel):
                  img_size: int = 224, drop_rate: float = 0.0, drop_path_rate: float = 0.0, width_mult: float = 1.0):
         super().__init__(num_classes, in_chans, img_size, drop_rate)
         small = is_small_input(img_size)
-        norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+        norm = partial(nn.BatchNorm2d, eps=0.001)
         ch = lambda c: make_divisible(c * width_mult)  # noqa: E731
         cin = ch(16)
         features: list[nn.Module] = [ConvNormAct(in_chans, cin, 3, 1 if small else 2, norm_layer=norm,
