@@ -63,7 +63,7 @@ def randomize_norms_and_biases(model: torch.nn.Module, px: int) -> None:
     """Make every tensor show in the logits: batch-norm statistics measured on random inputs
     (as after training: at mean 0 / var 1 the tiny activations of torchvision's std-0.01
     GoogLeNet init would vanish), then random norm affines, biases, layer scales and ViT
-    class token."""
+    class token; zero-initialized weight matrices get random values."""
     g = torch.Generator().manual_seed(1)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
@@ -82,6 +82,8 @@ def randomize_norms_and_biases(model: torch.nn.Module, px: int) -> None:
                 t.copy_(torch.rand(t.shape, generator=g) * 0.2 + 0.1)
             elif t.ndim == 1 or name == "class_token":
                 t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+            elif not t.any():  # zero-initialized weights (torchvision's ViT head): logits = bias
+                t.copy_(torch.randn(t.shape, generator=g) * 0.02)
 
 
 def _tv_model(tv_name: str, px: int) -> torch.nn.Module:
