@@ -54,7 +54,7 @@ def linear_probe(backbone: torch.nn.Module, data, mean: list[float], std: list[f
 
 
 def run_probes(run: Path, data_dir: str, C: float, max_train: int | None, baseline: bool) -> dict:
-    from foveal.config import apply_overrides, load_config
+    from foveal.config import load_config
     from foveal.engine.prepare import prepare_data
     from foveal.models import create_model
     from foveal.models.weights import read_state_dict

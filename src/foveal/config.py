@@ -286,3 +286,20 @@ def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | No
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+@dataclass
+class SSLConfig:
+    """Settings of self-supervised pretraining (saved as ssl.json in the run folder)."""
+
+    method: str = "simclr"  # 'simclr', or 'mae' for models with forward_masked (the vit family)
+    temperature: float = 0.5  # NT-Xent softmax temperature (0.5 in SimCLR's CIFAR experiments)
+    proj_hidden: int = 512  # projection MLP hidden width
+    proj_dim: int = 128  # projection output size (the loss works on it; the backbone output is kept)
+    views_augment: list[str] = field(default_factory=lambda: ["rrc", "flip", "jitter"])  # ops per view
+    mask_ratio: float = 0.75  # MAE: fraction of patches hidden from the encoder
+    decoder_dim: int = 128  # MAE decoder width
+    decoder_depth: int = 2  # MAE decoder blocks
+    knn_k: int = 200  # neighbours of the k-NN monitor (Wu et al. 2018)
+    knn_t: float = 0.07  # temperature of the k-NN vote weights exp(sim / t)
+    knn_bank: int = 10_000  # at most this many labeled train images as the k-NN memory bank

@@ -11,11 +11,12 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:
+    import torch
+# torch and safetensors are imported where tensors are read or written: the inference install
+# (no torch) uses the atomic text/JSON writers here too.
 
 META_KEY = "foveal"  # key of our JSON metadata inside the safetensors header
 
@@ -51,24 +52,40 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if hasattr(o, "tolist"):
+    if hasattr(o, "tolist"):  # torch tensors, numpy arrays and scalars
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
+def save_tensors(path: str | Path, tensors: dict[str, "torch.Tensor"], meta: dict[str, Any] | None = None) -> None:
     """Write tensors (made contiguous, on CPU) and JSON metadata to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {META_KEY: json.dumps(meta or {}, default=_json_default)}
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata=header)
 
 
-def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then that many bytes of JSON."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 8 + n <= path.stat().st_size
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    # Checked only when the file is not safetensors: a header length's low byte may be 0x80 too.
+    with open(path, "rb") as f:
+        return f.read(4).startswith(_PICKLE_MAGIC)
+
+
+def load_tensors(path: str | Path, device: "str | torch.device" = "cpu") -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
     """Read a safetensors file written by anyone; return (tensors, our metadata or {}).
 
     Refuses pickle-based files (.pt/.pth/.ckpt) with an explanation instead of loading them.
@@ -76,17 +93,17 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file '{path}' does not exist")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(_PICKLE_MAGIC):
+    if not _looks_like_safetensors(path) and _looks_like_pickle(path):
         raise UnsafeFileError(
             f"refusing to load '{path}': it is a pickle (torch.save) file, and unpickling can run "
             "arbitrary code. foveal reads weights only from safetensors; convert a file you trust "
             "with `foveal convert IN.pth OUT.safetensors`."
         )
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
     try:
         tensors = load_file(str(path), device=str(device))
-        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

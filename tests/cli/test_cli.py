@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import run_cli, write_digit_folder
+from tests.conftest import run_cli, write_digit_folder
 
 
 def test_predict_on_png_and_jpeg_agrees_with_eval(tmp_path):
     run_cli("train", "--epochs", "3", "--name", "d", "--train.progress", "false", "--device", "cpu", cwd=tmp_path)
-    from conftest import digits_arrays
+    from tests.conftest import digits_arrays
 
     x, y = digits_arrays()
     folder = tmp_path / "imgs"

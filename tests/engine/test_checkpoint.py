@@ -44,12 +44,10 @@ def test_garbage_is_refused_with_the_file_named(tmp_path):
 def test_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "w.safetensors"
     save_tensors(path, {"a": torch.ones(3)}, {"v": 1})
-    import foveal.io as fio
-
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(fio, "save_file", boom)
+    monkeypatch.setattr("safetensors.torch.save_file", boom)
     with pytest.raises(OSError):
         save_tensors(path, {"a": torch.zeros(3)}, {"v": 2})
     t, meta = load_tensors(path)  # the old file is intact, no temp files left behind
@@ -66,3 +64,27 @@ def test_pretrained_reports_head_and_refuses_mismatch(tmp_path):
     assert torch.equal(dst.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
     with pytest.raises(ValueError, match=r"missing: layer4|unexpected"):
         load_pretrained(create_model("resnet34", num_classes=4, img_size=32), tmp_path / "r.safetensors")
+
+
+def test_safetensors_whose_header_length_starts_with_pickle_byte_loads(tmp_path):
+    # The first byte of a safetensors file is the low byte of its header length; 0x80 is also
+    # the pickle opcode PROTO, and such a file must still load.
+    path = tmp_path / "w.safetensors"
+    for pad in range(300):
+        save_tensors(path, {"w": torch.arange(3.0)}, {"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length ending in 0x80")
+    tensors, meta = load_tensors(path)
+    assert torch.equal(tensors["w"], torch.arange(3.0)) and meta["pad"].startswith("x")
+
+
+def test_airnet_saves_and_loads_with_its_whitening(tmp_path):
+    model = create_model("airnet_mnist", num_classes=10, in_chans=1, img_size=28)
+    model.init_from_data(torch.randn(64, 1, 28, 28))
+    save_tensors(tmp_path / "a.safetensors", model.state_dict())
+    tensors, _ = load_tensors(tmp_path / "a.safetensors")
+    fresh = create_model("airnet_mnist", num_classes=10, in_chans=1, img_size=28)
+    fresh.load_state_dict(tensors)
+    assert torch.equal(fresh.whiten.weight, model.whiten.weight)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from foveal.engine import fast
 from foveal.models import create_model
 
-from conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA
 
 
 @pytest.fixture(scope="module")

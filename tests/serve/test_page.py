@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 
 def test_upload_shows_top5(chrome_driver, live_server: str, digit_pngs: list[Path], tmp_path: Path):

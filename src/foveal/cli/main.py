@@ -135,7 +135,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 @command("check")
 def cmd_check(args: argparse.Namespace) -> int:
-    from ..config import DataConfig, apply_overrides, RunConfig
+    from ..config import apply_overrides, RunConfig
     from ..data.check import check_data, format_check, write_preview
 
     cfg = apply_overrides(RunConfig(), {"data.source": args.data, **({"data.data_dir": args.data_dir} if args.data_dir else {}),
@@ -228,6 +228,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        if isinstance(e, ImportError) and (e.name or "").split(".")[0] in ("torch", "torchvision"):
+            msg = (f"this needs PyTorch, which this install lacks ({e}); the inference install runs only "
+                   "`predict` and `serve` on an exported .onnx model. Install torch and torchvision for the rest.")
         print(f"foveal {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

@@ -48,7 +48,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..explain import METHODS
+    try:
+        from ..explain import METHODS
+    except ImportError:  # no torch (the inference install): the command explains itself when run
+        METHODS = None
 
     sp = sub.add_parser("explain", help="saliency / Grad-CAM / ... overlays of image files for a trained model")
     sp.add_argument("run", help="run folder or weights file")

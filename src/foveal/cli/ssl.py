@@ -25,7 +25,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add `foveal pretrain` to the CLI's subcommands."""
-    from ..engine.pretrain import SSLConfig
+    from ..config import SSLConfig
 
     d = SSLConfig()
     p = sub.add_parser("pretrain", help="self-supervised pretraining (SimCLR, MAE) on images, labels unused; "

@@ -1,11 +1,20 @@
-"""Data: sources, splits, decoding, batched augmentation and loaders."""
+"""Data: sources, splits, decoding, batched augmentation and loaders.
 
-from .augment import AUGMENTS, Compose
-from .decode import DecodeError, load_image
-from .loader import DeviceLoader, mean_std
-from .sources import DATASETS, DataBundle, Split, load_source
-from . import datasets  # noqa: F401  (registers mnist, fashion-mnist, kmnist, cifar10/100, medmnist)
-from .splits import make_splits
+Names are imported on first use (PEP 562), so `foveal.data.decode`, which the torch-free
+inference install reads images with, does not pull in torch through this package.
+"""
 
-__all__ = ["AUGMENTS", "Compose", "DecodeError", "load_image", "DeviceLoader", "mean_std", "DATASETS",
-           "DataBundle", "Split", "load_source", "make_splits"]
+from importlib import import_module
+from typing import Any
+
+_WHERE = {"AUGMENTS": "augment", "Compose": "augment", "DecodeError": "decode", "load_image": "decode",
+          "DeviceLoader": "loader", "mean_std": "loader", "DATASETS": "sources", "DataBundle": "sources",
+          "Split": "sources", "load_source": "sources", "make_splits": "splits"}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'foveal.data' has no attribute '{name}'")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)

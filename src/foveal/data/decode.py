@@ -1,7 +1,8 @@
-"""Decoding one image file into a uint8 tensor the model can take.
+"""Decoding one image file into a uint8 array the model can take.
 
-The same function prepares images for training, evaluation and prediction, so a file is
-seen identically by all three. Every failure becomes a `DecodeError` naming the file.
+The same function prepares images for training, evaluation and prediction (eager and ONNX),
+so a file is seen identically by all of them. Every failure becomes a `DecodeError` naming
+the file. Torch-free (`load_image` imports it on call): the inference install reads images here.
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING, Sequence
+
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
@@ -22,6 +27,22 @@ class DecodeError(ValueError):
 
 def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files given directly, plus image files found (recursively, sorted) in given folders."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"'{p}' does not exist")
+    if not out:
+        raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
+    return out
 
 
 def _to_mode(img: Image.Image, in_chans: int) -> Image.Image:
@@ -83,24 +104,32 @@ def probe_channels(path: str | Path) -> int | None:
         return None
 
 
-def pil_to_tensor(img: Image.Image, img_size: int, in_chans: int, resize: str = "squash") -> torch.Tensor:
-    """PIL image -> (in_chans, img_size, img_size) uint8 tensor, resized with antialiasing."""
+def pil_to_array(img: Image.Image, img_size: int, in_chans: int, resize: str = "squash") -> np.ndarray:
+    """PIL image -> (in_chans, img_size, img_size) uint8 C-contiguous array, resized with antialiasing."""
     img = _to_mode(img, in_chans)
     if resize == "crop":  # shorter side to img_size, then the centre square
         img = ImageOps.fit(img, (img_size, img_size), Image.Resampling.BILINEAR)
     elif img.size != (img_size, img_size):
         img = img.resize((img_size, img_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    a = np.array(img, dtype=np.uint8)  # a writable copy, owned by the tensor
+    a = np.asarray(img, dtype=np.uint8)
     a = a[:, :, None] if a.ndim == 2 else a
-    return torch.from_numpy(a).permute(2, 0, 1).contiguous()  # (C, H, W)
+    return np.ascontiguousarray(a.transpose(2, 0, 1))  # (C, H, W), a writable copy
 
 
-def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
-               max_pixels: int = 64_000_000) -> torch.Tensor:
-    """Read `path` as a (in_chans, img_size, img_size) uint8 tensor, or raise DecodeError."""
+def read_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
+               max_pixels: int = 64_000_000) -> np.ndarray:
+    """Read `path` as a (in_chans, img_size, img_size) uint8 array, or raise DecodeError."""
     # Draft keeps both sides >= img_size, so the shorter side still covers img_size for "crop" too.
     img = open_image(path, max_pixels, draft_size=img_size)
     try:
-        return pil_to_tensor(img, img_size, in_chans, resize)
+        return pil_to_array(img, img_size, in_chans, resize)
     except (OSError, ValueError) as e:
         raise DecodeError(f"'{path}': cannot convert ({type(e).__name__}: {e})") from None
+
+
+def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
+               max_pixels: int = 64_000_000) -> "torch.Tensor":
+    """`read_image` as a (in_chans, img_size, img_size) uint8 tensor."""
+    import torch
+
+    return torch.from_numpy(read_image(path, img_size, in_chans, resize, max_pixels))

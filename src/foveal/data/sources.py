@@ -259,3 +259,6 @@ def load_source(cfg: DataConfig, img_size: int) -> DataBundle:
         raise ValueError(f"data source '{src}' is a file but not a .csv manifest or .npz (MedMNIST) archive")
     raise ValueError(f"data source '{src}' is neither a known dataset ({', '.join(DATASETS.names())}) "
                      "nor an existing folder or CSV file")
+
+
+from . import datasets  # noqa: E402,F401  (registers mnist, fashion-mnist, kmnist, cifar10/100, medmnist)

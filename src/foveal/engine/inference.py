@@ -14,30 +14,14 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 
 from ..config import DataConfig, from_dict
-from ..data import DeviceLoader, load_source
-from ..data.decode import DecodeError, is_image_name, load_image
+from ..data import load_source
+from ..data.decode import DecodeError, list_images, load_image  # list_images: re-exported
 from ..data.sources import DataBundle
 from ..metrics import ConfusionMeter
 from .checkpoint import load_model
 from .device import resolve_device
 from .evaluate import evaluate
 from .prepare import match_channels, match_size
-
-
-def list_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files given directly, plus image files found (recursively, sorted) in given folders."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"'{p}' does not exist")
-    if not out:
-        raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
-    return out
 
 
 class Predictor:

@@ -20,7 +20,7 @@ import dataclasses
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..config import RunConfig, to_dict
+from ..config import RunConfig, SSLConfig, to_dict  # SSLConfig: re-exported
 from ..data import Compose, DataBundle
 from ..data.decode import is_image_name
 from ..data.loader import epoch_seed
@@ -44,23 +44,6 @@ from .optim import Schedule, build_optimizer
 from .prepare import prepare_data
 
 UNLABELED = "unlabeled"  # the single pseudo-class of a folder of images without class subfolders
-
-
-@dataclass
-class SSLConfig:
-    """Settings of self-supervised pretraining (saved as ssl.json in the run folder)."""
-
-    method: str = "simclr"  # 'simclr', or 'mae' for models with forward_masked (the vit family)
-    temperature: float = 0.5  # NT-Xent softmax temperature (0.5 in SimCLR's CIFAR experiments)
-    proj_hidden: int = 512  # projection MLP hidden width
-    proj_dim: int = 128  # projection output size (the loss works on it; the backbone output is kept)
-    views_augment: list[str] = field(default_factory=lambda: ["rrc", "flip", "jitter"])  # ops per view
-    mask_ratio: float = 0.75  # MAE: fraction of patches hidden from the encoder
-    decoder_dim: int = 128  # MAE decoder width
-    decoder_depth: int = 2  # MAE decoder blocks
-    knn_k: int = 200  # neighbours of the k-NN monitor (Wu et al. 2018)
-    knn_t: float = 0.07  # temperature of the k-NN vote weights exp(sim / t)
-    knn_bank: int = 10_000  # at most this many labeled train images as the k-NN memory bank
 
 
 # ---- data -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import RunConfig, to_dict
-from ..data import Compose, DataBundle, DeviceLoader
+from ..data import Compose, DataBundle
 from ..data.augment import MixBatch
 from ..data.loader import epoch_seed
 from ..data.stream import make_loader  # DeviceLoader for data in memory, StreamLoader for large folders
@@ -108,6 +108,15 @@ class Trainer:
                                   drop_path_rate=cfg.model.drop_path_rate)
         if cfg.model.pretrained and not cfg.train.resume:  # every key that does not fit is listed, and saved
             load_for_finetune(self.model, cfg.model.pretrained, self.run_dir if self.dist.is_main else None, self.log)
+        elif not cfg.train.resume:  # e.g. AirNet's patch-whitening filters; same sample on every rank
+            imgs = self.data.splits["train"].images
+            if isinstance(imgs, torch.Tensor):  # evenly spaced: folders come sorted by class
+                sample = imgs[torch.linspace(0, len(imgs) - 1, min(2048, len(imgs))).long()]
+            else:
+                sample = imgs.sample(512)
+            mean = torch.tensor(cfg.data.mean).view(1, -1, 1, 1)
+            std = torch.tensor(cfg.data.std).view(1, -1, 1, 1)
+            self.model.init_from_data((sample.float() / 255 - mean) / std)
         self.finetuner = Finetuner(self.model, cfg.model)
         self.model.to(self.device)
         if cfg.train.channels_last:  # before DDP wraps it, so its buckets see the final strides

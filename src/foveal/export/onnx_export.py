@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from ..io import atomic_path, write_json
+from .runtime import INPUT_NAME, META_KEY, OUTPUT_NAME, read_onnx_meta  # noqa: F401  (read_onnx_meta: re-exported)
 
-META_KEY = "foveal"
-INPUT_NAME, OUTPUT_NAME = "images", "logits"
 OPSET = 17
 
 
@@ -67,21 +66,6 @@ def write_onnx_meta(path: Path, meta: dict[str, Any], extra: dict[str, Any] | No
     with atomic_path(path) as tmp:
         onnx.save(m, str(tmp))
     write_json(path.with_name(path.name + ".json"), full)
-
-
-def read_onnx_meta(path: str | Path) -> dict[str, Any]:
-    """Metadata of an exported model, read through onnxruntime (no torch, no onnx package)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return _meta_from_session(sess, path)
-
-
-def _meta_from_session(sess: Any, path: str | Path) -> dict[str, Any]:
-    raw = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
-    if raw is None:
-        raise ValueError(f"'{path}' has no foveal metadata (export it with `foveal export RUN`)")
-    return json.loads(raw)
 
 
 def export_onnx(model: nn.Module, meta: dict[str, Any], path: str | Path) -> Path:

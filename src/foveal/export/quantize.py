@@ -16,7 +16,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 
 from ..io import atomic_path
-from .onnx_export import INPUT_NAME, META_KEY
+from .runtime import INPUT_NAME, META_KEY
 
 # Ops whose int8 kernels are both fast and accurate; LayerNorm/Softmax/GELU stay float (quantizing
 # them costs ViTs accuracy for no speed on CPU).

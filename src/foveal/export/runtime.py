@@ -1,19 +1,36 @@
 """Running an exported model with ONNX Runtime: the predictor used by `predict`, `serve` and `bench`.
 
-Nothing here imports torch at module level; images are read by the same
-`foveal.data.decode.load_image` that training and `Predictor` use (imported when an image is
-read), so an exported model sees exactly the pixels the eager one did.
+Nothing here imports torch (the inference install has none); images are read by
+`foveal.data.decode.read_image`, the decoder behind training and `Predictor` too, so an
+exported model sees exactly the pixels the eager one did.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .onnx_export import INPUT_NAME, _meta_from_session
+META_KEY = "foveal"  # key of our JSON metadata in the ONNX metadata_props
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+def read_onnx_meta(path: str | Path) -> dict[str, Any]:
+    """Metadata of an exported model, read through onnxruntime (no torch, no onnx package)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return _meta_from_session(sess, path)
+
+
+def _meta_from_session(sess: Any, path: str | Path) -> dict[str, Any]:
+    raw = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
+    if raw is None:
+        raise ValueError(f"'{path}' has no foveal metadata (export it with `foveal export RUN`)")
+    return json.loads(raw)
 
 
 def make_session(path: str | Path, threads: int | None = None, optimize: bool = True) -> Any:
@@ -66,10 +83,10 @@ class OnnxPredictor:
 
     def read_image(self, path: str | Path, max_pixels: int = 64_000_000) -> np.ndarray:
         """(C, H, W) uint8 for one file, by the training/`Predictor` decoder; raises DecodeError."""
-        from ..data.decode import load_image
+        from ..data.decode import read_image
 
         m = self.meta
-        return load_image(path, m["img_size"], m["in_chans"], m.get("resize", "squash"), max_pixels).numpy()
+        return read_image(path, m["img_size"], m["in_chans"], m.get("resize", "squash"), max_pixels)
 
     def logits(self, images_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) float32 logits, run in chunks of `batch_size`."""
@@ -83,8 +100,7 @@ class OnnxPredictor:
 
     def predict(self, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 64) -> list[dict[str, Any]]:
         """One record per image file: path and top-k; unreadable files get an 'error'."""
-        from ..data.decode import DecodeError
-        from ..engine.inference import list_images
+        from ..data.decode import DecodeError, list_images
 
         records: list[dict[str, Any]] = []
         good, arrays = [], []

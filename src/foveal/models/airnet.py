@@ -54,17 +54,23 @@ class AirNet(FovealModel):
         super().__init__(num_classes, in_chans, img_size, drop_rate)
         # 2x2 patches for colour (12-d, as in the speedruns); 3x3 for grey, so the basis has 9 directions, not 4.
         k = whiten_kernel or (2 if in_chans > 1 else 3)
-        self.whiten = nn.Conv2d(in_chans, 2 * k * k * in_chans, k, padding=0, bias=True)
-        self.whiten.weight.requires_grad_(False)  # set by init_whitening; only the bias trains
+        whiten = nn.Conv2d(in_chans, 2 * k * k * in_chans, k, padding=0, bias=True)
+        whiten.weight.requires_grad_(False)  # set by init_whitening; only the bias trains
         self.features = nn.Sequential(
-            nn.Sequential(self.whiten, nn.GELU()),
-            ConvGroup(self.whiten.out_channels, widths[0]),
+            nn.Sequential(whiten, nn.GELU()),
+            ConvGroup(whiten.out_channels, widths[0]),
             ConvGroup(widths[0], widths[1]),
             ConvGroup(widths[1], widths[2]),
         )
         self.num_features = widths[2]
         self.logit_scale = logit_scale
         self.head = nn.Linear(widths[2], num_classes, bias=False) if num_classes > 0 else nn.Identity()
+
+    @property
+    def whiten(self) -> nn.Conv2d:
+        # Reached through `features` only: registering it twice would save the same tensor under two
+        # names, which safetensors refuses (shared memory).
+        return self.features[0][0]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, widths[2], h, w)
@@ -81,6 +87,9 @@ class AirNet(FovealModel):
         device = next(self.parameters()).device
         self.head = nn.Linear(self.num_features, num_classes, bias=False).to(device) if num_classes > 0 else nn.Identity()
         self.num_classes = num_classes
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        self.init_whitening(images)
 
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:

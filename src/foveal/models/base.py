@@ -61,6 +61,12 @@ class FovealModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Data-dependent initialization from (N, C, H, W) normalized training images; most families need none.
+
+        The trainer calls it once on a fresh model (not when fine-tuning or resuming).
+        """
+
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.classifier_name)
 

@@ -28,10 +28,10 @@ class Backend:
 
     def read(self, path: str | Path, max_pixels: int) -> np.ndarray:
         """(C, H, W) uint8 of one image file; raises DecodeError naming the file."""
-        from ..data.decode import load_image
+        from ..data.decode import read_image
 
         m = self.meta
-        return load_image(path, m["img_size"], m["in_chans"], m.get("resize", "squash"), max_pixels).numpy()
+        return read_image(path, m["img_size"], m["in_chans"], m.get("resize", "squash"), max_pixels)
 
     def public_meta(self) -> dict[str, Any]:
         keys = ("model", "classes", "in_chans", "img_size", "resize", "mean", "std", "temperature")
