@@ -100,7 +100,7 @@ class Classifier:
         bundle = eval_data(self.meta_, data, split)
         (name, part), = bundle.splits.items()
         p = self.predictor_
-        meter, _ = evaluate(p.model, make_loader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
+        meter, _, _ = evaluate(p.model, make_loader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
                             len(self.classes_), p.device)
         return {**meter.compute(self.classes_), "split": name}
 

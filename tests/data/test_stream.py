@@ -95,10 +95,16 @@ def test_draft_mode_decodes_large_jpeg_at_reduced_scale(tmp_path):
 
 
 def test_trainer_streams_a_folder_and_learns(tmp_path, jpeg_folder):
+    import json
+    import shutil
+
     from foveal.engine import Trainer
 
+    folder = tmp_path / "colours"
+    shutil.copytree(jpeg_folder, folder)
+    (folder / "red" / "zz_broken.jpg").write_bytes((folder / "red" / "0.jpg").read_bytes()[:300])
     cfg = apply_overrides(RunConfig(), {
-        "data.source": str(jpeg_folder), "data.in_memory": False, "data.img_size": 32, "data.workers": 1,
+        "data.source": str(folder), "data.in_memory": False, "data.img_size": 32, "data.workers": 1,
         "data.val_fraction": 0.2, "data.test_fraction": 0.25, "model.name": "lenet5", "train.epochs": 2,
         "train.batch_size": 8, "optim.lr": 3e-3, "train.out_dir": str(tmp_path / "runs"), "train.progress": False})
     trainer = Trainer(cfg, log=lambda m: None)
@@ -106,6 +112,9 @@ def test_trainer_streams_a_folder_and_learns(tmp_path, jpeg_folder):
     assert isinstance(trainer.train_loader, StreamLoader)
     assert isinstance(trainer.data.splits["test"].images, FileImages)
     assert result.test_metrics["accuracy"] >= 0.9  # colour is the class: streaming must not scramble labels
+    if any("zz_broken" in str(p) for split in ("train", "val") for p in trainer.data.splits[split].images.paths):
+        problems = json.loads((result.run_dir / "data_problems.json").read_text())
+        assert any("zz_broken.jpg" in p for p in problems), problems  # found while streaming, written down
 
 
 def test_draft_in_crop_mode_keeps_the_centre(tmp_path):

@@ -13,12 +13,14 @@ from .device import autocast
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device, amp: bool = True,
-             keep_logits: bool = False) -> tuple[ConfusionMeter, Optional[torch.Tensor]]:
-    """Run `model` over `loader`; return the filled meter and, if asked, all logits (N, K) on the CPU."""
+             keep_logits: bool = False) -> tuple[ConfusionMeter, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Run `model` over `loader`; return the filled meter and, if asked, all logits (N, K) and their
+    labels (N,) on the CPU. The labels are those the loader gave: a streamed file that fails to
+    decode is dropped from its batch, so they can be fewer than the split's."""
     was_training = model.training
     model.eval()
     meter = ConfusionMeter(num_classes, device)
-    kept = []
+    kept, kept_y = [], []
     for x, y in loader:
         with autocast(device, amp):
             logits = model(x)
@@ -27,5 +29,8 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch
         meter.update(logits, y, loss)
         if keep_logits:
             kept.append(logits)
+            kept_y.append(y)
     model.train(was_training)
-    return meter, (torch.cat(kept).cpu() if keep_logits else None)
+    if not keep_logits:
+        return meter, None, None
+    return meter, torch.cat(kept).cpu(), torch.cat(kept_y).cpu()

@@ -121,7 +121,10 @@ def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = 
     from ..data.stream import make_loader  # streams when the data is too large to hold in memory
 
     loader = make_loader(part, batch_size, pred.device, pred.meta["mean"], pred.meta["std"])
-    meter, logits = evaluate(pred.model, loader, len(pred.classes), pred.device, keep_logits=True)
+    meter, logits, labels = evaluate(pred.model, loader, len(pred.classes), pred.device, keep_logits=True)
+    if len(labels) != len(part):  # the report pairs logits with the split's files one to one
+        raise ValueError(f"{len(part) - len(labels)} of {len(part)} images in '{data or name}' could not be decoded: "
+                         + "; ".join(getattr(loader, "problems", [])[:5]) + ". Fix or remove them, then evaluate again.")
     metrics = meter.compute(pred.classes)
     metrics["split"] = name
     metrics["data"] = data or pred.meta.get("config", {}).get("data", {}).get("source")

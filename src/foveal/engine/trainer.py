@@ -30,6 +30,7 @@ from ..io import write_json
 from ..metrics import ConfusionMeter, format_report
 from ..metrics.calibration import fit_temperature, reliability
 from ..models import count_params, create_model
+from ..models.base import needs_data_init
 from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
@@ -108,7 +109,7 @@ class Trainer:
                                   drop_path_rate=cfg.model.drop_path_rate)
         if cfg.model.pretrained and not cfg.train.resume:  # every key that does not fit is listed, and saved
             load_for_finetune(self.model, cfg.model.pretrained, self.run_dir if self.dist.is_main else None, self.log)
-        elif not cfg.train.resume:  # e.g. AirNet's patch-whitening filters; same sample on every rank
+        elif not cfg.train.resume and needs_data_init(self.model):  # AirNet's whitening; same sample on every rank
             imgs = self.data.splits["train"].images
             if isinstance(imgs, torch.Tensor):  # evenly spaced: folders come sorted by class
                 sample = imgs[torch.linspace(0, len(imgs) - 1, min(2048, len(imgs))).long()]
@@ -225,7 +226,7 @@ class Trainer:
                 "images_per_s": seen / max(seconds, 1e-9), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def validate(self) -> dict[str, Any]:
-        meter, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device, self.cfg.train.amp)
+        meter, _, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device, self.cfg.train.amp)
         dist.all_reduce_sum(meter.state())  # each rank saw its shard of the split
         return meter.compute(self.data.classes)
 
@@ -255,7 +256,14 @@ class Trainer:
             save_resume(self.run_dir / "resume.safetensors", self.model, self.optimizer, self.ema,
                         dataclasses.asdict(st))
             runs.write_history(self.run_dir, st.history)
+            self._write_stream_problems()
         return row
+
+    def _write_stream_problems(self) -> None:
+        """Streamed files that fail to decode are found while training: add them to data_problems.json."""
+        found = [p for ld in (self.train_loader, self.val_loader, self.test_loader) for p in getattr(ld, "problems", ())]
+        if found:
+            write_json(self.run_dir / "data_problems.json", list(dict.fromkeys(self.data.problems + found)))
 
     def fit(self) -> Optional[RunResult]:
         """Train; returns the result on rank 0 (None on other ranks of a distributed job)."""
@@ -294,15 +302,15 @@ class Trainer:
 
         model, meta = load_model(self.run_dir, self.device)
         meta = self.calibrate(model, meta)
-        meter, logits = evaluate(model, self.test_loader, len(self.data.classes), self.device, self.cfg.train.amp,
-                                 keep_logits=True)
+        meter, logits, labels = evaluate(model, self.test_loader, len(self.data.classes), self.device,
+                                         self.cfg.train.amp, keep_logits=True)
         metrics = meter.compute(self.data.classes)
         metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time)
-        labels = self.data.splits["test"].labels
         metrics["calibration"] = {"temperature": meta["temperature"],
                                   "before": reliability(logits, labels), "after": reliability(logits, labels, 15,
                                                                                               meta["temperature"])}
         save_eval(self.run_dir, metrics, prefix="test")
+        self._write_stream_problems()
         self.log(format_report(metrics))
         self.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {self.state.best_epoch}); "
                  f"training took {self.state.train_time:.1f}s; run folder: {self.run_dir}")
@@ -318,9 +326,9 @@ class Trainer:
         d = self.cfg.data
         full_val = make_loader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std,
                                workers=d.workers)
-        _, val_logits = evaluate(model, full_val, len(self.data.classes), self.device, self.cfg.train.amp,
-                                 keep_logits=True)
-        meta = {**meta, "temperature": fit_temperature(val_logits, self.data.splits["val"].labels)}
+        _, val_logits, val_labels = evaluate(model, full_val, len(self.data.classes), self.device,
+                                             self.cfg.train.amp, keep_logits=True)
+        meta = {**meta, "temperature": fit_temperature(val_logits, val_labels)}
         save_weights(self.run_dir / "best.safetensors", model, meta)
         return meta
 

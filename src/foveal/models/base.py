@@ -106,6 +106,12 @@ class FovealModel(nn.Module):
         self.num_classes = num_classes
 
 
+def needs_data_init(model: nn.Module) -> bool:
+    """Whether `model` overrides `FovealModel.init_from_data` (so the Trainer must give it images)."""
+    fn = getattr(type(model), "init_from_data", None)
+    return fn is not None and fn is not FovealModel.init_from_data
+
+
 def default_layer_ids(model: nn.Module, classifier_name: str = "head") -> dict[str, int]:
     """Parameter name -> depth, in registration order of the top-level children.
 

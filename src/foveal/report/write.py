@@ -22,6 +22,8 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
 def write_run_report(result) -> Path:
     """report.html in the run folder, from a finished training RunResult (trainer.finish)."""
     test = result.data.splits["test"] if result.data is not None else None
+    if test is not None and result.test_logits is not None and len(result.test_logits) != len(test):
+        test = None  # streamed test files failed to decode (data_problems.json): no per-image sections
     inp = ReportInputs(
         title=f"foveal run {result.run_dir.name}", meta=result.meta, metrics=result.test_metrics,
         history=result.history, logits=result.test_logits, images=test.images if test is not None else None,
