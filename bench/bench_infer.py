@@ -3,7 +3,7 @@
     nice -n 10 python bench/bench_infer.py --out runs/bench_infer.json
     # same as: foveal bench infer --out runs/bench_infer.json
 
-Prints the medians and ratios vs eager (from one interleaved run) as JSON and a Markdown table
+Prints the medians and ratios vs eager (from one run, each engine timed in its own block) as JSON and a Markdown table
 for BENCHMARKS.md. Pin the process to the cores you measure, e.g. `taskset -c 0,1`.
 """
 

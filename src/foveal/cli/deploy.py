@@ -103,7 +103,7 @@ def add_bench_infer(sub: Any) -> None:
     p.add_argument("--model", default="resnet18,mobilenetv3_large", help="comma-separated model names")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2, help="torch threads and ORT intra-op threads")
-    p.add_argument("--rounds", type=int, default=50, help="timed calls per engine (interleaved)")
+    p.add_argument("--rounds", type=int, default=50, help="timed calls per engine (each engine in its own block)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--variants", help="int8 variants (default all): qdq, qdq_reduce_range, qoperator, "
                    "qoperator_reduce_range")
