@@ -14,7 +14,7 @@ from foveal.export.onnx_export import Preprocessed, export_onnx, read_onnx_meta
 from foveal.export.parity import ExportCheckError, ExportOptions, ParityLimits, export_run
 from foveal.export.runtime import OnnxPredictor
 
-ARCHS = [("lenet5", 28, 1), ("resnet18", 16, 1), ("mobilenetv3_small", 32, 1), ("vit_tiny", 32, 1)]
+ARCHS = [("lenet5", 28, 1), ("resnet18", 16, 1), ("mobilenetv3_small", 32, 1), ("vit_tiny", 32, 1), ("vit_tiny", 16, 1)]
 TRAINED = ["lenet5", pytest.param("resnet18", marks=pytest.mark.slow),
            pytest.param("mobilenetv3_small", marks=pytest.mark.slow), pytest.param("vit_tiny", marks=pytest.mark.slow)]
 
