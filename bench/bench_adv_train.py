@@ -4,8 +4,8 @@ standard: LeNet-5 trained normally, then PGD-40 (L-inf, ε = 0.3, α = 0.01) on 
           accuracy must fall below 5%.
 adv:      Wong et al. (2020)'s MNIST CNN (conv16-4x4-s2, conv32-4x4-s2, fc100, fc10) trained with
           fast FGSM (ε = 0.3, α = 0.375, random start; Adam, one-cycle lr to 5e-3, batch 100,
-          10 epochs, ε ramped over the first 2), then PGD-50 (α = 0.01) at ε = 0.3: ≥ 85% required
-          (Wong et al. report 88.8% for PGD-50 with 10 restarts).
+          15 epochs, ε ramped over the first 2), then PGD-50 (α = 0.01) at ε = 0.3 with 1 and with
+          10 random restarts: ≥ 85% required (Wong et al. report 88.8% for PGD-50, 10 restarts).
 
     nice -n 10 python bench/bench_adv_train.py --data-dir /work/shared/data [--part standard|adv|both]
 
@@ -99,7 +99,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", default="/work/shared/data")
     p.add_argument("--part", default="both", choices=["standard", "adv", "both"])
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--out-dir", default="/tmp/foveal_adv_runs")
     p.add_argument("--out", default="bench_adv_train.json")
     p.add_argument("--threads", type=int, default=1)
@@ -127,9 +127,9 @@ def main() -> None:
         r = _pgd_acc(run, args.data_dir, 0.3, 50, 0.01, 1, args.test_limit)
         results["fast_fgsm_wong_cnn_pgd50"] = r
         print("fast-FGSM CNN, PGD-50 eps=0.3:", json.dumps(r))
-        r10 = _pgd_acc(run, args.data_dir, 0.3, 50, 0.01, 10, limit=args.test_limit or 1000)
-        results["fast_fgsm_wong_cnn_pgd50_10restarts_first1000"] = r10
-        print("fast-FGSM CNN, PGD-50 x10 restarts eps=0.3 (first 1000 test images):", json.dumps(r10))
+        r10 = _pgd_acc(run, args.data_dir, 0.3, 50, 0.01, 10, args.test_limit)
+        results["fast_fgsm_wong_cnn_pgd50_10restarts"] = r10
+        print("fast-FGSM CNN, PGD-50 x10 restarts eps=0.3:", json.dumps(r10))
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
 
