@@ -120,6 +120,18 @@ class Classifier:
             return self.predictor_.predict(images, topk=topk)
         return [self.classes_[i] for i in self.predict_proba(images).argmax(1)]
 
+    def embed(self, images: Any) -> np.ndarray:
+        """(N, D) pre-logit features of image paths/folders, or of a uint8 array (N, C, H, W) at input size."""
+        from .engine.embed import embed_split
+
+        self._check_fitted()
+        p = self.predictor_
+        if not isinstance(images, (np.ndarray, torch.Tensor)):
+            from .engine.inference import list_images
+
+            images = p.load_images(list_images(images))
+        return embed_split(p.model, torch.as_tensor(images), p.meta["mean"], p.meta["std"], p.device)
+
     def save(self, path: str | Path) -> Path:
         """Write weights and metadata to one safetensors file."""
         from .engine.checkpoint import save_weights

@@ -125,3 +125,24 @@ def test_mae_reconstruction_loss_drops_and_weights_feed_vit(tmp_path: Path) -> N
     report = load_for_finetune(create_model("vit_tiny", num_classes=10, in_chans=1, img_size=16), str(res.run_dir),
                                log=lambda m: None)
     assert report.problems == [] and sorted(report.head_replaced) == ["head.bias", "head.weight"]
+
+
+def test_pretraining_an_airnet_whitens_its_first_layer_from_the_data(tmp_path: Path) -> None:
+    """AirNet's frozen whitening filters must come from the images (as in the Trainer), not stay random."""
+    from foveal.config import load_config
+    from foveal.data.sources import load_digits
+    from foveal.models import create_model
+
+    res = pretrain(_cfg(tmp_path, **{"model.name": "airnet_tiny", "data.img_size": 16, "train.epochs": 1}),
+                   SSLConfig(), log=lambda m: None)
+    w = load_tensors(res.run_dir / "best.safetensors")[0]["features.0.0.weight"]  # (2 * 9, 1, 3, 3)
+    torch.manual_seed(0)
+    assert not torch.allclose(w, create_model("airnet_tiny", num_classes=0, in_chans=1, img_size=16).whiten.weight)
+    d = load_config(res.run_dir / "config.yaml").data  # the normalization pretraining used
+    x = (load_digits(d, 16).splits["all"].images.float() / 255 - d.mean[0]) / d.std[0]
+    patches = x.unfold(2, 3, 1).unfold(3, 3, 1).reshape(-1, 9)  # every 3x3 patch, (P, 9)
+    z = (patches - patches.mean(0)) @ w[:9].reshape(9, 9).T  # the first half of the filters: whitened coordinates
+    cov = z.T @ z / len(z)
+    assert (cov - torch.diag(cov.diag())).abs().max() < 0.02  # decorrelated
+    # unit variance along the strong directions; the weakest are shrunk by the eps of 1 / sqrt(eigenvalue + eps)
+    assert torch.allclose(cov.diag()[:6], torch.ones(6), atol=0.05) and (cov.diag() < 1.01).all()

@@ -1,4 +1,5 @@
-"""`foveal explain RUN IMAGES...` (overlay PNGs) and `foveal report RUN` (report.html)."""
+"""`foveal explain RUN IMAGES...` (overlay PNGs), `foveal embed RUN [DATA]` (embeddings and their 2-D map)
+and `foveal report RUN` (report.html)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from ..engine.embed import embed_run
+
+    res = embed_run(args.run, args.data, args.split, args.out, args.map, args.device, args.batch_size, args.data_dir)
+    n, d = res.embeddings.shape
+    print(f"embedded {n} images ({d}-d) -> {res.out_dir / 'embeddings.npy'} (+ embeddings.csv, "
+          f"embedding_map.json/.png: {args.map}); `foveal report` draws the map")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from ..report import report_from_run
 
@@ -63,6 +74,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--batch-size", type=int, default=32)
     sp.add_argument("--device", default="auto")
     sp.set_defaults(handler=cmd_explain)
+
+    sp = sub.add_parser("embed", help="pre-logit embeddings of a split saved as .npy (+ paths, labels) and a 2-D map")
+    sp.add_argument("run", help="run folder or weights file (a `foveal pretrain` run too)")
+    sp.add_argument("data", nargs="?", help="dataset name, image folder or CSV (default: the run's own data)")
+    sp.add_argument("--data-dir", help="folder with the official files of a named dataset")
+    sp.add_argument("--split", default="test", help="split to embed (default: test; a folder without splits: all)")
+    sp.add_argument("--map", default="pca", choices=["pca", "tsne"], help="2-D map drawn in the report")
+    sp.add_argument("--out", help="output folder (default: the run folder, so the report shows the map)")
+    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--device", default="auto")
+    sp.set_defaults(handler=cmd_embed)
 
     sp = sub.add_parser("report", help="(re)build report.html of a run folder")
     sp.add_argument("run", help="run folder")

@@ -132,4 +132,5 @@ def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "sq
     """`read_image` as a (in_chans, img_size, img_size) uint8 tensor."""
     import torch
 
-    return torch.from_numpy(read_image(path, img_size, in_chans, resize, max_pixels))
+    # Pillow can hand back a read-only buffer; torch tensors must own writable memory.
+    return torch.from_numpy(np.require(read_image(path, img_size, in_chans, resize, max_pixels), requirements="W"))

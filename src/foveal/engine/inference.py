@@ -96,7 +96,7 @@ def eval_data(meta: dict[str, Any], data: Optional[str], split: str, data_dir: O
         else:
             raise ValueError(f"data '{data}' has no '{split}' split (it has: {', '.join(bundle.splits)})")
     out = DataBundle(bundle.name, bundle.classes, chosen, bundle.problems)
-    if out.classes != meta["classes"]:
+    if meta["classes"] and out.classes != meta["classes"]:  # no classes: a pretrained backbone
         out = remap_classes(out, meta["classes"])
     return match_size(match_channels(out, meta["in_chans"]), meta["img_size"])
 

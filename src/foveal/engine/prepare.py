@@ -66,3 +66,24 @@ def prepare_data(cfg: RunConfig, bundle: Optional[DataBundle] = None,
     data = dataclasses.replace(d, img_size=img_size, in_chans=bundle.in_chans, mean=[round(m, 6) for m in mean],
                                std=[round(s, 6) for s in std])
     return bundle, dataclasses.replace(cfg, data=data)
+
+
+def init_from_data(model: torch.nn.Module, images, mean: list[float], std: list[float]) -> None:
+    """Give a model that asks for it (`init_from_data` overridden, e.g. AirNet's patch whitening)
+    a sample of normalized training images; other models are left alone.
+
+    In-memory images: up to 2048 evenly spaced (folders come sorted by class, so a prefix would
+    hold one class); streamed files: a seeded sample of 512. Deterministic, so every rank of a
+    distributed job computes the same filters.
+    """
+    from ..models.base import needs_data_init
+
+    if not needs_data_init(model):
+        return
+    if isinstance(images, torch.Tensor):
+        sample = images[torch.linspace(0, len(images) - 1, min(2048, len(images))).long()]
+    else:
+        sample = images.sample(512)
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    model.init_from_data((sample.float() / 255 - m) / s)

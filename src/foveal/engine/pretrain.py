@@ -41,7 +41,7 @@ from . import runs
 from .checkpoint import model_meta, save_weights
 from .device import autocast, resolve_device, seed_everything
 from .optim import Schedule, build_optimizer
-from .prepare import prepare_data
+from .prepare import init_from_data, prepare_data
 
 UNLABELED = "unlabeled"  # the single pseudo-class of a folder of images without class subfolders
 
@@ -254,6 +254,7 @@ class Pretrainer:
         torch.manual_seed(cfg.train.seed)
         backbone = create_model(cfg.model.name, num_classes=0, in_chans=d.in_chans, img_size=d.img_size,
                                 drop_rate=0.0, drop_path_rate=cfg.model.drop_path_rate, pretrained=None)
+        init_from_data(backbone, self.images.cpu(), d.mean, d.std)  # e.g. AirNet's whitening filters
         self.model = build_ssl_model(backbone, self.ssl).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = len(self.images) // cfg.train.batch_size

@@ -30,7 +30,6 @@ from ..io import write_json
 from ..metrics import ConfusionMeter, format_report
 from ..metrics.calibration import fit_temperature, reliability
 from ..models import count_params, create_model
-from ..models.base import needs_data_init
 from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
@@ -40,7 +39,7 @@ from .finetune import Finetuner, load_for_finetune
 from .finetune import param_groups as finetune_groups
 from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, build_optimizer
-from .prepare import prepare_data
+from .prepare import init_from_data, prepare_data
 
 
 class Callback:
@@ -109,15 +108,8 @@ class Trainer:
                                   drop_path_rate=cfg.model.drop_path_rate)
         if cfg.model.pretrained and not cfg.train.resume:  # every key that does not fit is listed, and saved
             load_for_finetune(self.model, cfg.model.pretrained, self.run_dir if self.dist.is_main else None, self.log)
-        elif not cfg.train.resume and needs_data_init(self.model):  # AirNet's whitening; same sample on every rank
-            imgs = self.data.splits["train"].images
-            if isinstance(imgs, torch.Tensor):  # evenly spaced: folders come sorted by class
-                sample = imgs[torch.linspace(0, len(imgs) - 1, min(2048, len(imgs))).long()]
-            else:
-                sample = imgs.sample(512)
-            mean = torch.tensor(cfg.data.mean).view(1, -1, 1, 1)
-            std = torch.tensor(cfg.data.std).view(1, -1, 1, 1)
-            self.model.init_from_data((sample.float() / 255 - mean) / std)
+        elif not cfg.train.resume:  # e.g. AirNet's patch whitening; the same sample on every rank
+            init_from_data(self.model, self.data.splits["train"].images, cfg.data.mean, cfg.data.std)
         self.finetuner = Finetuner(self.model, cfg.model)
         self.model.to(self.device)
         if cfg.train.channels_last:  # before DDP wraps it, so its buckets see the final strides

@@ -131,6 +131,12 @@ def airnet_mnist(num_classes=10, in_chans=1, img_size=28, drop_rate=0.0, drop_pa
 
 
 @register_model(family="airnet", default_img_size=28, min_img_size=16)
+def airnet_small(num_classes=10, in_chans=1, img_size=28, drop_rate=0.0, drop_path_rate=0.0, **kw):
+    """Half the airbench94 widths (32/128/128): ~1/3 of its cost, for CPU-budget recipes (Fashion-MNIST in minutes)."""
+    return _airnet((32, 128, 128), num_classes, in_chans, img_size, drop_rate, **kw)
+
+
+@register_model(family="airnet", default_img_size=28, min_img_size=16)
 def airnet_tiny(num_classes=10, in_chans=1, img_size=28, drop_rate=0.0, drop_path_rate=0.0, **kw):
     """A narrow variant (widths 16/32/32) for CPU tests and smoke runs."""
     return _airnet((16, 32, 32), num_classes, in_chans, img_size, drop_rate, **kw)

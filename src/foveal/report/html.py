@@ -20,6 +20,7 @@ from . import plots
 from .inputs import ReportInputs, gallery_items, run_summary
 
 SECTION_IDS = ("summary", "curves", "metrics", "confusion", "calibration", "errors", "robustness")
+OPTIONAL_SECTION_IDS = ("embedding",)  # present when `foveal embed` has written embedding_map.json
 ROBUSTNESS_DEPTH = 3  # nesting levels of robustness.json rendered as headings before falling back to JSON
 
 
@@ -161,6 +162,17 @@ def robustness_section(rob: dict[str, Any]) -> str:
     return section("robustness", "Robustness", warn + _render_mapping(rob, 0))
 
 
+def embedding_section(info: dict[str, Any]) -> str:
+    """The 2-D map written by `foveal embed` (embedding_map.json in the run folder)."""
+    rows = [["method", info.get("method")], ["split", f"{info.get('split')} ({info.get('images')} images)"],
+            ["embedding size", info.get("dim")]]
+    if "explained_variance_ratio" in info:
+        rows.append(["variance explained by the 2 axes", sum(info["explained_variance_ratio"])])
+    return section("embedding", "Embeddings", note("Pre-logit features of each image, mapped to 2-D by `foveal embed` "
+                                                   "(embeddings.npy and embeddings.csv beside this page).")
+                   + table(rows, ["", "value"], "embedding-table") + _img(plots.embedding_scatter(info), "embedding map"))
+
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.3em}
@@ -188,5 +200,7 @@ def build_html(inp: ReportInputs) -> str:
                 calibration_section(m.get("calibration")), errors_section(inp)]
     if inp.robustness is not None:
         sections.append(robustness_section(inp.robustness))
+    if inp.embedding is not None:
+        sections.append(embedding_section(inp.embedding))
     data = {"metrics": {k: v for k, v in m.items()}, "history": inp.history, "robustness": inp.robustness}
     return render(inp.title, sections, data)

@@ -28,6 +28,7 @@ class ReportInputs:
     paths: Optional[list[str]] = None
     model: Optional[nn.Module] = None
     robustness: Optional[dict[str, Any]] = None
+    embedding: Optional[dict[str, Any]] = None  # embedding_map.json of `foveal embed`
 
 
 def calibration_of(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, Any]:

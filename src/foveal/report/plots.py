@@ -98,3 +98,24 @@ def line_table(title: str, rows: dict[str, dict[str, float]]) -> bytes:
     if len(rows) <= 20:
         ax.legend(fontsize=7, ncol=2 if len(rows) > 8 else 1)
     return fig_png(fig)
+
+
+def embedding_scatter(info: dict[str, Any]) -> bytes:
+    """The 2-D embedding map of `foveal embed` (embedding_map.json), one colour per class."""
+    xy = np.asarray(info["coords"], dtype=float).reshape(-1, 2)
+    labels = np.asarray(info["labels"], dtype=int)
+    classes = info["classes"] or ["all"]
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    size = 12 if len(xy) < 2000 else 4
+    for k, name in enumerate(classes):
+        sel = labels == k
+        if sel.any():
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=cmap(k % cmap.N), label=name, alpha=0.7, linewidths=0)
+    ax.set_title(f"{info.get('method', '').upper()} of {info.get('dim', '?')}-d embeddings, "
+                 f"{info.get('split', '')} split ({len(xy)} images)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(classes) <= 20:
+        ax.legend(fontsize=7, markerscale=2, loc="best", ncol=2 if len(classes) > 10 else 1)
+    return fig_png(fig)

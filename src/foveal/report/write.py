@@ -10,6 +10,7 @@ import torch
 
 from ..io import write_text
 from .html import build_html
+from ..engine.embed import read_embedding_map
 from .inputs import ReportInputs, calibration_of, read_history, read_robustness
 
 
@@ -28,7 +29,7 @@ def write_run_report(result) -> Path:
         title=f"foveal run {result.run_dir.name}", meta=result.meta, metrics=result.test_metrics,
         history=result.history, logits=result.test_logits, images=test.images if test is not None else None,
         labels=test.labels if test is not None else None, paths=test.paths if test is not None else None,
-        model=result.model, robustness=read_robustness(result.run_dir))
+        model=result.model, robustness=read_robustness(result.run_dir), embedding=read_embedding_map(result.run_dir))
     if result.history:
         from ..io import atomic_path
         from .plots import learning_curves
@@ -63,7 +64,8 @@ def write_eval_report(source: str | Path, metrics: dict[str, Any], logits: torch
     inp = ReportInputs(title=f"foveal run {name}: {metrics.get('data')}, {metrics.get('split')} split",
                        meta=meta, metrics=metrics, history=history, logits=logits, images=part.images,
                        labels=part.labels, paths=part.paths, model=model,
-                       robustness=read_robustness(run_dir) if run_dir else None)
+                       robustness=read_robustness(run_dir) if run_dir else None,
+                       embedding=read_embedding_map(run_dir) if run_dir else None)
     return write_report(inp, path)
 
 
