@@ -101,7 +101,7 @@ class Classifier:
         (name, part), = bundle.splits.items()
         p = self.predictor_
         meter, _, _ = evaluate(p.model, make_loader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
-                            len(self.classes_), p.device)
+                               len(self.classes_), p.device, tta=p.tta)
         return {**meter.compute(self.classes_), "split": name}
 
     def predict_proba(self, images: Any) -> np.ndarray:

@@ -103,6 +103,9 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format: cuDNN's tensor-core conv kernels run without transposes
     ema: bool = False  # keep an exponential moving average of weights, evaluated instead
     ema_decay: float = 0.999  # per step
+    # Test-time augmentation ('flip', 'shift'; foveal.engine.tta) for the final test evaluation, and
+    # saved with the weights so that eval / predict / the report use it too; validation runs without it.
+    tta: list[str] = field(default_factory=list)
     early_stop: Optional[int] = None  # stop after this many epochs without improvement
     best_metric: Literal["val_acc", "val_macro_f1", "val_loss"] = "val_acc"
     name: Optional[str] = None  # run folder name under out_dir; default from data and model

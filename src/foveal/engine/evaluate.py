@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from ..metrics import ConfusionMeter
 from .device import autocast
+from .tta import tta_logits
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device, amp: bool = True,
-             keep_logits: bool = False) -> tuple[ConfusionMeter, Optional[torch.Tensor], Optional[torch.Tensor]]:
+             keep_logits: bool = False, tta: Sequence[str] = (),
+             ) -> tuple[ConfusionMeter, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Run `model` over `loader`; return the filled meter and, if asked, all logits (N, K) and their
     labels (N,) on the CPU. The labels are those the loader gave: a streamed file that fails to
-    decode is dropped from its batch, so they can be fewer than the split's."""
+    decode is dropped from its batch, so they can be fewer than the split's. `tta`: test-time views
+    (foveal.engine.tta) whose logits are averaged."""
     was_training = model.training
     model.eval()
     meter = ConfusionMeter(num_classes, device)
     kept, kept_y = [], []
     for x, y in loader:
         with autocast(device, amp):
-            logits = model(x)
+            logits = tta_logits(model, x, tta)
         logits = logits.float()
         loss = nn.functional.cross_entropy(logits, y, reduction="sum")
         meter.update(logits, y, loss)

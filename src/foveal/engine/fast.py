@@ -29,6 +29,7 @@ from torch import nn
 
 from ..models import create_model
 from .device import autocast
+from .tta import tta_logits
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -303,24 +304,16 @@ def train(run: FastRun, data: FastData, seed: int) -> None:
 @torch.no_grad()
 def predict_tta(run: FastRun, x_u8: torch.Tensor) -> torch.Tensor:
     """Logits (N, K) of uint8 images, averaged over test-time views (see FastConfig.tta)."""
-    cfg, model = run.cfg, run.step_model
+    cfg = run.cfg
+    views = (["flip"] if cfg.tta >= 1 and cfg.flip else []) + (["shift"] if cfg.tta >= 2 else [])
     run.model.eval()
     out = []
     for i in range(0, len(x_u8), cfg.eval_batch_size):
         x = (x_u8[i:i + cfg.eval_batch_size].float().div_(255) - run.mean) / run.std
-        x = memory_format(x, cfg.channels_last and x.is_cuda)
+        cl = cfg.channels_last and x.is_cuda  # every view in one layout, so a compiled model has one graph
+        x = memory_format(x, cl)
         with autocast(run.device, cfg.amp):
-            views = [x] + ([x.flip(3)] if cfg.tta >= 1 and cfg.flip else [])
-            logits = sum(model(v).float() for v in views) / len(views)
-            if cfg.tta >= 2:  # one pixel up-left and down-right, weighted as much as the centred view
-                xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
-                H, W = x.shape[-2:]
-                shifted = [xp[..., :H, :W], xp[..., 2:, 2:]]
-                shifted += [s.flip(3) for s in shifted] if cfg.flip else []
-                cl = cfg.channels_last and x.is_cuda  # dense views in one layout, so a compiled model has one graph
-                shifted = [memory_format(s, cl) if cl else s.contiguous() for s in shifted]
-                logits = 0.5 * logits + 0.5 * sum(model(v).float() for v in shifted) / len(shifted)
-        out.append(logits)
+            out.append(tta_logits(run.step_model, x, views, lambda v: memory_format(v, cl) if cl else v.contiguous()))
     return torch.cat(out)
 
 

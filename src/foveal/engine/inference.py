@@ -22,6 +22,7 @@ from .checkpoint import load_model
 from .device import resolve_device
 from .evaluate import evaluate
 from .prepare import match_channels, match_size
+from .tta import check_views, tta_logits
 
 
 class Predictor:
@@ -33,6 +34,7 @@ class Predictor:
         self.mean = torch.tensor(meta["mean"], device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(meta["std"], device=device).view(1, -1, 1, 1)
         self.temperature = float(meta.get("temperature", 1.0))  # fitted by calibration, 1.0 if not
+        self.tta: list[str] = check_views(meta.get("tta", []))  # test-time views the run was evaluated with
 
     @classmethod
     def load(cls, source: str | Path, device: str = "auto") -> "Predictor":
@@ -50,7 +52,7 @@ class Predictor:
         out = []
         for i in range(0, len(images_u8), batch_size):
             x = images_u8[i:i + batch_size].to(self.device).float().div_(255.0)
-            logits = self.model((x - self.mean) / self.std).float()
+            logits = tta_logits(self.model, (x - self.mean) / self.std, self.tta)
             out.append(torch.softmax(logits / self.temperature, dim=1).cpu())
         return torch.cat(out)
 
@@ -121,7 +123,7 @@ def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = 
     from ..data.stream import make_loader  # streams when the data is too large to hold in memory
 
     loader = make_loader(part, batch_size, pred.device, pred.meta["mean"], pred.meta["std"])
-    meter, logits, labels = evaluate(pred.model, loader, len(pred.classes), pred.device, keep_logits=True)
+    meter, logits, labels = evaluate(pred.model, loader, len(pred.classes), pred.device, keep_logits=True, tta=pred.tta)
     if len(labels) != len(part):  # the report pairs logits with the split's files one to one
         raise ValueError(f"{len(part) - len(labels)} of {len(part)} images in '{data or name}' could not be decoded: "
                          + "; ".join(getattr(loader, "problems", [])[:5]) + ". Fix or remove them, then evaluate again.")

@@ -40,6 +40,7 @@ from .finetune import param_groups as finetune_groups
 from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
+from .tta import check_views
 
 
 class Callback:
@@ -88,6 +89,7 @@ class Trainer:
     # ---- set-up -------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
+        check_views(cfg.train.tta)  # before any work: a typo must not cost a training run
         self.dist, self.device = dist.setup(resolve_device(cfg.train.device), cfg.train.dist_timeout)
         if not self.dist.is_main:
             self.log = lambda msg: None  # rank 0 speaks for the job
@@ -163,7 +165,8 @@ class Trainer:
 
     def meta(self, extra: Optional[dict] = None) -> dict[str, Any]:
         d = self.cfg.data
-        return model_meta(self.model, self.data.classes, d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg), extra)
+        return model_meta(self.model, self.data.classes, d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg),
+                          {"tta": list(self.cfg.train.tta), **(extra or {})})
 
     @property
     def eval_model(self) -> nn.Module:
@@ -295,7 +298,7 @@ class Trainer:
         model, meta = load_model(self.run_dir, self.device)
         meta = self.calibrate(model, meta)
         meter, logits, labels = evaluate(model, self.test_loader, len(self.data.classes), self.device,
-                                         self.cfg.train.amp, keep_logits=True)
+                                         self.cfg.train.amp, keep_logits=True, tta=self.cfg.train.tta)
         metrics = meter.compute(self.data.classes)
         metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time)
         metrics["calibration"] = {"temperature": meta["temperature"],
@@ -319,7 +322,7 @@ class Trainer:
         full_val = make_loader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std,
                                workers=d.workers)
         _, val_logits, val_labels = evaluate(model, full_val, len(self.data.classes), self.device,
-                                             self.cfg.train.amp, keep_logits=True)
+                                             self.cfg.train.amp, keep_logits=True, tta=self.cfg.train.tta)
         meta = {**meta, "temperature": fit_temperature(val_logits, val_labels)}
         save_weights(self.run_dir / "best.safetensors", model, meta)
         return meta
