@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 if TYPE_CHECKING:
     import torch
@@ -121,3 +121,19 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"'{path}' does not exist") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"'{path}' is not valid JSON: {e}") from None
+
+
+def read_result_json(path: str | Path, writer: str) -> Optional[dict[str, Any]]:
+    """A results file a command left in a run folder (robustness.json, embedding_map.json...):
+    its JSON object, or None when it is absent; a broken file is an error that names it and
+    `writer`, the command that writes it again."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"'{path}' is not valid JSON ({e}); run {writer} again or delete it") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"'{path}' must hold a JSON object (key -> results), got {type(data).__name__}")
+    return data

@@ -25,7 +25,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 import torch
 
-from ..io import atomic_path, write_json, write_text
+from ..io import atomic_path, read_result_json, write_json, write_text
 from .checkpoint import load_model
 from .device import resolve_device
 
@@ -123,17 +123,10 @@ def embed_run(source: str | Path, data: Optional[str] = None, split: str = "test
 
 
 def read_embedding_map(run_dir: Path) -> Optional[dict[str, Any]]:
-    """embedding_map.json of a run folder, or None; a broken file is an error naming it."""
-    import json
-
+    """embedding_map.json of a run folder, or None; a broken or incomplete file is an error naming it."""
     path = Path(run_dir) / MAP_FILE
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"'{path}' is not valid JSON ({e}); run `foveal embed` again or delete it") from e
-    missing = [k for k in ("coords", "labels", "classes", "method") if k not in info]
+    info = read_result_json(path, "`foveal embed`")
+    missing = [k for k in ("coords", "labels", "classes", "method") if info is not None and k not in info]
     if missing:
         raise ValueError(f"'{path}' lacks {', '.join(missing)}; run `foveal embed` again")
     return info

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..io import read_result_json
 from ..metrics.calibration import reliability
 
 
@@ -46,16 +47,7 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
 
 def read_robustness(run_dir: Path) -> Optional[dict[str, Any]]:
     """robustness.json of the run (written by foveal.robustness), or None; a broken file is an error."""
-    path = run_dir / "robustness.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"'{path}' is not valid JSON ({e}); re-run the robustness evaluation or delete it") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"'{path}' must hold a JSON object (key -> results), got {type(data).__name__}")
-    return data
+    return read_result_json(Path(run_dir) / "robustness.json", "the robustness evaluation (`foveal robust`)")
 
 
 def _hardware() -> str:
