@@ -39,6 +39,12 @@ RUNS = [
     ("efficientnet_b0", 16, 6, 0.93, True),  # 0.975, 126 s
     ("resnet18", 16, 6, 0.95, True),  # 0.992, 152 s (CIFAR stem at 16 px)
     ("airnet_tiny", 16, 6, 0.90, False),  # 0.947, 9 s (whitening from the data: the Trainer calls init_from_data)
+    ("airnet_small", 16, 6, 0.95, False),  # 0.997, 7 s
+    ("airnet_mnist", 16, 6, 0.95, True),  # 0.994, 12 s
+    ("airnet94", 16, 6, 0.95, True),  # 0.994, 12 s
+    ("resnet56", 16, 6, 0.95, True),  # 0.994, 19 s
+    ("resnet110", 16, 6, 0.94, True),  # 0.986, 37 s
+    ("wrn28_10", 16, 6, 0.95, True),  # 0.994, 583 s (37M parameters)
     ("wrn16_4", 16, 6, 0.95, True),  # 0.997, 81 s
     ("preact_resnet18", 16, 6, 0.95, True),  # 0.994, 159 s
     ("googlenet", 16, 6, 0.95, True),  # 0.992, 119 s
