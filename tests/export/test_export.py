@@ -81,3 +81,16 @@ def test_cli_export_then_predict_onnx(digits_run, tmp_path: Path):
     assert "error" in onnx_out[-1] and "junk.png" in onnx_out[-1]["error"]
     for a, b in zip(onnx_out[:4], torch_out[:4]):
         np.testing.assert_allclose([t["prob"] for t in a["top"]], [t["prob"] for t in b["top"]], atol=1e-4)
+
+
+def test_bench_infer_times_every_engine_in_its_own_process(tmp_path: Path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "infer.json"
+    run_cli("bench", "infer", "--model", "lenet5", "--img-size", "32", "--rounds", "3", "--warmup", "1",
+            "--variants", "qdq", "--out", str(out), cwd=tmp_path)
+    res = json.loads(out.read_text())
+    (r,) = res["results"]
+    assert r["model"] == "lenet5" and set(r["median_ms"]) == {"eager", "onnx_fp32", "int8_qdq"}
+    assert all(v > 0 for v in r["median_ms"].values()) and r["ratio_vs_eager"]["eager"] == 1.0
+    assert res["settings"]["rounds"] == 3 and "onnxruntime" in res["versions"]
