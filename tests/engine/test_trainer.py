@@ -54,6 +54,34 @@ def test_early_stopping_and_callbacks(tmp_path):
     assert seen == [1, 2, 3]
 
 
+def test_best_metric_last_keeps_the_final_epoch(tmp_path):
+    # lr=0 after epoch 1 under val_acc would keep epoch 1; 'last' keeps epoch 3 whatever val says.
+    res = Trainer(_cfg(tmp_path, **{"train.epochs": 3, "train.best_metric": "last"})).fit()
+    best, meta = load_tensors(res.run_dir / "best.safetensors")
+    last, last_meta = load_tensors(res.run_dir / "last.safetensors")
+    assert meta["epoch"] == last_meta["epoch"] == 3 and res.test_metrics["best_epoch"] == 3
+    assert all(torch.equal(best[k], last[k]) for k in last)
+
+
+def test_cpu_bf16_trains_in_bf16_and_evaluates_in_fp32(tmp_path, monkeypatch):
+    from foveal.engine import device as dev
+
+    seen = []
+    real = dev.torch.autocast
+
+    def spy(device_type, dtype=None, **kw):
+        seen.append((device_type, dtype))
+        return real(device_type, dtype=dtype, **kw)
+
+    monkeypatch.setattr(dev.torch, "autocast", spy)
+    trainer = Trainer(_cfg(tmp_path, **{"train.epochs": 6, "train.cpu_bf16": True, "train.channels_last": True,
+                                        "optim.lr": 3e-3}))
+    res = trainer.fit()
+    assert res.test_metrics["accuracy"] >= 0.9
+    assert set(seen) == {("cpu", torch.bfloat16)}  # only the training step autocasts: one per step
+    assert len(seen) == trainer.state.step > 0
+
+
 @pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
 def test_optimizers_schedules_smoothing_clipping_ema(tmp_path, opt):
     over = {"optim.name": opt, "optim.lr": 0.05 if opt == "sgd" else 3e-3, "optim.schedule": "onecycle",

@@ -35,8 +35,11 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def autocast(device: torch.device, enabled: bool = True) -> ContextManager:
-    """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 is slower than fp32 on most CPUs)."""
+def autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> ContextManager:
+    """bf16 autocast on CUDA; on CPU only when `cpu` is set (`train.cpu_bf16`): CPUs with native bf16
+    (AVX512-BF16, AMX) train 1.7-2.4x faster with it, the others are slower than in fp32."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()

@@ -75,7 +75,9 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-_BEST_KEY = {"val_acc": ("accuracy", max), "val_macro_f1": ("macro_f1", max), "val_loss": ("loss", min)}
+# metric -> (key in the validation metrics, which of two values is better); with 'last', every epoch is best
+_BEST_KEY = {"val_acc": ("accuracy", max), "val_macro_f1": ("macro_f1", max), "val_loss": ("loss", min),
+             "last": ("accuracy", max)}
 
 
 class Trainer:
@@ -194,7 +196,7 @@ class Trainer:
                 x, y = self.mixer(x, y)  # soft targets (B, K); accuracy counts the dominant label
             if self.perturb is not None:  # in pixel space, on the unwrapped model (no DDP hooks)
                 x = self.perturb(self.model, x, y, epoch + i / len(loader))
-            with autocast(self.device, cfg.train.amp):
+            with autocast(self.device, cfg.train.amp, cpu=cfg.train.cpu_bf16):
                 logits = model(x)
                 loss = self.criterion(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -226,6 +228,8 @@ class Trainer:
         return meter.compute(self.data.classes)
 
     def _improved(self, value: float) -> bool:
+        if self.cfg.train.best_metric == "last":
+            return True
         _, better = _BEST_KEY[self.cfg.train.best_metric]
         return self.state.best is None or (value != self.state.best and better(value, self.state.best) == value)
 
