@@ -62,6 +62,21 @@ def test_cli_bench_train_writes_json(tmp_path: Path, capsys) -> None:
     assert json.loads(capsys.readouterr().out) == res
 
 
+def test_cli_bench_cpu_train_compares_precisions(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cpu.json"
+    rc = main(["bench", "cpu-train", "--model", "lenet5", "--batch-size", "8", "--steps", "2", "--warmup", "1",
+               "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    row = res["results"][0]
+    assert row["model"] == "lenet5" and isinstance(row["bf16_native"], bool)
+    assert set(bench.CPU_PRECISIONS) <= set(row) and row["fp32"]["speedup"] == 1.0
+    for label in bench.CPU_PRECISIONS:
+        assert row[label]["images_per_s"] > 0
+        assert row[label]["speedup"] == pytest.approx(row[label]["images_per_s"] / row["fp32"]["images_per_s"])
+    assert json.loads(capsys.readouterr().out) == res
+
+
 def test_cli_bench_fast_on_digits(tmp_path: Path, capsys) -> None:
     torch.set_num_threads(1)
     rc = main(["bench", "fast", "--data", "digits", "--runs", "2", "--epochs", "1", "--device", "cpu", "--no-warmup",

@@ -121,13 +121,42 @@ def _add_loader(sub: Any) -> None:
     p.set_defaults(handler=_cmd_loader)
 
 
+def _cmd_cpu_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.bench import compare_cpu_precision
+
+    torch.set_num_threads(args.threads)
+    rows = [compare_cpu_precision(m, args.batch_size, args.img_size, args.in_chans, args.num_classes, args.steps,
+                                  args.warmup) for m in args.model.split(",")]
+    _emit({"threads": args.threads, "batch_size": args.batch_size, "img_size": args.img_size, "results": rows},
+          args.out)
+    return 0
+
+
+def _add_cpu_train(sub: Any) -> None:
+    p = sub.add_parser("cpu-train", help="CPU train-step images/s: fp32 vs channels-last vs bf16 autocast "
+                       "(train.cpu_bf16)")
+    p.add_argument("--model", default="airnet_mnist", help="comma-separated foveal models")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--img-size", type=int, default=28)
+    p.add_argument("--in-chans", type=int, default=1)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per precision")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(handler=_cmd_cpu_train)
+
+
 def _add_infer(sub: Any) -> None:
     from .deploy import add_bench_infer  # CPU inference latency: eager vs ONNX Runtime fp32/int8
 
     add_bench_infer(sub)
 
 
-SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"train": _add_train, "fast": _add_fast, "loader": _add_loader, "infer": _add_infer}
+SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"train": _add_train, "fast": _add_fast, "loader": _add_loader,
+                                                 "infer": _add_infer, "cpu-train": _add_cpu_train}
 
 
 def register(subparsers: Any) -> None:

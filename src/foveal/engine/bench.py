@@ -7,6 +7,8 @@ bracketed by CUDA events). `bench_train_timm` times timm's model the way timm's 
 after it: `timm.create_model`, channels-last, bf16 autocast, `torch.compile`, SGD, a fresh
 random target and a device sync every step, perf_counter timing). Warm-up steps (which
 include compilation and cuDNN autotuning) are excluded from both.
+`compare_cpu_precision` times foveal's step on the CPU in fp32 against channels-last and
+bf16 autocast (`train.cpu_bf16`), the fp32 NCHW step being the baseline.
 """
 
 from __future__ import annotations
@@ -59,22 +61,23 @@ def _synthetic(batch: int, in_chans: int, img_size: int, num_classes: int, devic
 
 def build_train_step(name: str, batch: int, img_size: int, device: torch.device, amp: bool = True,
                      channels_last: bool = True, compile: bool = False, compile_mode: str = "default",
-                     num_classes: int = 1000) -> tuple[Callable[[], None], float]:
+                     num_classes: int = 1000, in_chans: int = 3,
+                     cpu_bf16: bool = False) -> tuple[Callable[[], None], float]:
     """foveal's train step for model `name` on one synthetic batch, and the model's forward GFLOPs per image.
 
     The step keeps everything on the device: no `.item()`, no logging, fused SGD on CUDA.
     """
     torch.manual_seed(0)
-    model = create_model(name, num_classes=num_classes, in_chans=3, img_size=img_size).to(device).train()
-    gflops = count_gflops(model, img_size)
+    model = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size).to(device).train()
+    gflops = count_gflops(model, img_size, in_chans)
     step_model = accelerate(model, device, channels_last, compile, compile_mode)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True, **fused)
     criterion = nn.CrossEntropyLoss()
-    x, y = _synthetic(batch, 3, img_size, num_classes, device, channels_last)
+    x, y = _synthetic(batch, in_chans, img_size, num_classes, device, channels_last)
 
     def step() -> None:
-        with autocast(device, amp):
+        with autocast(device, amp, cpu=cpu_bf16):
             loss = criterion(step_model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -184,4 +187,25 @@ def compare_train(timm_name: str, with_timm: Optional[bool] = None, **kw: Any) -
         row["speedup"] = ours["images_per_s"] / row["timm"]["images_per_s"]
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    return row
+
+
+# label -> (channels_last, bf16 autocast); the first is the baseline of the ratios
+CPU_PRECISIONS: dict[str, tuple[bool, bool]] = {"fp32": (False, False), "fp32_channels_last": (True, False),
+                                                "bf16_channels_last": (True, True)}
+
+
+def compare_cpu_precision(name: str, batch: int = 256, img_size: int = 28, in_chans: int = 1, num_classes: int = 10,
+                          steps: int = 10, warmup: int = 3) -> dict[str, Any]:
+    """CPU train-step images/s of model `name` in fp32 NCHW (baseline), fp32 channels-last and bf16 autocast +
+    channels-last (what `train.cpu_bf16` + `train.channels_last` run), each timed in its own block."""
+    dev = torch.device("cpu")
+    row: dict[str, Any] = {"model": name, "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
+    for label, (channels_last, bf16) in CPU_PRECISIONS.items():
+        step, gflops = build_train_step(name, batch, img_size, dev, amp=False, channels_last=channels_last,
+                                        num_classes=num_classes, in_chans=in_chans, cpu_bf16=bf16)
+        row[label] = _result(_time_steps(step, steps, warmup, dev), steps, batch, dev, gflops, None)
+    base = row["fp32"]["images_per_s"]
+    for label in CPU_PRECISIONS:
+        row[label]["speedup"] = row[label]["images_per_s"] / base
     return row

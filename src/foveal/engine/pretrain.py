@@ -280,7 +280,7 @@ class Pretrainer:
         for i in range(self.steps_per_epoch):
             self.schedule.set_step(self.step)
             x = self.images[order[i * bs:(i + 1) * bs]].float().div_(255)  # (B, C, H, W) in [0, 1]
-            with autocast(self.device, cfg.train.amp):
+            with autocast(self.device, cfg.train.amp, cpu=cfg.train.cpu_bf16):
                 loss = self.model.step_loss(lambda: _view(x, self.aug, self.generator, self.mean, self.std),
                                             self.generator)
             self.optimizer.zero_grad(set_to_none=True)
