@@ -34,6 +34,12 @@ def test_predict_on_png_and_jpeg_agrees_with_eval(tmp_path):
     assert metrics["support"] == 120 and (tmp_path / "runs/d/eval.json").is_file()
     table = run_cli("predict", "runs/d", str(folder / "3"), cwd=tmp_path).stdout
     assert table.count("\n") == len(list((folder / "3").iterdir()))
+    # a weights file: results go beside it in eval-best/, not into the cwd or over the run's report
+    report = (tmp_path / "runs/d/report.html").read_bytes()
+    ev = run_cli("eval", "runs/d/best.safetensors", "--data", str(folder), "--json", "--device", "cpu", cwd=tmp_path)
+    assert json.loads(ev.stdout)["accuracy"] == metrics["accuracy"] and "eval-best" in ev.stderr
+    assert (tmp_path / "runs/d/eval-best/eval.json").is_file() and (tmp_path / "runs/d/eval-best/report.html").is_file()
+    assert not (tmp_path / "eval.json").exists() and (tmp_path / "runs/d/report.html").read_bytes() == report
 
 
 def test_bad_folder_names_each_problem_and_trains_on_the_rest(tmp_path):

@@ -67,17 +67,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..metrics import format_report
 
     metrics, logits, bundle = evaluate_model(args.run, args.data, args.split, args.device, data_dir=args.data_dir)
-    out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path("."))
+    run_dir = Path(args.run) if Path(args.run).is_dir() else None
+    # Default: the run folder, or for a weights file a folder beside it (runs/x/eval-best/), never the cwd
+    # and never over the run's own report.html.
+    weights = Path(args.run)
+    out = Path(args.out) if args.out else (run_dir or weights.with_name(f"eval-{weights.stem}"))
     save_eval(out, metrics, prefix="eval")
     from ..report import write_eval_report
 
-    run_dir = Path(args.run) if Path(args.run).is_dir() else None
     # In the run folder itself, keep the training report.html and write eval_report.html beside it.
     page = out / ("eval_report.html" if run_dir is not None and out.resolve() == run_dir.resolve() else "report.html")
     write_eval_report(args.run, metrics, logits, bundle, page, args.device, history_from=run_dir)
     print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
-    if not args.json:
-        print(f"saved eval.json, eval.csv, eval_confusion.csv and {page.name} in {out}")
+    # with --json, stdout is the JSON alone; say where the files went on stderr
+    print(f"saved eval.json, eval.csv, eval_confusion.csv and {page.name} in {out}",
+          file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -181,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", help="folder with the official files of a named dataset")
     sp.add_argument("--split", default="test", help="split to evaluate (default: test)")
     sp.add_argument("--device", default="auto")
-    sp.add_argument("--out", help="folder for eval.json/csv (default: the run folder)")
+    sp.add_argument("--out", help="folder for eval.json/csv and the report (default: the run folder; for a "
+                    "weights file W.safetensors, eval-W/ beside it)")
     sp.add_argument("--json", action="store_true", help="print all metrics as JSON")
 
     sp = sub.add_parser("predict", help="top-k classes of image files or folders")
