@@ -82,6 +82,21 @@ def test_cpu_bf16_trains_in_bf16_and_evaluates_in_fp32(tmp_path, monkeypatch):
     assert len(seen) == trainer.state.step > 0
 
 
+def test_cpu_bf16_warns_where_the_cpu_has_no_native_bf16(monkeypatch):
+    from foveal.engine import device as dev
+
+    lines = []
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
+    dev.warn_slow_cpu_bf16(torch.device("cpu"), True, lines.append)
+    dev.warn_slow_cpu_bf16(torch.device("cpu"), False, lines.append)
+    assert len(lines) == 1 and "slower than fp32" in lines[0]
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    dev.warn_slow_cpu_bf16(torch.device("cpu"), True, lines.append)
+    assert len(lines) == 1
+    monkeypatch.undo()  # the real check reads /proc/cpuinfo: a bool on Linux
+    assert dev.cpu_has_native_bf16() in (True, False, None)
+
+
 @pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
 def test_optimizers_schedules_smoothing_clipping_ema(tmp_path, opt):
     over = {"optim.name": opt, "optim.lr": 0.05 if opt == "sgd" else 3e-3, "optim.schedule": "onecycle",

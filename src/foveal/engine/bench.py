@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..models import count_gflops, create_model
-from .device import autocast, resolve_device
+from .device import autocast, cpu_has_native_bf16, resolve_device
 from .fast import Timer, accelerate, memory_format
 
 # timm name -> foveal name, for the models of the speed comparison.
@@ -200,7 +200,7 @@ def compare_cpu_precision(name: str, batch: int = 256, img_size: int = 28, in_ch
     """CPU train-step images/s of model `name` in fp32 NCHW (baseline), fp32 channels-last and bf16 autocast +
     channels-last (what `train.cpu_bf16` + `train.channels_last` run), each timed in its own block."""
     dev = torch.device("cpu")
-    row: dict[str, Any] = {"model": name, "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
+    row: dict[str, Any] = {"model": name, "bf16_native": cpu_has_native_bf16()}
     for label, (channels_last, bf16) in CPU_PRECISIONS.items():
         step, gflops = build_train_step(name, batch, img_size, dev, amp=False, channels_last=channels_last,
                                         num_classes=num_classes, in_chans=in_chans, cpu_bf16=bf16)

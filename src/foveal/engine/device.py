@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import random
 from contextlib import nullcontext
-from typing import ContextManager
+from pathlib import Path
+from typing import Callable, ContextManager, Optional
 
 import numpy as np
 import torch
@@ -33,6 +34,24 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+def cpu_has_native_bf16() -> Optional[bool]:
+    """True when this x86 CPU lists a bf16 instruction set (AVX512-BF16 or AMX-BF16) in /proc/cpuinfo,
+    False when it lists none, None where that cannot be read (not Linux). torch's own
+    `_is_mkldnn_bf16_supported` is also true for plain AVX-512, where oneDNN emulates bf16 slowly."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None
+
+
+def warn_slow_cpu_bf16(device: torch.device, cpu_bf16: bool, log: Callable[[str], None]) -> None:
+    """One line in the run log when train.cpu_bf16 is set on a CPU that will run it slower than fp32."""
+    if cpu_bf16 and device.type == "cpu" and cpu_has_native_bf16() is False:
+        log("note: train.cpu_bf16 on a CPU without native bf16 (no avx512_bf16/amx_bf16): expect it slower than fp32")
 
 
 def autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> ContextManager:

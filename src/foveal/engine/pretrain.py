@@ -39,7 +39,7 @@ from ..io import write_json
 from ..models import count_params, create_model
 from . import runs
 from .checkpoint import model_meta, save_weights
-from .device import autocast, resolve_device, seed_everything
+from .device import autocast, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
 
@@ -241,6 +241,7 @@ class Pretrainer:
 
     def setup(self) -> None:
         self.device = resolve_device(self.cfg.train.device)
+        warn_slow_cpu_bf16(self.device, self.cfg.train.cpu_bf16, self.log)
         seed_everything(self.cfg.train.seed, self.cfg.train.deterministic)
         self.data, self.cfg, self.labeled = load_ssl_data(self.cfg, self.log)
         cfg, d = self.cfg, self.cfg.data

@@ -33,7 +33,7 @@ from ..models import count_params, create_model
 from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
-from .device import autocast, resolve_device, seed_everything
+from .device import autocast, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .evaluate import evaluate
 from .finetune import Finetuner, load_for_finetune
 from .finetune import param_groups as finetune_groups
@@ -95,6 +95,7 @@ class Trainer:
         self.dist, self.device = dist.setup(resolve_device(cfg.train.device), cfg.train.dist_timeout)
         if not self.dist.is_main:
             self.log = lambda msg: None  # rank 0 speaks for the job
+        warn_slow_cpu_bf16(self.device, cfg.train.cpu_bf16, self.log)
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         if cfg.train.resume:
             self.run_dir = runs.find_run_dir(cfg)
