@@ -56,7 +56,8 @@ def warn_slow_cpu_bf16(device: torch.device, cpu_bf16: bool, log: Callable[[str]
 
 def autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> ContextManager:
     """bf16 autocast on CUDA; on CPU only when `cpu` is set (`train.cpu_bf16`): CPUs with native bf16
-    (AVX512-BF16, AMX) train 1.7-2.4x faster with it, the others are slower than in fp32."""
+    (AVX512-BF16, AMX) train convnets 2.2-2.4x faster with it and channels-last (BENCHMARKS.md), the
+    others are slower than in fp32."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if cpu and device.type == "cpu":
