@@ -148,3 +148,22 @@ def test_mix_targets_are_soft_and_sum_to_one(mixup: float, cutmix: float) -> Non
 def test_mix_rejects_negative_alpha() -> None:
     with pytest.raises(ValueError, match="data.mixup"):
         MixBatch(-1.0, 0.0, 10)
+
+
+@pytest.mark.parametrize("names", [["flip", "crop"], ["vflip"], [], ["flip", "rotate"], ["jitter"]])
+def test_normalizer_uint8_path_matches_the_float_path(names: list[str]) -> None:
+    """Pixel-exact ops run on uint8 then one fused conversion; the result equals augmenting [0, 1]
+    floats and normalizing afterwards (the only path for the other ops)."""
+    from foveal.data.loader import Normalizer
+
+    x, y = _batch(3, n=32)
+    u8 = (x * 255).round().to(torch.uint8)
+    cfg = dataclasses.replace(DataConfig(), pad=4)
+    aug = Compose(names, cfg, 10)
+    assert aug.pixel_exact == all(n in ("flip", "vflip", "crop") for n in names)
+    mean, std = [0.2, 0.3, 0.4], [0.5, 0.25, 0.2]
+    got, gy = Normalizer(mean, std, aug, torch.device("cpu"))(u8, y, torch.Generator().manual_seed(3))
+    ref, ry = aug(u8.float() / 255, y, torch.Generator().manual_seed(3)) if aug else (u8.float() / 255, y)
+    ref = (ref - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert got.dtype == torch.float32 and torch.equal(gy, ry)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)

@@ -115,7 +115,7 @@ def _add_loader(sub: Any) -> None:
     p.add_argument("--photo-size", default="640x480", help="WxH of the generated JPEGs")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers on both sides")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per loader (after one warm-up)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
+    p.add_argument("--threads", type=int, default=2, help="torch threads in the main process (torch's default on 2 cores)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="also write the JSON here")
     p.set_defaults(handler=_cmd_loader)

@@ -22,7 +22,14 @@ AUGMENTS: Registry[type] = Registry("augmentation")
 
 
 class BatchOp:
-    """One augmentation: `make_params` draws randomness, `apply` is a pure kernel."""
+    """One augmentation: `make_params` draws randomness, `apply` is a pure kernel.
+
+    `pixel_exact` ops only move pixels or fill zeros (flips, pad-crop): they give the same result on
+    uint8 and on [0, 1] floats, so the loaders run them on uint8 batches (a quarter of the memory
+    traffic) and convert afterwards. `make_params` must not depend on the dtype.
+    """
+
+    pixel_exact = False
 
     def __init__(self, cfg: DataConfig, num_classes: int):
         self.cfg = cfg
@@ -46,6 +53,8 @@ def _rand(shape: tuple[int, ...], x: torch.Tensor, g: torch.Generator) -> torch.
 class HFlip(BatchOp):
     """Horizontal flip of half the batch."""
 
+    pixel_exact = True
+
     def make_params(self, x, g):
         return _rand((x.shape[0],), x, g) < 0.5  # (B,) bool
 
@@ -64,6 +73,8 @@ class VFlip(HFlip):
 @AUGMENTS.register("crop")
 class PadCrop(BatchOp):
     """Zero-pad by `data.pad` px per 32 px of input, then crop back at a random offset."""
+
+    pixel_exact = True
 
     def make_params(self, x, g):
         p = max(1, round(self.cfg.pad * x.shape[-1] / 32))
@@ -123,6 +134,11 @@ class Compose:
 
     def __bool__(self) -> bool:
         return bool(self.ops)
+
+    @property
+    def pixel_exact(self) -> bool:
+        """Every op may run on uint8 (see `BatchOp.pixel_exact`)."""
+        return all(op.pixel_exact for op in self.ops)
 
 
 # ---- random-resized-crop, colour jitter, random erasing ---------------------------------------

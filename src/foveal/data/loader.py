@@ -35,6 +35,30 @@ def mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list
     return mean.tolist(), std.clamp_min(1e-3).tolist()
 
 
+class Normalizer:
+    """uint8 batch -> augmented, normalized float batch: the last step of both loaders.
+
+    Pixel-exact augmentations (flips, pad-crop) run on the uint8 batch and the conversion is one
+    fused pass, x * (1 / (255 std)) - mean / std (addcmul, no temporaries); other augmentations
+    see [0, 1] floats as documented. Both orders give the same images to float rounding.
+    """
+
+    def __init__(self, mean: list[float], std: list[float], augment: Optional[Compose], device: torch.device):
+        m = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+        sd = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+        self.mean, self.std = m, sd
+        self.scale, self.shift = 1.0 / (255.0 * sd), -m / sd
+        self.augment = augment
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.augment or self.augment.pixel_exact:
+            if self.augment:
+                x, y = self.augment(x, y, g)
+            return torch.addcmul(self.shift, x, self.scale), y
+        x, y = self.augment(x.float().div_(255.0), y, g)  # (B, C, H, W) in [0, 1]
+        return x.sub_(self.mean).div_(self.std), y  # in place: x is this batch's own tensor
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch's shuffling and augmentation, so a resumed run repeats it exactly."""
     return (seed * 1_000_003 + epoch * 7_919) % (2**63)
@@ -65,9 +89,8 @@ class DeviceLoader:
         self.labels = split.labels.to(device, non_blocking=True)
         self.batch_size = batch_size
         self.device = device
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.augment = augment
+        self.normalize = Normalizer(mean, std, augment, device)
         self.shuffle = shuffle
         self.balanced = balanced
         self.drop_last = drop_last and len(split) // world > batch_size
@@ -97,8 +120,4 @@ class DeviceLoader:
         order = self._order()
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.images[idx].float().div_(255.0)  # (B, C, H, W) in [0, 1]
-            y = self.labels[idx]
-            if self.augment:
-                x, y = self.augment(x, y, self.generator)
-            yield x.sub_(self.mean).div_(self.std), y  # in place: x is this batch's own tensor
+            yield self.normalize(self.images[idx], self.labels[idx], self.generator)

@@ -159,10 +159,11 @@ class StreamLoader:
                  mean: list[float], std: list[float], augment: Any = None, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, rank: int = 0, world: int = 1, workers: int = 2,
                  balanced: bool = False):
+        from .loader import Normalizer
+
         self.labels = labels.to(device)
         self.device = device
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.normalize = Normalizer(mean, std, augment, device)
         self.augment, self.shuffle, self.balanced = augment, shuffle, balanced
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
         n = len(images) // world
@@ -204,11 +205,8 @@ class StreamLoader:
                 x, idx = x[ok], idx[ok]
                 if len(idx) == 0:
                     continue
-            x = x.to(self.device, non_blocking=True).float().div_(255.0)  # (B, C, H, W) in [0, 1]
             y = self.labels[idx.to(self.device, non_blocking=True)]
-            if self.augment:
-                x, y = self.augment(x, y, self.generator)
-            yield x.sub_(self.mean).div_(self.std), y  # in place: x is this batch's own tensor
+            yield self.normalize(x.to(self.device, non_blocking=True), y, self.generator)
 
 
 def make_loader(split: Any, batch_size: int, device: torch.device, mean: list[float], std: list[float],
