@@ -111,7 +111,7 @@ class TrainConfig:
     tta: list[str] = field(default_factory=list)
     early_stop: Optional[int] = None  # stop after this many epochs without improvement
     # 'last' keeps the final epoch as `best` (a fixed schedule decided up front, e.g. one-cycle to zero;
-    # the val split is then only watched, so it can be tiny)
+    # the val split is then only watched, so it can be tiny, and early_stop never fires)
     best_metric: Literal["val_acc", "val_macro_f1", "val_loss", "last"] = "val_acc"
     name: Optional[str] = None  # run folder name under out_dir; default from data and model
     out_dir: str = "runs"
