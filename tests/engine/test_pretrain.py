@@ -34,6 +34,14 @@ def test_nt_xent_prefers_matching_views() -> None:
     assert nt_xent(eye, eye, 0.5) == pytest.approx(float(np.log(1 + 14 * np.exp(-2.0))), rel=1e-4)
 
 
+def test_nt_xent_stays_fp32_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(64, 32), torch.randn(64, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = nt_xent(z1, z2, 0.1)
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(nt_xent(z1, z2, 0.1).item(), abs=1e-6)
+
+
 def test_knn_predict_votes_by_similarity() -> None:
     bank = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
     labels = torch.tensor([0, 0, 1])
@@ -41,9 +49,10 @@ def test_knn_predict_votes_by_similarity() -> None:
     assert knn_predict(bank, labels, query, 2, k=3, t=0.07).tolist() == [0, 1]
 
 
-def test_simclr_on_digits_learns_and_feeds_finetuning(tmp_path: Path) -> None:
-    res = pretrain(_cfg(tmp_path, **{"train.name": "ssl"}), SSLConfig(knn_k=20, proj_hidden=128, proj_dim=32),
-                   log=lambda m: None)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_simclr_on_digits_learns_and_feeds_finetuning(tmp_path: Path, channels_last: bool) -> None:
+    res = pretrain(_cfg(tmp_path, **{"train.name": "ssl", "train.channels_last": channels_last}),
+                   SSLConfig(knn_k=20, proj_hidden=128, proj_dim=32), log=lambda m: None)
     losses = [r["ssl_loss"] for r in res.history]
     assert losses[-1] < losses[0] - 0.1, losses
     assert res.history[-1]["knn_acc"] > 0.5  # chance is 0.1
