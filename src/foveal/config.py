@@ -98,8 +98,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     amp: bool = True  # bf16 autocast (CUDA only; ignored on CPU)
-    # bf16 autocast for the CPU training step (validation and test stay fp32): pays off on CPUs with native
-    # bf16 (AVX512-BF16 on Zen 4 / Cooper Lake+, AMX on Sapphire Rapids+); slower than fp32 on the others.
+    # bf16 autocast for the CPU training step (validation and test stay fp32; `foveal pretrain` ignores it):
+    # pays off on CPUs with native bf16 (AVX512-BF16 on Zen 4 / Cooper Lake+, AMX on Sapphire Rapids+);
+    # slower than fp32 on the others.
     cpu_bf16: bool = False
     compile: bool = False  # torch.compile the training model (pays off on CUDA after a minute of compiling)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
