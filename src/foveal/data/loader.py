@@ -89,8 +89,7 @@ class DeviceLoader:
         self.labels = split.labels.to(device, non_blocking=True)
         self.batch_size = batch_size
         self.device = device
-        self.augment = augment
-        self.normalize = Normalizer(mean, std, augment, device)
+        self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
         self.shuffle = shuffle
         self.balanced = balanced
         self.drop_last = drop_last and len(split) // world > batch_size

@@ -163,8 +163,8 @@ class StreamLoader:
 
         self.labels = labels.to(device)
         self.device = device
-        self.normalize = Normalizer(mean, std, augment, device)
-        self.augment, self.shuffle, self.balanced = augment, shuffle, balanced
+        self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
+        self.shuffle, self.balanced = shuffle, balanced
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
         n = len(images) // world
         drop_last = drop_last and n > batch_size

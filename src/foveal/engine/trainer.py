@@ -75,9 +75,10 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-# metric -> (key in the validation metrics, which of two values is better); with 'last', every epoch is best
-_BEST_KEY = {"val_acc": ("accuracy", max), "val_macro_f1": ("macro_f1", max), "val_loss": ("loss", min),
-             "last": ("accuracy", max)}
+# metric -> (key in the validation metrics, whether a new value beats the best so far); 'last': always
+_BEST_KEY: dict[str, tuple[str, Callable[[float, float], bool]]] = {
+    "val_acc": ("accuracy", lambda new, best: new > best), "val_macro_f1": ("macro_f1", lambda new, best: new > best),
+    "val_loss": ("loss", lambda new, best: new < best), "last": ("accuracy", lambda new, best: True)}
 
 
 class Trainer:
@@ -229,10 +230,8 @@ class Trainer:
         return meter.compute(self.data.classes)
 
     def _improved(self, value: float) -> bool:
-        if self.cfg.train.best_metric == "last":
-            return True
-        _, better = _BEST_KEY[self.cfg.train.best_metric]
-        return self.state.best is None or (value != self.state.best and better(value, self.state.best) == value)
+        _, beats = _BEST_KEY[self.cfg.train.best_metric]
+        return self.state.best is None or beats(value, self.state.best)
 
     def end_epoch(self, epoch: int, train_row: dict[str, float], val: dict[str, Any]) -> dict[str, Any]:
         """Record the epoch, save best/last/resume checkpoints (atomically), update early stopping."""
