@@ -2,7 +2,7 @@
 
 Run `foveal pretrain` first (the command is in BENCHMARKS.md), then:
 
-    nice -n 10 python bench/bench_ssl.py --run RUNS/fmnist-simclr-lenet --data-dir /work/shared/data \
+    python bench/bench_ssl.py --run RUNS/fashion-mnist-airnet_small-simclr --data-dir /work/shared/data \
         --out bench_ssl.json
 
 1. Linear probe: the frozen backbone embeds all 60,000 training images and the 10,000 test
@@ -86,6 +86,7 @@ def finetune(run: Path, data_dir: str, args: argparse.Namespace, skip: set[str])
               "train.batch_size": args.batch_size, "optim.lr": args.lr, "train.out_dir": args.runs,
               "train.progress": False, "train.seed": args.seed}
     out = {}
+    common.update(kv.split("=", 1) for kv in args.overrides.split(",") if kv)
     tuned = dict(kv.split("=", 1) for kv in args.finetune_overrides.split(",") if kv)
     for arm, extra in (("scratch", {}), ("simclr_finetune", {"model.pretrained": str(run), **tuned})):
         if arm in skip:
@@ -95,7 +96,9 @@ def finetune(run: Path, data_dir: str, args: argparse.Namespace, skip: set[str])
         t0 = time.time()
         res = Trainer(cfg).fit()
         counts = torch.bincount(res.data.splits["train"].labels, minlength=10).tolist()
-        out[arm] = {"test_acc": res.test_metrics["accuracy"], "best_epoch": res.test_metrics["best_epoch"],
+        best = res.test_metrics["best_epoch"]
+        out[arm] = {"test_acc": res.test_metrics["accuracy"], "best_epoch": best,
+                    "val_acc": next(r["val_acc"] for r in res.history if r["epoch"] == best),  # what a sweep selects on
                     "train_per_class": counts, "seconds": round(time.time() - t0, 1), "run_dir": str(res.run_dir)}
         print(f"{arm}: {out[arm]}", flush=True)
     if "scratch" in out and "simclr_finetune" in out:
@@ -115,6 +118,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--augment", default="crop,flip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overrides", default="", help="config overrides for both arms, e.g. "
+                   "train.cpu_bf16=true,train.channels_last=true")
     p.add_argument("--finetune-overrides", default="", help="config overrides for the pretrained arm only, "
                    "e.g. optim.layer_decay=0.5,model.finetune=gradual (fine-tuning settings scratch has no use for)")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the probe")
@@ -122,9 +127,11 @@ def main() -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the probe of a randomly initialized backbone")
     p.add_argument("--skip", default="", help="comma-separated phases to skip: probe,scratch,simclr_finetune")
     p.add_argument("--out", help="write the JSON result here")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     args = p.parse_args()
-    torch.set_num_threads(1)  # the box is shared; one thread is also the fastest for these small nets
-    result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread",
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "run": str(args.run)}
     skip = set(args.skip.split(","))
     if "probe" not in skip:

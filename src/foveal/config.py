@@ -98,7 +98,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     amp: bool = True  # bf16 autocast (CUDA only; ignored on CPU)
-    # bf16 autocast for the CPU training step (validation and test stay fp32; `foveal pretrain` ignores it):
+    # bf16 autocast for the CPU training (and `foveal pretrain`) step; validation, test and k-NN stay fp32:
     # pays off on CPUs with native bf16 (AVX512-BF16 on Zen 4 / Cooper Lake+, AMX on Sapphire Rapids+);
     # slower than fp32 on the others.
     cpu_bf16: bool = False

@@ -49,10 +49,17 @@ def test_knn_predict_votes_by_similarity() -> None:
     assert knn_predict(bank, labels, query, 2, k=3, t=0.07).tolist() == [0, 1]
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_simclr_on_digits_learns_and_feeds_finetuning(tmp_path: Path, channels_last: bool) -> None:
-    res = pretrain(_cfg(tmp_path, **{"train.name": "ssl", "train.channels_last": channels_last}),
+@pytest.mark.parametrize("fast_cpu", [False, True], ids=["fp32", "bf16-channels-last"])
+def test_simclr_on_digits_learns_and_feeds_finetuning(tmp_path: Path, monkeypatch, fast_cpu: bool) -> None:
+    from foveal.engine import device as dev
+
+    seen, real = [], dev.torch.autocast
+    monkeypatch.setattr(dev.torch, "autocast", lambda device_type, dtype=None, **kw:  # nt_xent's enabled=False too
+                        seen.append(dtype if kw.get("enabled", True) else "off") or real(device_type, dtype=dtype, **kw))
+    res = pretrain(_cfg(tmp_path, **{"train.name": "ssl", "train.channels_last": fast_cpu, "train.cpu_bf16": fast_cpu}),
                    SSLConfig(knn_k=20, proj_hidden=128, proj_dim=32), log=lambda m: None)
+    on = [d for d in seen if d != "off"]
+    assert on == ([torch.bfloat16] * len(on) if fast_cpu else []) and (len(on) > 0) == fast_cpu  # one per step
     losses = [r["ssl_loss"] for r in res.history]
     assert losses[-1] < losses[0] - 0.1, losses
     assert res.history[-1]["knn_acc"] > 0.5  # chance is 0.1
