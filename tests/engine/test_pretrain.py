@@ -59,7 +59,7 @@ def test_simclr_on_digits_learns_and_feeds_finetuning(tmp_path: Path, monkeypatc
     res = pretrain(_cfg(tmp_path, **{"train.name": "ssl", "train.channels_last": fast_cpu, "train.cpu_bf16": fast_cpu}),
                    SSLConfig(knn_k=20, proj_hidden=128, proj_dim=32), log=lambda m: None)
     on = [d for d in seen if d != "off"]
-    assert on == ([torch.bfloat16] * len(on) if fast_cpu else []) and (len(on) > 0) == fast_cpu  # one per step
+    assert on == ([torch.bfloat16] * len(on) if fast_cpu else []) and (len(on) > 0) == fast_cpu  # the step autocasts
     losses = [r["ssl_loss"] for r in res.history]
     assert losses[-1] < losses[0] - 0.1, losses
     assert res.history[-1]["knn_acc"] > 0.5  # chance is 0.1
