@@ -32,14 +32,14 @@ from tqdm import tqdm
 from ..config import RunConfig, SSLConfig, to_dict  # SSLConfig: re-exported
 from ..data import Compose, DataBundle
 from ..data.decode import is_image_name
-from ..data.loader import epoch_seed
+from ..data.loader import Normalizer, epoch_seed
 from ..data.sources import bundle_from_items
 from ..data.splits import concat
 from ..io import write_json
 from ..models import count_params, create_model
 from . import runs
 from .checkpoint import model_meta, save_weights
-from .device import autocast, resolve_device, seed_everything
+from .device import autocast, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
 
@@ -220,12 +220,6 @@ class PretrainResult:
     history: list[dict[str, Any]]
 
 
-def _view(x: torch.Tensor, aug: Compose, g: torch.Generator, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """One augmented, normalized view of the (B, C, H, W) [0, 1] batch `x` (a new draw per call)."""
-    v, _ = aug(x, torch.zeros(len(x), dtype=torch.long, device=x.device), g)  # ops carry labels; unused here
-    return (v - mean) / std
-
-
 def build_ssl_model(backbone: nn.Module, ssl: SSLConfig) -> nn.Module:
     if ssl.method == "simclr":
         return SimCLR(backbone, ssl.proj_hidden, ssl.proj_dim, ssl.temperature)
@@ -244,6 +238,7 @@ class Pretrainer:
 
     def setup(self) -> None:
         self.device = resolve_device(self.cfg.train.device)
+        warn_slow_cpu_bf16(self.device, self.cfg.train.cpu_bf16, self.log)
         seed_everything(self.cfg.train.seed, self.cfg.train.deterministic)
         self.data, self.cfg, self.labeled = load_ssl_data(self.cfg, self.log)
         cfg, d = self.cfg, self.cfg.data
@@ -268,9 +263,9 @@ class Pretrainer:
                              "lower --batch-size")
         self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * self.steps_per_epoch,
                                  self.steps_per_epoch)
-        self.aug = Compose(self.ssl.views_augment, d, max(1, len(self.data.classes)))
-        self.mean = torch.tensor(d.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(d.std, device=self.device).view(1, -1, 1, 1)
+        # the loaders' augment-then-normalize step; each call draws a new view of the uint8 batch
+        self.views = Normalizer(d.mean, d.std, Compose(self.ssl.views_augment, d, max(1, len(self.data.classes))),
+                                self.device)
         self.generator = torch.Generator(device=self.device)
         self.step, self.history, self.best = 0, [], None
 
@@ -284,10 +279,10 @@ class Pretrainer:
                    desc=f"pretrain {epoch + 1}/{cfg.train.epochs}", disable=not cfg.train.progress)
         for i in range(self.steps_per_epoch):
             self.schedule.set_step(self.step)
-            x = self.images[order[i * bs:(i + 1) * bs]].float().div_(255)  # (B, C, H, W) in [0, 1]
+            x = self.images[order[i * bs:(i + 1) * bs]]  # (B, C, H, W) uint8
+            unused = torch.zeros(len(x), dtype=torch.long, device=self.device)  # the ops carry labels
             with autocast(self.device, cfg.train.amp, cpu=cfg.train.cpu_bf16):
-                loss = self.model.step_loss(lambda: _view(x, self.aug, self.generator, self.mean, self.std),
-                                            self.generator)
+                loss = self.model.step_loss(lambda: self.views(x, unused, self.generator)[0], self.generator)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
