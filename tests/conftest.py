@@ -46,3 +46,18 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300, check: bool = True) -> su
 @pytest.fixture
 def digit_folder(tmp_path: Path) -> Path:
     return write_digit_folder(tmp_path / "digits3")
+
+
+@pytest.fixture
+def autocast_calls(monkeypatch) -> list:
+    """(device_type, dtype, enabled) of every torch.autocast entered during the test."""
+    import torch
+
+    calls, real = [], torch.autocast
+
+    def spy(device_type, dtype=None, **kw):
+        calls.append((device_type, dtype, kw.get("enabled", True)))
+        return real(device_type, dtype=dtype, **kw)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    return calls

@@ -63,23 +63,13 @@ def test_best_metric_last_keeps_the_final_epoch(tmp_path):
     assert all(torch.equal(best[k], last[k]) for k in last)
 
 
-def test_cpu_bf16_trains_in_bf16_and_evaluates_in_fp32(tmp_path, monkeypatch):
-    from foveal.engine import device as dev
-
-    seen = []
-    real = dev.torch.autocast
-
-    def spy(device_type, dtype=None, **kw):
-        seen.append((device_type, dtype))
-        return real(device_type, dtype=dtype, **kw)
-
-    monkeypatch.setattr(dev.torch, "autocast", spy)
+def test_cpu_bf16_trains_in_bf16_and_evaluates_in_fp32(tmp_path, autocast_calls):
     trainer = Trainer(_cfg(tmp_path, **{"train.epochs": 6, "train.cpu_bf16": True, "train.channels_last": True,
                                         "optim.lr": 3e-3}))
     res = trainer.fit()
     assert res.test_metrics["accuracy"] >= 0.9
-    assert set(seen) == {("cpu", torch.bfloat16)}  # only the training step autocasts: one per step
-    assert len(seen) == trainer.state.step > 0
+    assert set(autocast_calls) == {("cpu", torch.bfloat16, True)}  # only the training step autocasts: one per step
+    assert len(autocast_calls) == trainer.state.step > 0
 
 
 def test_cpu_bf16_warns_where_the_cpu_has_no_native_bf16(monkeypatch):
