@@ -11,6 +11,7 @@ from pathlib import Path
 def cmd_explain(args: argparse.Namespace) -> int:
     import torch
 
+    from ..data.loader import normalize_u8
     from ..engine.inference import Predictor, list_images
     from ..explain import explain, save_overlay
 
@@ -26,7 +27,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for i in range(0, len(paths), args.batch_size):
         chunk = paths[i:i + args.batch_size]
         images = pred.load_images(chunk)  # (B, C, H, W) uint8
-        x = (images.to(pred.device).float() / 255.0 - pred.mean) / pred.std
+        x = normalize_u8(images.to(pred.device), pred.mean, pred.std)
         with torch.no_grad():
             logits = pred.model(x)
         targets = logits.argmax(1) if target is None else torch.full((len(x),), target, device=x.device)

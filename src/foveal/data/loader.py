@@ -35,6 +35,19 @@ def mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list
     return mean.tolist(), std.clamp_min(1e-3).tolist()
 
 
+def normalize_u8(images: torch.Tensor, mean: list[float] | torch.Tensor, std: list[float] | torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> float32 (x / 255 - mean) / std: what every model sees at evaluation.
+
+    The one formula for prediction, the exported ONNX graph, embeddings, explanations and
+    reports, so the eager reference and the graph see identical floats. mean and std are
+    per-channel lists or (1, C, 1, 1) tensors (kept as they are, so a traced graph adds no Reshape).
+    """
+    m, s = (torch.as_tensor(v, dtype=torch.float32, device=images.device) for v in (mean, std))
+    if m.dim() != 4:
+        m, s = m.view(1, -1, 1, 1), s.view(1, -1, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
 class Normalizer:
     """uint8 batch -> augmented, normalized float batch: the last step of both loaders.
 

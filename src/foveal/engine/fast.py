@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.loader import normalize_u8
 from ..models import create_model
 from .device import autocast
 from .tta import tta_logits
@@ -188,8 +189,7 @@ def reinit(run: FastRun, data: FastData, seed: int) -> None:
     fresh = create_model(run.cfg.model, num_classes=data.num_classes, in_chans=data.train_x.shape[1],
                          img_size=data.train_x.shape[-1])
     run.model.load_state_dict(fresh.state_dict())
-    sample = data.train_x[:5000].float().div_(255)
-    run.model.init_whitening((sample - run.mean) / run.std)
+    run.model.init_whitening(normalize_u8(data.train_x[:5000], run.mean, run.std))
 
 
 def translate(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
@@ -309,7 +309,7 @@ def predict_tta(run: FastRun, x_u8: torch.Tensor) -> torch.Tensor:
     run.model.eval()
     out = []
     for i in range(0, len(x_u8), cfg.eval_batch_size):
-        x = (x_u8[i:i + cfg.eval_batch_size].float().div_(255) - run.mean) / run.std
+        x = normalize_u8(x_u8[i:i + cfg.eval_batch_size], run.mean, run.std)
         cl = cfg.channels_last and x.is_cuda  # every view in one layout, so a compiled model has one graph
         x = memory_format(x, cl)
         with autocast(run.device, cfg.amp):

@@ -16,6 +16,7 @@ import torch
 from ..config import DataConfig, from_dict
 from ..data import load_source
 from ..data.decode import DecodeError, list_images, load_image  # list_images: re-exported
+from ..data.loader import normalize_u8
 from ..data.sources import DataBundle
 from ..metrics import ConfusionMeter
 from .checkpoint import load_model
@@ -51,8 +52,8 @@ class Predictor:
         """(N, C, H, W) uint8 -> (N, K) class probabilities (temperature-scaled)."""
         out = []
         for i in range(0, len(images_u8), batch_size):
-            x = images_u8[i:i + batch_size].to(self.device).float().div_(255.0)
-            logits = tta_logits(self.model, (x - self.mean) / self.std, self.tta)
+            x = normalize_u8(images_u8[i:i + batch_size].to(self.device), self.mean, self.std)
+            logits = tta_logits(self.model, x, self.tta)
             out.append(torch.softmax(logits / self.temperature, dim=1).cpu())
         return torch.cat(out)
 

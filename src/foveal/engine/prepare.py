@@ -9,6 +9,7 @@ import torch
 
 from ..config import RunConfig
 from ..data import DataBundle, load_source, make_splits, mean_std
+from ..data.loader import normalize_u8
 from ..data.sources import Split, resize_u8
 from ..models import model_meta
 
@@ -84,6 +85,4 @@ def init_from_data(model: torch.nn.Module, images, mean: list[float], std: list[
         sample = images[torch.linspace(0, len(images) - 1, min(2048, len(images))).long()]
     else:
         sample = images.sample(512)
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    model.init_from_data((sample.float() / 255 - m) / s)
+    model.init_from_data(normalize_u8(sample, mean, std))

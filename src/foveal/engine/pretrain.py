@@ -32,7 +32,7 @@ from tqdm import tqdm
 from ..config import RunConfig, SSLConfig, to_dict  # SSLConfig: re-exported
 from ..data import Compose, DataBundle
 from ..data.decode import is_image_name
-from ..data.loader import Normalizer, epoch_seed
+from ..data.loader import Normalizer, epoch_seed, normalize_u8
 from ..data.sources import bundle_from_items
 from ..data.splits import concat
 from ..io import write_json
@@ -174,11 +174,9 @@ def embed_images(model: nn.Module, images: torch.Tensor, mean: list[float], std:
     """L2-normalized (N, num_features) embeddings of uint8 images through the model contract."""
     was = model.training
     model.eval()
-    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
     out = []
     for i in range(0, len(images), batch_size):
-        x = (images[i:i + batch_size].to(device).float() / 255 - m) / s
+        x = normalize_u8(images[i:i + batch_size].to(device), mean, std)
         out.append(F.normalize(model.forward_head(model.forward_features(x), pre_logits=True).float(), dim=1))
     model.train(was)
     return torch.cat(out)

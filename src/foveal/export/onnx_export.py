@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.loader import normalize_u8
 from ..io import atomic_path, write_json
 from .runtime import INPUT_NAME, META_KEY, OUTPUT_NAME, read_onnx_meta  # noqa: F401  (read_onnx_meta: re-exported)
 
@@ -28,8 +29,8 @@ OPSET = 17
 class Preprocessed(nn.Module):
     """uint8 images -> logits: the run's normalization followed by the model.
 
-    The arithmetic is the one `Predictor.probabilities` does, (x / 255 - mean) / std, so the
-    eager reference and the graph see identical floats.
+    The arithmetic is `normalize_u8`'s, the one `Predictor.probabilities` uses, so the eager
+    reference and the graph see identical floats.
     """
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]):
@@ -39,8 +40,7 @@ class Preprocessed(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) uint8 -> (N, K)
-        x = images.float() / 255.0
-        return self.model((x - self.mean) / self.std).float()
+        return self.model(normalize_u8(images, self.mean, self.std)).float()
 
 
 def onnx_meta(meta: dict[str, Any]) -> dict[str, Any]:

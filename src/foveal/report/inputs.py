@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..data.loader import normalize_u8
 from ..io import read_result_json
 from ..metrics.calibration import reliability
 
@@ -102,9 +103,7 @@ def gallery_items(inp: ReportInputs, k: int = 12) -> Optional[list[dict[str, Any
     if len(idx) == 0:
         return []
     device = next(inp.model.parameters()).device
-    mean = torch.tensor(inp.meta["mean"], device=device).view(1, -1, 1, 1)
-    std = torch.tensor(inp.meta["std"], device=device).view(1, -1, 1, 1)
-    x = (inp.images[idx].to(device).float() / 255.0 - mean) / std
+    x = normalize_u8(inp.images[idx].to(device), inp.meta["mean"], inp.meta["std"])
     maps = explain(inp.model, x, "gradcam", target=pred[idx].to(device)).cpu()
     classes = inp.meta["classes"]
     return [{"image": overlay_png(inp.images[i], torch.zeros(maps.shape[-2:]), alpha=0.0),
