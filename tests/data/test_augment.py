@@ -167,3 +167,19 @@ def test_normalizer_uint8_path_matches_the_float_path(names: list[str]) -> None:
     ref = (ref - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     assert got.dtype == torch.float32 and torch.equal(gy, ry)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+
+
+def test_eval_input_matches_the_training_input() -> None:
+    """`normalize_u8` (prediction, export, reports) gives what the training loader's Normalizer
+    gives without augmentation, and per-channel lists or (1, C, 1, 1) tensors give the same floats."""
+    from foveal.data.loader import Normalizer, normalize_u8
+
+    u8 = torch.randint(0, 256, (8, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = [0.2, 0.3, 0.4], [0.5, 0.25, 0.2]
+    got = normalize_u8(u8, mean, std)
+    train, _ = Normalizer(mean, std, None, torch.device("cpu"))(u8, torch.zeros(8), torch.Generator())
+    assert got.dtype == torch.float32 and got.shape == u8.shape
+    torch.testing.assert_close(got, train, rtol=0, atol=1e-5)
+    as_tensors = normalize_u8(u8, torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
+    assert torch.equal(got, as_tensors)
+    torch.testing.assert_close(got[0, 1, 0, 0].item(), (u8[0, 1, 0, 0].item() / 255 - 0.3) / 0.25, rtol=0, atol=1e-6)
