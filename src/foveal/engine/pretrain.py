@@ -174,9 +174,10 @@ def embed_images(model: nn.Module, images: torch.Tensor, mean: list[float], std:
     """L2-normalized (N, num_features) embeddings of uint8 images through the model contract."""
     was = model.training
     model.eval()
+    m, s = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (mean, std))  # once, not per batch
     out = []
     for i in range(0, len(images), batch_size):
-        x = normalize_u8(images[i:i + batch_size].to(device), mean, std)
+        x = normalize_u8(images[i:i + batch_size].to(device), m, s)
         out.append(F.normalize(model.forward_head(model.forward_features(x), pre_logits=True).float(), dim=1))
     model.train(was)
     return torch.cat(out)
