@@ -73,7 +73,7 @@ def _test_pixels(data_dir):
 
     cfg = apply_overrides(RunConfig(), {"data.source": "mnist", "data.data_dir": data_dir})
     test = load_source(cfg.data, 28).splits["test"]
-    return test.images.float() / 255.0, test.labels
+    return test.images.load().float() / 255.0, test.labels
 
 
 def _pgd_acc(run, data_dir, eps, steps, alpha, restarts, limit=None):

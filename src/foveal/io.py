@@ -27,19 +27,80 @@ class UnsafeFileError(ValueError):
     """Raised for weight files that would need unpickling."""
 
 
+def _read_umask_once() -> int:
+    """The umask at import. POSIX offers no call that reads it without setting it, so it is set
+    and restored: not thread-safe (a file another thread creates in between would get umask 022,
+    not the real one), hence done once, at import, while a program is normally single-threaded."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_IMPORT_UMASK = _read_umask_once()
+
+
+def current_umask() -> int:
+    """The process umask now, read without changing it, so safe from any thread (Linux
+    /proc/self/status, kernel 4.7+); elsewhere the umask at import."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _IMPORT_UMASK
+
+
+def _fsync_file(path: Path) -> None:
+    # Data reaches the disk before the rename publishes it: without this a power cut right after
+    # os.replace can leave an empty or partial file under the final name.
+    fd = os.open(path, os.O_RDONLY if os.name == "posix" else os.O_RDWR)  # Windows fsync needs write access
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside folder `path` durable; best effort: some systems (Windows) cannot open
+    a folder, and some file systems refuse fsync on one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+
+    The file ends with the mode a plain `open(path, "w")` gives (0o666 minus the umask; mkstemp
+    makes it 0o600), its data is fsynced before the rename and the folder after it, so a crash
+    leaves either the old file or the whole new one. On failure the temp file is removed and
+    the old file is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target: os.replace is atomic only within one file system.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        # chmod after the writer is done, in case it replaced the temp file with its own.
+        os.chmod(tmp, 0o666 & ~current_umask())
+        _fsync_file(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def write_text(path: str | Path, text: str) -> None:

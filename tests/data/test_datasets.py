@@ -46,7 +46,7 @@ def test_idx_dataset_from_subfolder_with_val_carved_from_train(tmp_path):
     cfg = DataConfig(source="kmnist", data_dir=str(tmp_path), val_fraction=0.2)
     bundle = load_source(cfg, 28)
     assert bundle.classes[:2] == ["o", "ki"]
-    assert torch.equal(bundle.splits["train"].images[:, 0], torch.from_numpy(x_tr))  # native size: bytes kept
+    assert torch.equal(bundle.splits["train"].images.load()[:, 0], torch.from_numpy(x_tr))  # native size: bytes kept
     assert torch.equal(bundle.splits["test"].labels, torch.from_numpy(y_te))
     split = make_splits(bundle, cfg, seed=0)
     assert len(split.splits["test"]) == 20  # the official test split is kept whole
@@ -111,7 +111,7 @@ def test_cifar10_official_batches(tmp_path):
     assert bundle.classes[0] == "airplane" and len(bundle.classes) == 10
     tr = bundle.splits["train"]
     assert tr.images.shape == (100, 3, 32, 32) and len(bundle.splits["test"]) == 20
-    assert torch.equal(tr.images[0], torch.from_numpy(first[0].reshape(3, 32, 32)))  # channel order kept
+    assert torch.equal(tr.images.load()[0], torch.from_numpy(first[0].reshape(3, 32, 32)))  # channel order kept
 
 
 class _Evil:
@@ -134,7 +134,7 @@ def test_medmnist_npz(tmp_path):
     np.savez(tmp_path / "bloodmnist.npz", **arrays)
     bundle = load_source(DataConfig(source="bloodmnist", data_dir=str(tmp_path)), 28)
     assert set(bundle.splits) == {"train", "val", "test"} and bundle.classes == ["0", "1", "2"]
-    assert torch.equal(bundle.splits["val"].images[0], torch.from_numpy(arrays["val_images"][0]).permute(2, 0, 1))
+    assert torch.equal(bundle.splits["val"].images.load()[0], torch.from_numpy(arrays["val_images"][0]).permute(2, 0, 1))
     direct = load_source(DataConfig(source=str(tmp_path / "bloodmnist.npz")), 28)  # a path works too
     assert len(direct.splits["train"]) == 30
 
@@ -144,7 +144,7 @@ def test_medmnist_npz(tmp_path):
 def test_from_arrays_layouts(shape, chans):
     x = np.random.default_rng(0).random(shape).astype(np.float32)  # floats in [0, 1]
     bundle = from_arrays(x, np.array([0, 1, 2, 0, 1, 2]))
-    img = bundle.splits["all"].images
+    img = bundle.splits["all"].images.load()
     assert img.shape == (6, chans, 10, 10) and img.dtype == torch.uint8
     assert int(img.max()) > 200  # scaled by 255, not truncated to 0/1
 
@@ -170,4 +170,4 @@ def test_real_mnist_from_shared_data():
     assert tr.images.shape == (60000, 1, 28, 28) and len(te) == 10000
     assert tr.labels[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first MNIST labels
     assert torch.bincount(te.labels).tolist()[:2] == [980, 1135]
-    assert 30 < tr.images.float().mean() < 36  # MNIST mean ~ 0.1307 * 255 = 33.3
+    assert 30 < tr.images.load().float().mean() < 36  # MNIST mean ~ 0.1307 * 255 = 33.3

@@ -34,7 +34,7 @@ def test_embed_writes_features_labels_and_map_that_separates_classes(digits_run,
     test = eval_data(pred.meta, None, "test").splits["test"]
     assert emb.shape == (len(test), pred.model.num_features) and emb.dtype == np.float32
     # The saved features are the model's own pre-logits: its head applied to them gives its logits.
-    x = (test.images[:16].float() / 255 - pred.mean) / pred.std
+    x = (test.images.load()[:16].float() / 255 - pred.mean) / pred.std
     with torch.no_grad():
         logits = pred.model(x)
         from_emb = pred.model.get_classifier()(torch.from_numpy(emb[:16]))

@@ -161,7 +161,7 @@ def test_pretraining_an_airnet_whitens_its_first_layer_from_the_data(tmp_path: P
     torch.manual_seed(0)
     assert not torch.allclose(w, create_model("airnet_tiny", num_classes=0, in_chans=1, img_size=16).whiten.weight)
     d = load_config(res.run_dir / "config.yaml").data  # the normalization pretraining used
-    x = (load_digits(d, 16).splits["all"].images.float() / 255 - d.mean[0]) / d.std[0]
+    x = (load_digits(d, 16).splits["all"].images.load().float() / 255 - d.mean[0]) / d.std[0]
     patches = x.unfold(2, 3, 1).unfold(3, 3, 1).reshape(-1, 9)  # every 3x3 patch, (P, 9)
     z = (patches - patches.mean(0)) @ w[:9].reshape(9, 9).T  # the first half of the filters: whitened coordinates
     cov = z.T @ z / len(z)

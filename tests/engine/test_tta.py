@@ -54,7 +54,7 @@ def test_trainer_eval_and_predict_share_the_tta_setting(tmp_path):
     pred = Predictor.load(res.run_dir, "cpu")
     assert pred.tta == ["flip", "shift"]
     test = eval_data(pred.meta, None, "test").splits["test"]
-    x = (test.images.float() / 255 - pred.mean) / pred.std
+    x = (test.images.load().float() / 255 - pred.mean) / pred.std
     with torch.no_grad():
         by_hand = tta_logits(pred.model, x, ["flip", "shift"])
         plain = pred.model(x)
@@ -63,6 +63,6 @@ def test_trainer_eval_and_predict_share_the_tta_setting(tmp_path):
     metrics, logits, _ = evaluate_model(res.run_dir, device="cpu")
     assert metrics["accuracy"] == pytest.approx(acc)
     torch.testing.assert_close(logits, by_hand, rtol=1e-4, atol=1e-4)
-    probs = pred.probabilities(test.images[:8])
+    probs = pred.probabilities(test.images.load()[:8])
     torch.testing.assert_close(probs, torch.softmax(by_hand[:8] / pred.temperature, 1), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(by_hand, plain)  # the views did change the logits

@@ -56,7 +56,7 @@ def _run(tmp_path, **over):
 def _pgd_acc(result, eps: float) -> float:
     meta, model = result.meta, result.model.eval()
     test = result.data.splits["test"]
-    x, y = test.images.float() / 255, test.labels
+    x, y = test.images.load().float() / 255, test.labels
     net = PixelModel(model, meta["mean"], meta["std"]).eval()
     adv = pgd(net, x, y, eps, steps=10, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

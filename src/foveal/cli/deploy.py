@@ -34,6 +34,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, backend=args.backend,
                              max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, threads=args.threads,
                              topk=args.topk)
+    if args.max_uploads_in_flight_mb is not None:  # unset: ServeSettings holds the default
+        settings.max_uploads_in_flight_mb = args.max_uploads_in_flight_mb
     run_server(args.model, settings, host=args.host, port=args.port)
     return 0
 
@@ -63,6 +65,9 @@ def register(sub: Any) -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for a batch to fill")
     p.add_argument("--backend", choices=["torch", "onnx"], help="default: onnx for .onnx files, else torch")
     p.add_argument("--max-upload-mb", type=float, default=20.0)
+    p.add_argument("--max-uploads-in-flight-mb", type=float,
+                   help="MB of request bodies held at once by all requests together; past it, 503 "
+                        "(default: ServeSettings.max_uploads_in_flight_mb)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse images declaring more pixels")
     p.add_argument("--threads", type=int, help="inference threads")
     p.add_argument("--topk", type=int, default=5)

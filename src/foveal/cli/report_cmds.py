@@ -27,12 +27,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for i in range(0, len(paths), args.batch_size):
         chunk = paths[i:i + args.batch_size]
         images = pred.load_images(chunk)  # (B, C, H, W) uint8
+        # The class and probability come from `predict`'s own path (test-time views + temperature),
+        # so explain names the class predict prints; the heat map explains the model on the plain
+        # image, since a map averaged over shifted and mirrored views would not line up with it.
+        probs = pred.probabilities(images)  # (B, K) on the CPU
+        targets = probs.argmax(1) if target is None else torch.full((len(images),), target)
         x = normalize_u8(images.to(pred.device), pred.mean, pred.std)
-        with torch.no_grad():
-            logits = pred.model(x)
-        targets = logits.argmax(1) if target is None else torch.full((len(x),), target, device=x.device)
-        maps = explain(pred.model, x, args.method, target=targets).cpu()
-        probs = torch.softmax(logits.float() / pred.temperature, 1).cpu()
+        maps = explain(pred.model, x, args.method, target=targets.to(pred.device)).cpu()
         for p, img, m, t, pr in zip(chunk, images, maps, targets.tolist(), probs):
             dest = out / f"{p.stem}_{args.method}.png"
             save_overlay(dest, img, m, args.alpha)

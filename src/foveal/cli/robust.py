@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--data", help="dataset name, image folder or CSV (default: the run's own data)")
     sp.add_argument("--data-dir", help="folder with the official files of a named dataset")
     sp.add_argument("--split", default="test")
-    sp.add_argument("--limit", type=int, default=2000, help="evaluate on the first N images (default 2000)")
-    sp.add_argument("--attack-limit", type=int, default=500, help="attack the first N images (default 500)")
+    sp.add_argument("--limit", type=int, default=2000, help="evaluate on N images drawn at random, every class in its share (default 2000)")
+    sp.add_argument("--attack-limit", type=int, default=500, help="attack N of those, drawn the same way (default 500)")
     sp.add_argument("--corruptions", help="comma-separated subset of the 15 corruptions (default: all)")
     sp.add_argument("--severities", default="1,2,3,4,5")
     sp.add_argument("--eps", type=_floats, help="L-inf epsilons in pixel units, e.g. 0,0.1,0.2,0.3")
@@ -44,15 +44,14 @@ def cmd_robust(args: argparse.Namespace) -> int:
     from ..engine.device import resolve_device
     from ..engine.inference import eval_data
     from ..robustness.corruptions import CORRUPTIONS
-    from ..robustness.evaluate import RobustSpec, evaluate_robustness, load_reference, write_robustness
+    from ..robustness.evaluate import RobustSpec, evaluate_robustness, load_reference, spread_subset, write_robustness
 
     device = resolve_device(args.device)
     model, meta = load_model(args.run, device)
     bundle = eval_data(meta, args.data, args.split, args.data_dir)
     (split, part), = bundle.splits.items()
-    if not hasattr(part.images, "shape") or not hasattr(part.images, "float"):
-        raise ValueError(f"'{args.data or args.run}': robustness needs the images in memory; use --limit")
     n = min(args.limit, len(part.labels)) if args.limit else len(part.labels)
+    pick = spread_subset(part.labels, n, args.seed)  # not the first n: splits are often sorted by class
     names = tuple(c.strip() for c in args.corruptions.split(",")) if args.corruptions else CORRUPTIONS
     unknown = [c for c in names if c not in CORRUPTIONS]
     if unknown:
@@ -64,7 +63,7 @@ def cmd_robust(args: argparse.Namespace) -> int:
                       seed=args.seed, skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()), **kw)
     reference = load_reference(args.reference) if args.reference else None
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    result = evaluate_robustness(model, meta, part.images[:n], part.labels[:n], spec, device, reference,
+    result = evaluate_robustness(model, meta, part.images.load(pick), part.labels[pick], spec, device, reference,
                                  args.reference or "", log)
     result["split"] = split
     out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path("."))

@@ -30,6 +30,7 @@ class BatchOp:
     """
 
     pixel_exact = False
+    batch_axis = 0  # the axis of the per-sample dimension in this op's parameter tensors
 
     def __init__(self, cfg: DataConfig, num_classes: int):
         self.cfg = cfg
@@ -41,8 +42,30 @@ class BatchOp:
     def apply(self, x: torch.Tensor, y: torch.Tensor, params: Any) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.apply(x, y, self.make_params(x, g))
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator,
+                 draw: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment the batch. `draw` (a `foveal.data.loader.GlobalRows`) places it in a larger
+        global batch: parameters are drawn for all of that batch's rows and this batch's rows kept."""
+        if draw is None:
+            return self.apply(x, y, self.make_params(x, g))
+        full = self.make_params(_Like((draw.size, *x.shape[1:]), x.device, x.dtype), g)
+        return self.apply(x, y, _take(full, draw.rows, self.batch_axis))
+
+
+class _Like:
+    """Shape, device and dtype of a batch that is not materialized: what `make_params` reads."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
+        self.shape, self.device, self.dtype = torch.Size(shape), device, dtype
+
+
+def _take(params: Any, rows: torch.Tensor, axis: int) -> Any:
+    """The `rows` of every tensor in `params` (nested tuples) along the per-sample `axis`."""
+    if isinstance(params, torch.Tensor):
+        return params.index_select(axis if params.dim() > axis else 0, rows)
+    if isinstance(params, (tuple, list)):
+        return type(params)(_take(p, rows, axis) for p in params)
+    return params  # plain numbers (e.g. the crop padding)
 
 
 def _rand(shape: tuple[int, ...], x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -75,6 +98,7 @@ class PadCrop(BatchOp):
     """Zero-pad by `data.pad` px per 32 px of input, then crop back at a random offset."""
 
     pixel_exact = True
+    batch_axis = 1  # offsets are (2, B)
 
     def make_params(self, x, g):
         p = max(1, round(self.cfg.pad * x.shape[-1] / 32))
@@ -127,9 +151,10 @@ class Compose:
     def __init__(self, names: list[str], cfg: DataConfig, num_classes: int):
         self.ops = [AUGMENTS.get(n)(cfg, num_classes) for n in names]
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator,
+                 draw: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         for op in self.ops:
-            x, y = op(x, y, g)
+            x, y = op(x, y, g, draw)
         return x, y
 
     def __bool__(self) -> bool:
@@ -203,6 +228,8 @@ class ColorJitter(BatchOp):
 
     Saturation is skipped on grayscale images, so the op is safe on MNIST-like data.
     """
+
+    batch_axis = 1  # factors are (3, B)
 
     def make_params(self, x, g):
         j = self.cfg.jitter
@@ -333,6 +360,8 @@ def _signs(shape: tuple[int, ...], x: torch.Tensor, g: torch.Generator) -> torch
 class RandAugment(BatchOp):
     """RandAugment (Cubuk et al. 2020): data.randaug_n ops per image, each uniform over `OPS`,
     all at magnitude data.randaug_m on the 0-30 scale; ops and signs are drawn per sample."""
+
+    batch_axis = 1  # parameters are (N ops, B)
 
     def make_params(self, x, g):
         n, B = self.cfg.randaug_n, x.shape[0]

@@ -21,7 +21,8 @@ from PIL import Image
 
 from ..config import DataConfig
 from .decode import DecodeError, _to_mode, open_image
-from .sources import DATASETS, DataBundle, Item, bundle_from_items, load_source, scan_files
+from .bundle import DATASETS, DataBundle
+from .sources import Item, bundle_from_items, load_source, scan_files
 
 STANDARD_SIZES = (28, 32, 48, 64, 96, 128, 160, 192, 224, 256, 299, 384, 512)
 SIZE_BINS = ((0, "<32"), (32, "32-63"), (64, "64-127"), (128, "128-255"), (256, "256-511"), (512, "512-1023"),
@@ -129,13 +130,13 @@ def check_bundle(bundle: DataBundle) -> dict[str, Any]:
 
     labels, keys = [], []
     for split, s in bundle.splits.items():
-        flat = s.images.reshape(len(s), -1).numpy()
+        flat = s.images.load().reshape(len(s), -1).numpy()
         for i, (row, y) in enumerate(zip(flat, s.labels.tolist())):
             keys.append((hashlib.sha1(row.tobytes()).hexdigest(), f"{split}[{i}]", bundle.classes[y], split))
             labels.append(bundle.classes[y])
     train = bundle.splits.get("train") or next(iter(bundle.splits.values()))
     mean, std = mean_std(train.images)
-    side = int(train.images.shape[-1])
+    side = train.images.img_size
     return {"source": bundle.name, "kind": "dataset", "images": len(labels), "files": None,
             "splits": {k: len(s) for k, s in bundle.splits.items()}, **_counts(labels, bundle.classes),
             "unreadable": [], "problems": bundle.problems, "duplicates": _duplicates(keys),
@@ -207,7 +208,7 @@ def preview_batch(cfg: DataConfig, n: int = 32, seed: int = 0) -> torch.Tensor:
         bundle = make_splits(load_source(cfg, img_size), cfg, seed)
         split = bundle.splits["train"]
     idx = torch.randperm(len(split), generator=g)[:n]
-    x = split.images[idx].float() / 255.0
+    x = split.images.load(idx).float() / 255.0
     x, _ = Compose(cfg.augment, cfg, len(bundle.classes))(x, split.labels[idx], g)
     return x.clamp(0, 1)
 

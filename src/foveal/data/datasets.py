@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from .sources import DATASETS, DataBundle, Split, resize_u8
+from .arrays import to_images_u8
+from .bundle import DATASETS, DataBundle, Split
+from .images import resize_u8
 
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -290,57 +292,45 @@ for _name in MEDMNIST:
 # ---- numpy arrays (the Python API) -------------------------------------------------------------
 
 def images_to_tensor(x: Any, what: str = "images") -> torch.Tensor:
-    """(N, H, W), (N, H, W, C) or (N, C, H, W) uint8 or float array -> (N, C, H, W) uint8 tensor.
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) images -> (N, C, H, W) uint8 at their own size.
 
-    Floats in [0, 1] are scaled by 255; floats up to 255 are rounded. C must be 1, 3 or 4 (alpha dropped).
+    The rule (layouts, dtypes, ranges, errors) is `foveal.data.arrays.to_images_u8`, shared with
+    `Classifier.predict`, so fitted and predicted arrays are read the same way.
     """
-    a = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if a.ndim == 3:
-        a = a[:, None]
-    elif a.ndim == 4:
-        if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
-            a = a.transpose(0, 3, 1, 2)  # channels last -> first
-        elif a.shape[1] not in (1, 3, 4):
-            raise ValueError(f"{what}: shape {a.shape} has no channel axis of size 1, 3 or 4 (expected "
-                             "(N, H, W), (N, H, W, C) or (N, C, H, W))")
-        a = a[:, :3]
-    else:
-        raise ValueError(f"{what}: expected (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {a.shape}")
-    if a.shape[2] != a.shape[3]:
-        raise ValueError(f"{what}: images must be square for now, got {a.shape[2]}x{a.shape[3]}")
-    if a.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(a))
-    if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
-        raise ValueError(f"{what}: unsupported dtype {a.dtype} (use uint8, or floats in [0, 1] or [0, 255])")
-    a = a.astype(np.float64)
-    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 255:
-        raise ValueError(f"{what}: values must be finite and within [0, 1] or [0, 255] "
-                         f"(got min {np.nanmin(a):.3g}, max {np.nanmax(a):.3g})")
-    scale = 255.0 if a.max() <= 1.0 else 1.0
-    return torch.from_numpy(np.clip(a * scale, 0, 255).round().astype(np.uint8))
+    return to_images_u8(x, what=what)
 
 
-def from_arrays(x: Any, y: Any, classes: Optional[Sequence[str]] = None, name: str = "arrays") -> DataBundle:
-    """Images `x` and labels `y` (ints 0..K-1, or any hashable class names) as one 'all' split."""
-    if y is None:
-        raise ValueError("labels are required: call fit(x, y)")
-    images = images_to_tensor(x)
+def encode_labels(y: Any, n: int, classes: Optional[Sequence[str]] = None) -> tuple[list[str], np.ndarray]:
+    """(class names, int64 label indices) for `n` labels: integers are class indices 0..K-1
+    (named by `classes`, else '0'..'K-1'); anything else is a class name, looked up in `classes`
+    (else the sorted distinct names become the classes)."""
     y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(images):
-        raise ValueError(f"labels: expected shape ({len(images)},) to match {len(images)} images, got {y.shape}")
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"labels: expected shape ({n},) to match {n} images, got {y.shape}")
     if np.issubdtype(y.dtype, np.integer):
         k = int(y.max()) + 1 if len(y) else 0
-        if y.min() < 0:
+        if len(y) and y.min() < 0:
             raise ValueError(f"labels: negative class index {int(y.min())}")
         names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(k)]
         if len(names) < k:
             raise ValueError(f"labels go up to {k - 1} but only {len(names)} class names were given")
-        labels = y.astype(np.int64)
-    else:
-        names = sorted({str(v) for v in y}) if classes is None else [str(c) for c in classes]
-        index = {c: i for i, c in enumerate(names)}
-        unknown = sorted({str(v) for v in y} - set(index))
-        if unknown:
-            raise ValueError(f"labels {unknown[:5]} are not in classes {names}")
-        labels = np.array([index[str(v)] for v in y], dtype=np.int64)
+        return names, y.astype(np.int64)
+    names = sorted({str(v) for v in y}) if classes is None else [str(c) for c in classes]
+    index = {c: i for i, c in enumerate(names)}
+    unknown = sorted({str(v) for v in y} - set(index))
+    if unknown:
+        raise ValueError(f"labels {unknown[:5]} are not in classes {names}")
+    return names, np.array([index[str(v)] for v in y], dtype=np.int64)
+
+
+def from_arrays(x: Any, y: Any, classes: Optional[Sequence[str]] = None, name: str = "arrays") -> DataBundle:
+    """Images `x` and labels `y` (ints 0..K-1, or any hashable class names) as one 'all' split.
+
+    Images keep their own size and channels (1 or 3); the trainer's `prepare_data` then converts
+    them to the model's, with the same operations `to_images_u8` applies at predict time.
+    """
+    if y is None:
+        raise ValueError("labels are required: call fit(x, y)")
+    images = to_images_u8(x)
+    names, labels = encode_labels(y, len(images), classes)
     return DataBundle(name, names, {"all": Split(images, torch.from_numpy(labels))})

@@ -6,21 +6,22 @@ batch. Normalization happens here, after augmentation, so augmentations see [0, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
 
 from .augment import Compose
-from .sources import Split
+from .bundle import Split
+from .images import ImageStore, as_images
 
 
-def mean_std(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+def mean_std(images: "torch.Tensor | ImageStore", chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units of (N, C, H, W) uint8 images.
 
-    For streamed (file-backed) images, estimated on an evenly spaced sample of 512 of them.
+    In memory: all of them; streamed (file-backed) images: an evenly spaced sample of 512.
     """
-    if not isinstance(images, torch.Tensor):
-        images = images.sample(512)
+    images = as_images(images).statistics_sample()
     C = images.shape[1]
     s = torch.zeros(C, dtype=torch.float64)
     s2 = torch.zeros(C, dtype=torch.float64)
@@ -63,13 +64,26 @@ class Normalizer:
         self.scale, self.shift = 1.0 / (255.0 * sd), -m / sd
         self.augment = augment
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator,
+                 draw: Optional["GlobalRows"] = None) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.augment or self.augment.pixel_exact:
             if self.augment:
-                x, y = self.augment(x, y, g)
+                x, y = self.augment(x, y, g, draw)
             return torch.addcmul(self.shift, x, self.scale), y
-        x, y = self.augment(x.float().div_(255.0), y, g)  # (B, C, H, W) in [0, 1]
+        x, y = self.augment(x.float().div_(255.0), y, g, draw)  # (B, C, H, W) in [0, 1]
         return x.sub_(self.mean).div_(self.std), y  # in place: x is this batch's own tensor
+
+
+@dataclass(frozen=True)
+class GlobalRows:
+    """Where a rank's batch sits in the global batch: its `rows` (on the device) of `size` rows.
+
+    Augmentation draws its parameters for all `size` rows and keeps `rows`, so the draws of a
+    sample do not depend on how many processes share the batch (None: one process, no slicing).
+    """
+
+    rows: torch.Tensor  # (b,) int64
+    size: int
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -88,24 +102,59 @@ def balanced_indices(labels: torch.Tensor, generator: torch.Generator) -> torch.
     return torch.multinomial(w, len(labels), replacement=True, generator=generator)
 
 
+def epoch_order(labels: torch.Tensor, generator: torch.Generator, shuffle: bool, balanced: bool) -> torch.Tensor:
+    """The epoch's sample order over the whole split, the same on every rank (one seeded generator)."""
+    if balanced:
+        return balanced_indices(labels, generator)
+    if shuffle:
+        return torch.randperm(len(labels), generator=generator, device=labels.device)
+    return torch.arange(len(labels), device=labels.device)
+
+
+def num_batches(n: int, global_batch: int, drop_last: bool) -> int:
+    """Global batches in an epoch of n samples; a short last one is dropped only when asked and
+    when at least one full batch exists."""
+    return n // global_batch if drop_last and n >= global_batch else -(-n // global_batch)
+
+
+def rank_batches(order: torch.Tensor, local_batch: int, rank: int, world: int,
+                 drop_last: bool) -> Iterator[tuple[torch.Tensor, Optional[GlobalRows]]]:
+    """(this rank's indices, their rows in the global batch) for each global batch of the epoch.
+
+    Global batch i is order[i * B : (i + 1) * B] with B = local_batch * world, whatever the number
+    of processes; rank r takes its rows r, r + world, ... So the processes together see exactly the
+    batches one process would, every sample of a split is seen once (no rank drops a remainder),
+    and random draws made for the global batch can be sliced by `rows` (see `foveal.data.augment`).
+    """
+    B = local_batch * world
+    for i in range(num_batches(len(order), B, drop_last)):
+        g = order[i * B:(i + 1) * B]
+        if world == 1:
+            yield g, None  # the whole batch: nothing to slice
+            continue
+        rows = torch.arange(rank, len(g), world, device=order.device)
+        yield g[rows], GlobalRows(rows, len(g))
+
+
 class DeviceLoader:
     """Iterate (x, y) batches: x float (B, C, H, W) normalized, y (B,) int64 or (B, K) soft.
 
-    With `world > 1`, each rank takes every world-th sample of the same permutation. With
-    `balanced`, an epoch is len(split) draws from `balanced_indices` instead of a permutation.
+    With `world > 1`, each rank takes its rows of every global batch (`rank_batches`), and the
+    augmentation is drawn for the global batch and sliced, so N processes train on what one would.
+    With `balanced`, an epoch is len(split) draws from `balanced_indices` instead of a permutation.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, mean: list[float], std: list[float],
                  augment: Optional[Compose] = None, shuffle: bool = False, drop_last: bool = False,
                  seed: int = 0, rank: int = 0, world: int = 1, balanced: bool = False):
-        self.images = split.images.to(device, non_blocking=True)
+        self.images = split.images.load(device=device)  # (N, C, H, W) uint8 on the device
         self.labels = split.labels.to(device, non_blocking=True)
         self.batch_size = batch_size
         self.device = device
         self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
         self.shuffle = shuffle
         self.balanced = balanced
-        self.drop_last = drop_last and len(split) // world > batch_size
+        self.drop_last = drop_last
         self.seed, self.rank, self.world = seed, rank, world
         self.epoch = 0
         self.generator = torch.Generator(device=device)
@@ -113,23 +162,12 @@ class DeviceLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _order(self) -> torch.Tensor:
-        n = len(self.labels)
-        if self.balanced:
-            order = balanced_indices(self.labels, self.generator)
-        elif not self.shuffle:
-            order = torch.arange(n, device=self.device)
-        else:
-            order = torch.randperm(n, generator=self.generator, device=self.device)
-        return order[self.rank::self.world]
-
     def __len__(self) -> int:
-        n = len(self.labels) // self.world
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return num_batches(len(self.labels), self.batch_size * self.world, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        order = self._order()
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.normalize(self.images[idx], self.labels[idx], self.generator)
+        order = epoch_order(self.labels, self.generator, self.shuffle, self.balanced)
+        for idx, draw in rank_batches(order, self.batch_size, self.rank, self.world, self.drop_last):
+            if len(idx):  # empty only for a short last evaluation batch with fewer images than ranks
+                yield self.normalize(self.images[idx], self.labels[idx], self.generator, draw)

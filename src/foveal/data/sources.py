@@ -9,62 +9,20 @@ from __future__ import annotations
 
 import csv
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import DataConfig
-from ..registry import Registry
+from .bundle import DATASETS, DataBundle, Split
 from .decode import DecodeError, is_image_name, load_image, probe_channels
+from .images import FileImages, resize_u8
+from . import datasets  # noqa: F401  (registers mnist, fashion-mnist, kmnist, cifar10/100, medmnist)
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}
-
-
-@dataclass
-class Split:
-    images: torch.Tensor  # (N, C, H, W) uint8
-    labels: torch.Tensor  # (N,) int64
-    paths: Optional[list[str]] = None  # source file per image, when there are files
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, idx: torch.Tensor) -> "Split":
-        paths = [self.paths[i] for i in idx.tolist()] if self.paths is not None else None
-        return Split(self.images[idx], self.labels[idx], paths)
-
-
-@dataclass
-class DataBundle:
-    name: str
-    classes: list[str]
-    splits: dict[str, Split]
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def in_chans(self) -> int:
-        return next(iter(self.splits.values())).images.shape[1]
-
-    @property
-    def img_size(self) -> int:
-        return next(iter(self.splits.values())).images.shape[-1]
-
-
-# A named source: fn(cfg, img_size) -> DataBundle, with or without its own splits.
-DATASETS: Registry[Callable[[DataConfig, int], DataBundle]] = Registry("dataset")
-
-
-def resize_u8(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, h, w) uint8 -> (N, C, size, size) uint8, bilinear with antialiasing."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    out = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 @DATASETS.register("digits", native_size=8)
@@ -141,15 +99,13 @@ def bundle_from_items(name: str, items: list[tuple[Path, str, str]], classes: li
 def _lazy_bundle(name: str, items: list[tuple[Path, str, str]], classes: list[str], cfg: DataConfig,
                  img_size: int, in_chans: int, problems: list[str]) -> DataBundle:
     """Splits whose images stay in their files, for `foveal.data.stream.StreamLoader`."""
-    from .stream import FileImages
-
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split in dict.fromkeys(s for _, _, s in items):  # first-seen order
         chosen = [(str(p), index[c]) for p, c, s in items if s == split]
-        images = FileImages(tuple(p for p, _ in chosen), in_chans, img_size, cfg.resize, cfg.max_pixels)
-        splits[split] = Split(images, torch.tensor([y for _, y in chosen], dtype=torch.int64),  # type: ignore[arg-type]
-                              [p for p, _ in chosen])
+        images = FileImages(tuple(p for p, _ in chosen), in_chans, img_size, cfg.resize, cfg.max_pixels,
+                            max(1, cfg.workers))
+        splits[split] = Split(images, torch.tensor([y for _, y in chosen], dtype=torch.int64), [p for p, _ in chosen])
     return DataBundle(name, classes, splits, problems)
 
 
@@ -260,5 +216,3 @@ def load_source(cfg: DataConfig, img_size: int) -> DataBundle:
     raise ValueError(f"data source '{src}' is neither a known dataset ({', '.join(DATASETS.names())}) "
                      "nor an existing folder or CSV file")
 
-
-from . import datasets  # noqa: E402,F401  (registers mnist, fashion-mnist, kmnist, cifar10/100, medmnist)

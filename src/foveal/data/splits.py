@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import DataConfig
-from .sources import DataBundle, Split
+from .bundle import DataBundle, Split
 
 
 def stratified_indices(labels: torch.Tensor, fractions: list[float], seed: int) -> list[torch.Tensor]:
@@ -30,13 +30,7 @@ def stratified_indices(labels: torch.Tensor, fractions: list[float], seed: int) 
 
 def concat(a: Split, b: Split) -> Split:
     paths = a.paths + b.paths if a.paths is not None and b.paths is not None else None
-    if isinstance(a.images, torch.Tensor) and isinstance(b.images, torch.Tensor):
-        images = torch.cat([a.images, b.images])
-    elif not isinstance(a.images, torch.Tensor) and not isinstance(b.images, torch.Tensor):
-        images = a.images.cat(b.images)  # two file-backed (streamed) splits
-    else:
-        raise ValueError("cannot join an in-memory split with a streamed one; set data.in_memory explicitly")
-    return Split(images, torch.cat([a.labels, b.labels]), paths)
+    return Split(a.images.cat(b.images), torch.cat([a.labels, b.labels]), paths)
 
 
 def make_splits(bundle: DataBundle, cfg: DataConfig, seed: int) -> DataBundle:

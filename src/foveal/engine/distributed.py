@@ -112,14 +112,32 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, sync_bn: bool) -> nn.Module:
-    """DDP around `model` (optionally with synchronized batch norm); the model itself when not distributed."""
+def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """DDP around `model`; the model itself when not distributed.
+
+    DDP hooks the parameters that require grad when it is built: wrap again after changing
+    which parameters train (the trainer does, for linear probes and gradual unfreezing), never
+    before; `find_unused_parameters` is not needed, and its per-step graph walk is not paid."""
     if not info.enabled:
         return model
-    if sync_bn:
-        model = convert_sync_batchnorm(model, device)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (one element when not distributed)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed for draws that are not sliced from a global batch (dropout, drop-path, the adversarial
+    perturber's random starts): `seed` itself on rank 0, so one process is unchanged, and an
+    unrelated stream on every other rank, so ranks do not repeat each other's masks."""
+    return (seed + rank * 0x9E3779B97F4A7C15) % (2**63)
 
 
 def all_reduce_sum(tensors: list[torch.Tensor]) -> None:

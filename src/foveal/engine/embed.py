@@ -47,7 +47,7 @@ class EmbedResult:
 def embed_split(model: torch.nn.Module, images: Any, mean: list[float], std: list[float], device: torch.device,
                 batch_size: int = 256) -> np.ndarray:
     """(N, D) float32 pre-logit features of uint8 (N, C, H, W) images (a tensor or streamed files)."""
-    from ..data.sources import Split
+    from ..data.bundle import Split
     from ..data.stream import make_loader
 
     model.eval()

@@ -13,13 +13,18 @@ from .tta import tta_logits
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device, amp: bool = True,
+def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device, amp: bool = False,
              keep_logits: bool = False, tta: Sequence[str] = (),
              ) -> tuple[ConfusionMeter, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Run `model` over `loader`; return the filled meter and, if asked, all logits (N, K) and their
     labels (N,) on the CPU. The labels are those the loader gave: a streamed file that fails to
     decode is dropped from its batch, so they can be fewer than the split's. `tta`: test-time views
-    (foveal.engine.tta) whose logits are averaged."""
+    (foveal.engine.tta) whose logits are averaged.
+
+    `amp` (bf16 autocast on CUDA) is off by default: a finished model is evaluated, calibrated and
+    served in fp32 (`Predictor`, ONNX), so `eval` scores the very logits `predict` turns into
+    probabilities. Only the trainer's per-epoch validation, which merely picks the best epoch, may
+    turn it on for speed."""
     was_training = model.training
     model.eval()
     meter = ConfusionMeter(num_classes, device)

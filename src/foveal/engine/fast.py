@@ -114,7 +114,8 @@ def load_fast_data(name: str, data_dir: Optional[str] = None, img_size: int = 16
 
         split = load_digits(DataConfig(), img_size).splits["all"]
         n = int(0.8 * len(split))
-        return FastData("digits", split.images[:n], split.labels[:n], split.images[n:], split.labels[n:], 10)
+        x = split.images.load()
+        return FastData("digits", x[:n], split.labels[:n], x[n:], split.labels[n:], 10)
     if name not in ("mnist", "fashion-mnist"):
         raise ValueError(f"fast recipe data '{name}' is not one of mnist, fashion-mnist, digits")
     if not data_dir:

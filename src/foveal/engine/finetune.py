@@ -109,14 +109,28 @@ class Finetuner:
             return self.top
         return max(0, self.top - epoch // self.cfg.unfreeze_every)
 
+    def set_trainable(self, model: nn.Module, epoch: int) -> bool:
+        """Set requires_grad per parameter for `epoch`; True when the trainable set changed.
+
+        Called before DDP wraps the model and again at every epoch: DDP registers its gradient
+        hooks for the parameters that require grad when it is built, so the trainer re-wraps the
+        model whenever this returns True (see `Trainer.train_epoch`)."""
+        if self.cfg.finetune == "full":
+            return False
+        low = self.lowest_trainable_depth(epoch)
+        changed = False
+        for name, p in model.named_parameters():
+            want = self.ids.get(name, self.top) >= low
+            changed |= p.requires_grad != want
+            p.requires_grad_(want)
+        return changed
+
     def start_epoch(self, model: nn.Module, epoch: int) -> None:
-        """Set requires_grad per parameter and put modules whose parameters are all frozen in eval
-        mode (frozen batch-norm statistics; dropout off inside a frozen backbone)."""
+        """`set_trainable`, then put modules whose parameters are all frozen in eval mode (frozen
+        batch-norm statistics; dropout off inside a frozen backbone). After `model.train()`."""
         if self.cfg.finetune == "full":
             return
-        low = self.lowest_trainable_depth(epoch)
-        for name, p in model.named_parameters():
-            p.requires_grad_(self.ids.get(name, self.top) >= low)
+        self.set_trainable(model, epoch)
         for module in model.modules():
             params = list(module.parameters(recurse=False))
             if params and not any(p.requires_grad for p in params):

@@ -17,7 +17,7 @@ from ..config import DataConfig, from_dict
 from ..data import load_source
 from ..data.decode import DecodeError, list_images, load_image  # list_images: re-exported
 from ..data.loader import normalize_u8
-from ..data.sources import DataBundle
+from ..data.bundle import DataBundle
 from ..metrics import ConfusionMeter
 from .checkpoint import load_model
 from .device import resolve_device
@@ -86,6 +86,11 @@ def eval_data(meta: dict[str, Any], data: Optional[str], split: str, data_dir: O
     seed = saved.get("train", {}).get("seed", 0)
     if data is None:
         from ..data import make_splits
+
+        if dcfg.source == "arrays":
+            raise ValueError("this run was trained on numpy arrays (Classifier.fit(x, y)), which are not saved with "
+                             "it: pass the images to use with --data (a folder, CSV manifest or dataset name), or "
+                             "call Classifier.evaluate(x, y) / predict(x) in Python")
 
         bundle = make_splits(load_source(dcfg, meta["img_size"]), dcfg, seed)
         chosen = {split: bundle.splits[split]}

@@ -10,7 +10,8 @@ import torch
 from ..config import RunConfig
 from ..data import DataBundle, load_source, make_splits, mean_std
 from ..data.loader import normalize_u8
-from ..data.sources import Split, resize_u8
+from ..data.bundle import Split
+from ..data.images import ImageStore
 from ..models import model_meta
 
 
@@ -25,27 +26,14 @@ def match_channels(bundle: DataBundle, in_chans: int) -> DataBundle:
     """Convert every split to `in_chans` (gray->RGB repeats; RGB->gray by ITU-R 601 luma)."""
     if bundle.in_chans == in_chans:
         return bundle
-    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-
-    def conv(x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):  # streamed images: decoded straight to in_chans
-            return x.with_format(in_chans=in_chans)
-        if in_chans == 3 and x.shape[1] == 1:
-            return x.expand(-1, 3, -1, -1).contiguous()
-        if in_chans == 1 and x.shape[1] == 3:
-            return (x.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-        raise ValueError(f"cannot convert {x.shape[1]}-channel images to {in_chans} channels")
-
-    splits = {k: Split(conv(s.images), s.labels, s.paths) for k, s in bundle.splits.items()}
+    splits = {k: Split(s.images.with_format(in_chans=in_chans), s.labels, s.paths) for k, s in bundle.splits.items()}
     return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
 
 
 def match_size(bundle: DataBundle, img_size: int) -> DataBundle:
     if bundle.img_size == img_size:
         return bundle
-    splits = {k: Split(resize_u8(s.images, img_size) if isinstance(s.images, torch.Tensor)
-                       else s.images.with_format(img_size=img_size), s.labels, s.paths)
-              for k, s in bundle.splits.items()}
+    splits = {k: Split(s.images.with_format(img_size=img_size), s.labels, s.paths) for k, s in bundle.splits.items()}
     return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
 
 
@@ -69,20 +57,16 @@ def prepare_data(cfg: RunConfig, bundle: Optional[DataBundle] = None,
     return bundle, dataclasses.replace(cfg, data=data)
 
 
-def init_from_data(model: torch.nn.Module, images, mean: list[float], std: list[float]) -> None:
+def init_from_data(model: torch.nn.Module, images: ImageStore, mean: list[float], std: list[float]) -> None:
     """Give a model that asks for it (`init_from_data` overridden, e.g. AirNet's patch whitening)
     a sample of normalized training images; other models are left alone.
 
-    In-memory images: up to 2048 evenly spaced (folders come sorted by class, so a prefix would
-    hold one class); streamed files: a seeded sample of 512. Deterministic, so every rank of a
-    distributed job computes the same filters.
+    Up to 2048 evenly spaced images (folders come sorted by class, so a prefix would hold one
+    class; streamed files give at most 512, see `FileImages.sample`). Deterministic, so every
+    rank of a distributed job computes the same filters.
     """
     from ..models.base import needs_data_init
 
     if not needs_data_init(model):
         return
-    if isinstance(images, torch.Tensor):
-        sample = images[torch.linspace(0, len(images) - 1, min(2048, len(images))).long()]
-    else:
-        sample = images.sample(512)
-    model.init_from_data(normalize_u8(sample, mean, std))
+    model.init_from_data(normalize_u8(images.sample(2048), mean, std))

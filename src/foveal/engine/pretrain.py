@@ -69,7 +69,7 @@ def load_ssl_data(cfg: RunConfig, log: Callable[[str], None] = print) -> tuple[D
     flat = _flat_folder_bundle(Path(cfg.data.source), cfg, img_size) if cfg.data.source else None
     bundle, cfg = prepare_data(cfg, flat, log=log)
     for name, s in bundle.splits.items():
-        if not isinstance(s.images, torch.Tensor):
+        if not s.images.in_memory:
             raise ValueError(f"pretraining keeps images in memory; the '{name}' split of '{cfg.data.source}' is "
                              "streamed from files: set --data.in_memory true (or --img-size smaller)")
     return bundle, cfg, flat is None and len(bundle.classes) > 1
@@ -203,8 +203,8 @@ def knn_accuracy(backbone: nn.Module, bundle: DataBundle, cfg: RunConfig, ssl: S
     train, val = bundle.splits["train"], bundle.splits["val"]
     keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:ssl.knn_bank]
     d = cfg.data
-    bank = embed_images(backbone, train.images[keep], d.mean, d.std, device)
-    query = embed_images(backbone, val.images, d.mean, d.std, device)
+    bank = embed_images(backbone, train.images.load(keep), d.mean, d.std, device)
+    query = embed_images(backbone, val.images.load(), d.mean, d.std, device)
     pred = knn_predict(bank, train.labels[keep].to(device), query, len(bundle.classes), ssl.knn_k, ssl.knn_t)
     return (pred == val.labels.to(device)).float().mean().item()  # one sync per evaluation
 
@@ -236,6 +236,12 @@ class Pretrainer:
         self.cfg, self.ssl, self.log = cfg, ssl, log
 
     def setup(self) -> None:
+        from .distributed import env_info
+
+        if env_info().enabled or self.cfg.train.devices > 1:
+            raise ValueError("foveal pretrain runs in one process (it has no distributed step yet); run it without "
+                             "torchrun and without --train.devices, then fine-tune with `foveal train --pretrained "
+                             "RUN`, which does run on several processes")
         self.device = resolve_device(self.cfg.train.device)
         warn_slow_cpu_bf16(self.device, self.cfg.train.cpu_bf16, self.log)
         seed_everything(self.cfg.train.seed, self.cfg.train.deterministic)
@@ -247,11 +253,12 @@ class Pretrainer:
         runs.write_config(self.run_dir, cfg)
         write_json(self.run_dir / "ssl.json", dataclasses.asdict(self.ssl))
         splits = self.data.splits
-        self.images = concat(splits["train"], splits["val"]).images.to(self.device)  # (N, C, H, W) uint8
+        pool = concat(splits["train"], splits["val"]).images
+        self.images = pool.load(device=self.device)  # (N, C, H, W) uint8
         torch.manual_seed(cfg.train.seed)
         backbone = create_model(cfg.model.name, num_classes=0, in_chans=d.in_chans, img_size=d.img_size,
                                 drop_rate=0.0, drop_path_rate=cfg.model.drop_path_rate, pretrained=None)
-        init_from_data(backbone, self.images.cpu(), d.mean, d.std)  # e.g. AirNet's whitening filters
+        init_from_data(backbone, pool, d.mean, d.std)  # e.g. AirNet's whitening filters
         self.model = build_ssl_model(backbone, self.ssl).to(self.device)
         if cfg.train.channels_last:  # NHWC weights: the convs then run (and output) channels-last
             self.model.to(memory_format=torch.channels_last)

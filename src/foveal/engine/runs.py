@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 from ..config import RunConfig, dump_yaml
 from ..io import write_text
 
+RUN_MARKER = ".foveal-run"  # empty file whose atomic creation claims a run folder for one job
+
 
 def default_name(cfg: RunConfig) -> str:
     src = Path(cfg.data.source).stem if cfg.data.source else "data"
@@ -20,14 +23,40 @@ def default_name(cfg: RunConfig) -> str:
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
-    """runs/<name>, or runs/<name>-2, -3... so an existing run is never overwritten."""
+    """runs/<name>, or runs/<name>-2, -3... so an existing run is never overwritten.
+
+    The folder is claimed atomically (see `_claim`), so jobs started at the same moment with
+    the same config each get their own folder instead of writing into one.
+    """
     base = Path(cfg.train.out_dir) / (cfg.train.name or default_name(cfg))
     path, k = base, 2
-    while path.exists() and any(path.iterdir()):
+    while not _claim(path):
         path = base.with_name(f"{base.name}-{k}")
         k += 1
-    path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _claim(path: Path) -> bool:
+    """Make `path` this job's run folder; False when it is taken (or is not a folder).
+
+    Creating RUN_MARKER with O_CREAT | O_EXCL is the claim: the OS lets exactly one caller
+    create it. An existing folder is claimed only while empty (e.g. made by a user beforehand),
+    and a folder this call just made is claimed the same way, since another job may see it
+    empty before our marker lands.
+    """
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        try:
+            if not path.is_dir() or any(path.iterdir()):
+                return False  # an earlier run, a user's files, or a file of that name
+        except OSError:  # removed or unreadable since: not ours to use
+            return False
+    try:
+        os.close(os.open(path / RUN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        return False  # another job marked it first
+    return True
 
 
 def find_run_dir(cfg: RunConfig) -> Path:

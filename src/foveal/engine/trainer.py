@@ -120,9 +120,9 @@ class Trainer:
         self.model.to(self.device)
         if cfg.train.channels_last:  # before DDP wraps it, so its buckets see the final strides
             self.model.to(memory_format=torch.channels_last)
-        self.train_model = dist.wrap_model(self.model, self.dist, self.device, cfg.train.sync_bn)
-        if cfg.train.compile:  # only the training path; eval and checkpoints use the eager module
-            self.train_model = torch.compile(self.train_model, mode=cfg.train.compile_mode)
+        if cfg.train.sync_bn and self.dist.enabled:  # before the optimizer: new modules, new parameters
+            self.model = dist.convert_sync_batchnorm(self.model, self.device)
+        self.train_model: Optional[nn.Module] = None  # DDP / compiled wrapper, built by _wrap per trainable set
         self._build_loaders()
         weights = None
         if cfg.data.balance == "weights":
@@ -172,18 +172,30 @@ class Trainer:
         return model_meta(self.model, self.data.classes, d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg),
                           {"tta": list(self.cfg.train.tta), **(extra or {})})
 
+    def _wrap(self) -> nn.Module:
+        """The module the step runs: DDP around the model when distributed, compiled when asked.
+        Built after the epoch's trainable parameters are set (see `Finetuner.set_trainable`)."""
+        model = dist.wrap_model(self.model, self.dist, self.device)
+        if self.cfg.train.compile:  # only the training path; eval and checkpoints use the eager module
+            model = torch.compile(model, mode=self.cfg.train.compile_mode)
+        return model
+
     @property
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
     # ---- the loop -------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg, model, loader = self.cfg, self.train_model, self.train_loader
+        cfg, loader = self.cfg, self.train_loader
+        if self.finetuner.set_trainable(self.model, epoch) or self.train_model is None:
+            self.train_model = self._wrap()  # DDP hooks exactly the parameters that train this epoch
+        model = self.train_model
         model.train()
-        self.finetuner.start_epoch(self.model, epoch)  # linear probe / gradual unfreezing
+        self.finetuner.start_epoch(self.model, epoch)  # frozen modules in eval mode (linear probe, gradual)
         loader.set_epoch(epoch)
         self.mixer.set_epoch(epoch)
-        torch.manual_seed(epoch_seed(cfg.train.seed, epoch) + 1)  # dropout/drop-path draws of this epoch
+        # dropout/drop-path (and perturber) draws of this epoch, a stream of their own on each rank
+        torch.manual_seed(dist.rank_seed(epoch_seed(cfg.train.seed, epoch) + 1, self.dist.rank))
         loss_sum = torch.zeros((), device=self.device)
         meter = ConfusionMeter(len(self.data.classes), self.device, topk=0)
         seen, t0 = 0, time.perf_counter()
@@ -204,7 +216,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
@@ -225,7 +237,8 @@ class Trainer:
                 "images_per_s": seen / max(seconds, 1e-9), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def validate(self) -> dict[str, Any]:
-        meter, _, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device, self.cfg.train.amp)
+        meter, _, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device,
+                               amp=self.cfg.train.amp)  # per-epoch selection may run bf16 on CUDA; the final test is fp32
         dist.all_reduce_sum(meter.state())  # each rank saw its shard of the split
         return meter.compute(self.data.classes)
 
@@ -255,13 +268,16 @@ class Trainer:
             save_resume(self.run_dir / "resume.safetensors", self.model, self.optimizer, self.ema,
                         dataclasses.asdict(st))
             runs.write_history(self.run_dir, st.history)
-            self._write_stream_problems()
+        self._write_stream_problems()
         return row
 
-    def _write_stream_problems(self) -> None:
-        """Streamed files that fail to decode are found while training: add them to data_problems.json."""
+    def _write_stream_problems(self, gather: bool = True) -> None:
+        """Streamed files that fail to decode are found while training, by whichever rank reads them:
+        gather every rank's (a collective: all ranks call this) and add them to data_problems.json."""
         found = [p for ld in (self.train_loader, self.val_loader, self.test_loader) for p in getattr(ld, "problems", ())]
-        if found:
+        if gather:
+            found = [p for rank_found in dist.all_gather_object(found) for p in rank_found]
+        if found and self.dist.is_main:
             write_json(self.run_dir / "data_problems.json", list(dict.fromkeys(self.data.problems + found)))
 
     def fit(self) -> Optional[RunResult]:
@@ -302,14 +318,14 @@ class Trainer:
         model, meta = load_model(self.run_dir, self.device)
         meta = self.calibrate(model, meta)
         meter, logits, labels = evaluate(model, self.test_loader, len(self.data.classes), self.device,
-                                         self.cfg.train.amp, keep_logits=True, tta=self.cfg.train.tta)
+                                         keep_logits=True, tta=self.cfg.train.tta)  # fp32, as predict and serve
         metrics = meter.compute(self.data.classes)
         metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time)
         metrics["calibration"] = {"temperature": meta["temperature"],
                                   "before": reliability(logits, labels), "after": reliability(logits, labels, 15,
                                                                                               meta["temperature"])}
         save_eval(self.run_dir, metrics, prefix="test")
-        self._write_stream_problems()
+        self._write_stream_problems(gather=False)  # rank 0 alone evaluates the test split
         self.log(format_report(metrics))
         self.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {self.state.best_epoch}); "
                  f"training took {self.state.train_time:.1f}s; run folder: {self.run_dir}")
@@ -326,7 +342,7 @@ class Trainer:
         full_val = make_loader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std,
                                workers=d.workers)
         _, val_logits, val_labels = evaluate(model, full_val, len(self.data.classes), self.device,
-                                             self.cfg.train.amp, keep_logits=True, tta=self.cfg.train.tta)
+                                             keep_logits=True, tta=self.cfg.train.tta)  # fp32, as predict and serve
         meta = {**meta, "temperature": fit_temperature(val_logits, val_labels)}
         save_weights(self.run_dir / "best.safetensors", model, meta)
         return meta

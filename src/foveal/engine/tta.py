@@ -5,7 +5,8 @@ its mirror image ("flip"), then ("shift") the same views moved one pixel up-left
 down-right (reflect padding), the shifted views together weighted as much as the centred ones.
 Used by the fast recipe and, through `train.tta`, by the Trainer's final evaluation, `eval`,
 `predict` and the report; the saved weights record it (metadata key ``tta``). Exported ONNX
-graphs hold the plain model, without these views.
+graphs hold the plain model; `foveal.export.runtime.tta_views` makes the same views in numpy
+(that module runs without torch), so `predict` / `serve` on an .onnx average the same logits.
 """
 
 from __future__ import annotations

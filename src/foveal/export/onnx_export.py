@@ -45,7 +45,8 @@ class Preprocessed(nn.Module):
 
 def onnx_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The subset of run metadata an ONNX-only predictor needs (no training config)."""
-    keys = ("model", "classes", "in_chans", "img_size", "resize", "mean", "std", "foveal_version")
+    # tta: the runtime applies the run's test-time views around the plain graph (the temperature was fitted on them)
+    keys = ("model", "classes", "in_chans", "img_size", "resize", "mean", "std", "tta", "foveal_version")
     out = {k: meta[k] for k in keys if k in meta}
     out.update(format="foveal-onnx/1", temperature=float(meta.get("temperature", 1.0)),
                input={"name": INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "range": "0..255",
@@ -78,8 +79,13 @@ def export_onnx(model: nn.Module, meta: dict[str, Any], path: str | Path) -> Pat
         # The dynamo exporter needs onnxscript, which the light install lacks; the TorchScript
         # exporter handles every model in the zoo and warns about its deprecation and traces.
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapped, (example,), str(tmp), dynamo=False, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=OPSET, do_constant_folding=True,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        try:
+            torch.onnx.export(wrapped, (example,), str(tmp), dynamo=False, input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], opset_version=OPSET, do_constant_folding=True,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        except torch.onnx.errors.OnnxExporterError as e:  # e.g. an adaptive pool that upsamples (LeNet-5 < 28 px)
+            first = str(e).split(". ")[0]
+            raise ValueError(f"{meta.get('model')} at {s} px cannot be exported to ONNX: {first}. Train it at its "
+                             "default input size (`foveal models` lists them) to export it") from None
     write_onnx_meta(path, onnx_meta(meta), {"precision": "float32"})
     return path

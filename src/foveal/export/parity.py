@@ -54,7 +54,7 @@ def _split_arrays(meta: dict[str, Any], split: str, limit: Optional[int], seed: 
     idx = torch.arange(len(part))
     if limit is not None and limit < len(part):
         idx = torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-    return part.images[idx].numpy(), part.labels[idx].numpy()
+    return part.images.load(idx).numpy(), part.labels[idx].numpy()
 
 
 @torch.inference_mode()

@@ -2,7 +2,9 @@
 
 Nothing here imports torch (the inference install has none); images are read by
 `foveal.data.decode.read_image`, the decoder behind training and `Predictor` too, so an
-exported model sees exactly the pixels the eager one did.
+exported model sees exactly the pixels the eager one did. The graph holds the plain model;
+the run's test-time views (metadata key ``tta``) are made here, in numpy, so the calibrated
+temperature meets the averaged logits it was fitted on, as in `Predictor`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 META_KEY = "foveal"  # key of our JSON metadata in the ONNX metadata_props
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+TTA_VIEWS = ("flip", "shift")  # as foveal.engine.tta.TTA_VIEWS (a test checks they agree)
 
 
 def read_onnx_meta(path: str | Path) -> dict[str, Any]:
@@ -57,6 +60,37 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def check_views(views: Sequence[str]) -> list[str]:
+    """The TTA view names of a model's metadata; one this runtime does not know is an error, since
+    skipping it would silently change the probabilities the temperature was calibrated for."""
+    bad = [v for v in views if v not in TTA_VIEWS]
+    if bad:
+        raise ValueError(f"test-time augmentation {', '.join(map(repr, bad))} is not one of {', '.join(TTA_VIEWS)}; "
+                         "update foveal to run this model")
+    return list(views)
+
+
+def tta_views(images_u8: np.ndarray, views: Sequence[str]) -> tuple[list[np.ndarray], list[float]]:
+    """The test-time views of `images_u8` (N, C, H, W) and their weights in the logit average (sum 1).
+
+    The numpy twin of `foveal.engine.tta.tta_logits`, view for view and weight for weight (the image
+    and its mirror; then, shifted one pixel up-left and down-right with reflect padding, weighted as
+    much together as the centred ones). Written again rather than shared because this module must
+    import without torch (the `infer` install); tests/export/test_onnx_tta.py holds the two equal.
+    Views of the uint8 pixels equal views of the normalized ones: normalization is per channel and
+    the views only move pixels, so the graph may normalize after.
+    """
+    flip = "flip" in check_views(views)
+    centred = [images_u8] + ([images_u8[..., ::-1]] if flip else [])
+    if "shift" not in views:
+        return centred, [1.0 / len(centred)] * len(centred)
+    H, W = images_u8.shape[-2:]
+    padded = np.pad(images_u8, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")  # torch's 'reflect'
+    shifted = [padded[..., :H, :W], padded[..., 2:, 2:]]
+    shifted += [s[..., ::-1] for s in shifted] if flip else []
+    return centred + shifted, [0.5 / len(centred)] * len(centred) + [0.5 / len(shifted)] * len(shifted)
+
+
 def topk_records(probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]:
     """Per row: {'class': best, 'top': [{'class', 'prob'}...]} in decreasing probability."""
     k = min(k, len(classes))
@@ -75,6 +109,7 @@ class OnnxPredictor:
         self.session, self.meta = session, meta
         self.classes: list[str] = list(meta["classes"])
         self.temperature = float(meta.get("temperature", 1.0))
+        self.tta: list[str] = check_views(meta.get("tta", []))  # test-time views the temperature was fitted with
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None) -> "OnnxPredictor":
@@ -89,14 +124,31 @@ class OnnxPredictor:
         return read_image(path, m["img_size"], m["in_chans"], m.get("resize", "squash"), max_pixels)
 
     def logits(self, images_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """(N, C, H, W) uint8 -> (N, K) float32 logits, run in chunks of `batch_size`."""
+        """(N, C, H, W) uint8 -> (N, K) float32 logits of the plain graph (no test-time views), run in
+        chunks of `batch_size`: what the export parity check compares with the eager model."""
         images_u8 = np.ascontiguousarray(images_u8, dtype=np.uint8)
         outs = [self.session.run(None, {INPUT_NAME: images_u8[i:i + batch_size]})[0]
                 for i in range(0, len(images_u8), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
 
+    def tta_logits(self, images_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, C, H, W) uint8 -> (N, K) float32 logits averaged over the run's test-time views, as
+        `Predictor` computes them; each chunk of `batch_size` images goes through the session once,
+        all its views stacked (V * B images)."""
+        if not self.tta:
+            return self.logits(images_u8, batch_size)
+        images_u8 = np.asarray(images_u8, dtype=np.uint8)
+        outs = []
+        for i in range(0, len(images_u8), batch_size):
+            views, weights = tta_views(images_u8[i:i + batch_size], self.tta)
+            stacked = np.ascontiguousarray(np.concatenate(views))  # (V * B, C, H, W)
+            out = self.session.run(None, {INPUT_NAME: stacked})[0].reshape(len(views), len(views[0]), -1)
+            outs.append(np.einsum("v,vnk->nk", np.asarray(weights, np.float32), out))  # (B, K)
+        return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
+
     def probabilities(self, images_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        return softmax(self.logits(images_u8, batch_size), self.temperature)
+        """(N, C, H, W) uint8 -> (N, K) temperature-scaled probabilities of the TTA-averaged logits."""
+        return softmax(self.tta_logits(images_u8, batch_size), self.temperature)
 
     def predict(self, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 64) -> list[dict[str, Any]]:
         """One record per image file: path and top-k; unreadable files get an 'error'."""

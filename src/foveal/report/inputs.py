@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..data.images import ImageStore
 from ..data.loader import normalize_u8
 from ..io import read_result_json
 from ..metrics.calibration import reliability
@@ -25,7 +26,7 @@ class ReportInputs:
     metrics: dict[str, Any]  # ConfusionMeter.compute() output, plus split / calibration / timing keys
     history: list[dict[str, Any]] = field(default_factory=list)
     logits: Optional[torch.Tensor] = None  # (N, K) on the evaluated split, in its order
-    images: Optional[torch.Tensor] = None  # (N, C, H, W) uint8, same order
+    images: Optional[ImageStore] = None  # (N, C, H, W) uint8 (in memory or files), same order
     labels: Optional[torch.Tensor] = None  # (N,)
     paths: Optional[list[str]] = None
     model: Optional[nn.Module] = None
@@ -103,10 +104,11 @@ def gallery_items(inp: ReportInputs, k: int = 12) -> Optional[list[dict[str, Any
     if len(idx) == 0:
         return []
     device = next(inp.model.parameters()).device
-    x = normalize_u8(inp.images[idx].to(device), inp.meta["mean"], inp.meta["std"])
+    images = inp.images.load(idx)  # (k, C, H, W) uint8: decodes only these k when streamed
+    x = normalize_u8(images.to(device), inp.meta["mean"], inp.meta["std"])
     maps = explain(inp.model, x, "gradcam", target=pred[idx].to(device)).cpu()
     classes = inp.meta["classes"]
-    return [{"image": overlay_png(inp.images[i], torch.zeros(maps.shape[-2:]), alpha=0.0),
-             "overlay": overlay_png(inp.images[i], maps[n]), "true": classes[int(labels[i])],
+    return [{"image": overlay_png(images[n], torch.zeros(maps.shape[-2:]), alpha=0.0),
+             "overlay": overlay_png(images[n], maps[n]), "true": classes[int(labels[i])],
              "pred": classes[int(pred[i])], "conf": float(conf[i]),
              "path": inp.paths[i] if inp.paths else None} for n, i in enumerate(idx.tolist())]

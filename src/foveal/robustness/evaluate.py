@@ -50,7 +50,7 @@ class RobustSpec:
     eps_linf: Sequence[float] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 0.1, 0.2, 0.3)
     eps_l2: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0)
     pgd_steps: int = 20
-    attack_limit: int = 500  # attack the first N images (attacks cost steps x a forward-backward each)
+    attack_limit: int = 500  # attack N images (a seeded random subset) (attacks cost steps x a forward-backward each)
     batch_size: int = 256
     seed: int = 0
     skip: Sequence[str] = field(default_factory=tuple)  # any of 'corruptions', 'noise', 'occlusion', 'attacks'
@@ -153,16 +153,26 @@ def evaluate_robustness(model: nn.Module, meta: dict[str, Any], images: torch.Te
     res["warnings"] = []
     if "attacks" not in spec.skip:
         n = min(spec.attack_limit, len(images))
-        x = images[:n].float() / 255
+        pick = spread_subset(labels, n, spec.seed)  # not a prefix: splits are often sorted by class
+        x = images[pick].float() / 255
         attacks = (AttackSpec("fgsm", "linf"), AttackSpec("pgd", "linf", spec.pgd_steps),
                    AttackSpec("fgsm", "l2"), AttackSpec("pgd", "l2", spec.pgd_steps))
-        sweep = attack_sweep(net, x, labels[:n], spec.eps_linf, spec.eps_l2, attacks, spec.batch_size, spec.seed)
+        sweep = attack_sweep(net, x, labels[pick], spec.eps_linf, spec.eps_l2, attacks, spec.batch_size, spec.seed)
         res.update({k: sweep[k] for k in ("attacks", "attack_loss", "clean_loss", "zero_grad_fraction", "huge_eps",
                                           "warnings", "suspect_gradient_masking")})
         res["attack_n"] = n
         for w in res["warnings"]:
             log(f"WARNING (gradient masking?): {w}")
     return res
+
+
+def spread_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """n indices of a seeded random draw without replacement, in increasing order: every class in
+    about its share, whatever order the split comes in (folders and named test sets come sorted by
+    class, where the first n would hold one or two classes). All indices when n >= len(labels)."""
+    if n >= len(labels):
+        return torch.arange(len(labels))
+    return torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
 def write_robustness(run_dir: str | Path, result: dict[str, Any]) -> list[Path]:

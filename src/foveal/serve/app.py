@@ -3,7 +3,8 @@
 Limits, each answered with a JSON 4xx/5xx `{"error": ...}` while the server keeps serving:
 upload size (413, refused from Content-Length before reading, or when a streamed body passes
 the cap), pixel count (400, the decoder's decompression-bomb guard), undecodable files (400),
-missing file field (422), too many requests in flight (503).
+missing file field (422), too many requests in flight (503), too many upload bytes held at once
+across requests (503), and a dead micro-batching task (503 from /predict and /health alike).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
 from .backend import Backend, load_backend
-from .batcher import MicroBatcher
+from .batcher import BatcherStopped, MicroBatcher
 from .page import PAGE_HTML
 
 
@@ -34,6 +35,7 @@ class ServeSettings:
     max_wait_ms: float = 5.0  # longest the first image of a batch waits for company
     backend: Optional[str] = None  # 'torch' | 'onnx'; None: from the model file
     max_upload_mb: float = 20.0  # whole request body
+    max_uploads_in_flight_mb: float = 256.0  # request bodies held at once, all requests together; past it 503
     max_pixels: int = 40_000_000  # per image, checked from the header before decoding
     max_files: int = 64  # images per request
     max_in_flight: int = 512  # concurrent /predict requests before 503
@@ -41,39 +43,88 @@ class ServeSettings:
     topk: int = 5
 
 
-class BodyTooLarge(Exception):
+MIB = 1024 * 1024
+
+
+class BodyRefused(Exception):
+    """A request body refused while streaming in; `status` is the HTTP answer."""
+
+    status = 413
+
+
+class BodyTooLarge(BodyRefused):
     """The request body passed the upload cap while streaming in."""
 
 
-class BodyLimit:
-    """ASGI middleware: 413 from Content-Length before reading, or raise BodyTooLarge while reading.
+class UploadsBusy(BodyRefused):
+    """Taking this body would pass the budget of upload bytes held at once."""
 
-    Starlette parses multipart into temp files without a total cap, so the cap sits here, on
-    the raw byte stream: a 50 MB upload is refused after at most `max_bytes` have been read.
+    status = 503
+
+
+class UploadBudget:
+    """Bytes of request bodies held at once, all requests together, capped at `limit`.
+
+    512 requests in flight x a 20 MB cap could hold ~10 GB before any decoding; this bounds
+    the sum. Touched only on the event loop, with no await between check and add, so a plain
+    counter needs no lock.
     """
 
-    def __init__(self, app: Any, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    def take(self, n: int) -> None:
+        if self.held + n > self.limit:
+            raise UploadsBusy(f"server busy: uploads in flight hold {self.held:,} bytes and this one needs "
+                              f"{n:,} more, over the limit of {self.limit:,} bytes (max_uploads_in_flight_mb); "
+                              "retry later")
+        self.held += n
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over the upload cap (413) or the shared budget (503).
+
+    From Content-Length before reading anything (its bytes are reserved up front), else while
+    reading: chunks are counted as they arrive and BodyRefused is raised. Starlette parses
+    multipart into temp files without a total cap, so the caps sit here, on the raw byte
+    stream: a 50 MB upload is refused after at most `max_bytes` have been read.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, budget: UploadBudget):
+        self.app, self.max_bytes, self.budget = app, max_bytes, budget
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            resp = JSONResponse({"error": f"upload of {int(declared):,} bytes is over the limit of "
-                                          f"{self.max_bytes:,} bytes"}, status_code=413)
+        declared = int(declared) if declared is not None and declared.isdigit() else 0
+        if declared > self.max_bytes:
+            resp = _error(413, f"upload of {declared:,} bytes is over the limit of {self.max_bytes:,} bytes")
             return await resp(scope, receive, send)
-        seen = 0
+        try:
+            self.budget.take(declared)
+        except UploadsBusy as e:
+            return await _error(503, str(e))(scope, receive, send)
+        seen, reserved = 0, declared
 
         async def limited() -> dict:
-            nonlocal seen
+            nonlocal seen, reserved
             msg = await receive()
             seen += len(msg.get("body", b""))
             if seen > self.max_bytes:
                 raise BodyTooLarge(f"upload is over the limit of {self.max_bytes:,} bytes")
+            if seen > reserved:  # no Content-Length (chunked), or more than declared: take as it comes
+                self.budget.take(seen - reserved)
+                reserved = seen
             return msg
 
-        await self.app(scope, limited, send)
+        try:
+            await self.app(scope, limited, send)
+        finally:  # the app has answered and dropped the form: its bytes are no longer held
+            self.budget.give(reserved)
 
 
 class Metrics:
@@ -126,9 +177,20 @@ def _decode_upload(backend: Backend, upload: Any, max_pixels: int) -> np.ndarray
         Path(tmp).unlink(missing_ok=True)
 
 
+def _upload_budget(s: ServeSettings) -> UploadBudget:
+    """The shared budget of upload bytes; refuses settings under which a body the upload cap
+    allows could never fit, since such a request would get 'retry later' forever."""
+    if s.max_uploads_in_flight_mb < s.max_upload_mb:
+        raise ValueError(f"max_uploads_in_flight_mb ({s.max_uploads_in_flight_mb}) is below max_upload_mb "
+                         f"({s.max_upload_mb}): one allowed upload could never be taken; raise it to at least "
+                         f"{s.max_upload_mb}")
+    return UploadBudget(int(s.max_uploads_in_flight_mb * MIB))
+
+
 def create_app(model: str | Path | Backend, settings: Optional[ServeSettings] = None) -> FastAPI:
     """The FastAPI app serving `model` (run folder, weights, .onnx, or a loaded Backend)."""
     s = settings or ServeSettings()
+    budget = _upload_budget(s)  # before loading: a settings mistake should cost nothing
     backend = model if isinstance(model, Backend) else load_backend(model, s.backend, s.threads)
     batcher = MicroBatcher(backend.probabilities, s.max_batch, s.max_wait_ms)
     metrics = Metrics()
@@ -141,8 +203,9 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeSettings] = 
         await batcher.stop()
 
     app = FastAPI(title="foveal", lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=int(s.max_upload_mb * 1024 * 1024))
+    app.add_middleware(BodyLimit, max_bytes=int(s.max_upload_mb * MIB), budget=budget)
     app.state.backend, app.state.batcher, app.state.settings = backend, batcher, s
+    app.state.upload_budget = budget
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, e: HTTPException) -> JSONResponse:
@@ -157,9 +220,13 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeSettings] = 
         return PAGE_HTML
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": backend.meta.get("model"), "backend": backend.name,
-                "queue": batcher.pending, "in_flight": in_flight}
+    async def health() -> JSONResponse:
+        state = {"model": backend.meta.get("model"), "backend": backend.name, "queue": batcher.pending,
+                 "in_flight": in_flight, "upload_bytes_in_flight": budget.held}
+        reason = batcher.failure()
+        if reason is not None:  # the process is up but cannot answer /predict: a load balancer must know
+            return JSONResponse({"status": "error", "error": reason, **state}, status_code=503)
+        return JSONResponse({"status": "ok", **state})
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
@@ -173,7 +240,10 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeSettings] = 
     async def predict(request: Request) -> JSONResponse:
         nonlocal in_flight
         t0 = time.perf_counter()
-        if in_flight >= s.max_in_flight:
+        dead = batcher.failure()
+        if dead is not None:
+            resp = _error(503, f"cannot serve: {dead}; restart the server")
+        elif in_flight >= s.max_in_flight:
             resp = _error(503, f"server busy: {in_flight} requests in flight (limit {s.max_in_flight}); retry later")
         else:
             in_flight += 1
@@ -181,6 +251,8 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeSettings] = 
                 resp = await _predict(request)
             except HTTPException as e:
                 resp = _error(e.status_code, str(e.detail))
+            except BatcherStopped as e:  # the collector died while this request waited
+                resp = _error(503, f"cannot serve: {e}; restart the server")
             except Exception as e:  # a model failure answers 500 for this request; the server goes on
                 resp = _error(500, f"inference failed: {type(e).__name__}: {e}")
             finally:
@@ -191,8 +263,8 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeSettings] = 
     async def _predict(request: Request) -> JSONResponse:
         try:
             form = await request.form(max_files=s.max_files)
-        except BodyTooLarge as e:
-            raise HTTPException(413, str(e)) from None
+        except BodyRefused as e:
+            raise HTTPException(e.status, str(e)) from None
         except Exception as e:  # malformed multipart / wrong content type
             raise HTTPException(400, f"could not read a multipart form ({type(e).__name__}: {e}); "
                                 "send the image as multipart/form-data field 'file'") from None

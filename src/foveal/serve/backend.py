@@ -1,8 +1,9 @@
 """What the server runs: a run folder through PyTorch, or an exported .onnx through ONNX Runtime.
 
 Both read images with `foveal.data.decode.load_image` (the decoder used for training and
-`Predictor`) and return temperature-scaled probabilities, so the server answers exactly what
-`foveal predict` prints for the same file.
+`Predictor`) and return temperature-scaled probabilities of the logits averaged over the run's
+test-time views (metadata ``tta``), so the server answers exactly what `foveal predict` prints
+for the same file, whichever backend runs it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Backend:
         return read_image(path, m["img_size"], m["in_chans"], m.get("resize", "squash"), max_pixels)
 
     def public_meta(self) -> dict[str, Any]:
-        keys = ("model", "classes", "in_chans", "img_size", "resize", "mean", "std", "temperature")
+        keys = ("model", "classes", "in_chans", "img_size", "resize", "mean", "std", "temperature", "tta")
         return {"backend": self.name, **{k: self.meta[k] for k in keys if k in self.meta}}
 
 
@@ -48,7 +49,7 @@ def load_backend(source: str | Path, backend: Optional[str] = None, threads: Opt
         from ..export.runtime import OnnxPredictor
 
         pred = OnnxPredictor.load(source, threads)
-        return Backend("onnx", {**pred.meta, "temperature": pred.temperature}, pred.probabilities)
+        return Backend("onnx", {**pred.meta, "temperature": pred.temperature, "tta": pred.tta}, pred.probabilities)
     if is_onnx:
         raise ValueError(f"'{source}' is an ONNX file; serve it with --backend onnx (the default for .onnx)")
     return _torch_backend(source, threads)
@@ -75,4 +76,4 @@ def _torch_backend(source: str | Path, threads: Optional[int]) -> Backend:
         with torch.inference_mode():
             return pred.probabilities(torch.from_numpy(batch)).numpy()
 
-    return Backend("torch", {**pred.meta, "temperature": pred.temperature}, probabilities)
+    return Backend("torch", {**pred.meta, "temperature": pred.temperature, "tta": pred.tta}, probabilities)

@@ -1,0 +1,69 @@
+"""A finished model is evaluated in the precision it is served in: `eval` (evaluate_model),
+`Classifier.evaluate` and `predict` (Predictor) all run fp32, so on CUDA they cannot disagree
+through bf16 autocast. A CPU run cannot see CUDA autocast, so the tests record the flag passed."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+
+import foveal.engine.evaluate as evaluate_module
+from foveal.engine.evaluate import evaluate
+
+
+@pytest.fixture(scope="module")
+def tta_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LeNet-5 trained one epoch on digits with flip+shift TTA (so the views are on every path)."""
+    from foveal.config import RunConfig, apply_overrides
+    from foveal.engine import Trainer
+
+    torch.manual_seed(0)
+    cfg = apply_overrides(RunConfig(), {"train.epochs": 1, "train.tta": "flip,shift", "train.name": "t",
+                                        "train.out_dir": str(tmp_path_factory.mktemp("precision")),
+                                        "train.device": "cpu", "train.progress": False})
+    return Trainer(cfg, log=lambda m: None).fit().run_dir
+
+
+@pytest.fixture
+def amp_flags(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The `enabled` argument of every autocast that `evaluate` enters."""
+    flags, real = [], evaluate_module.autocast
+
+    def spy(device: torch.device, enabled: bool = True, cpu: bool = False):
+        flags.append(enabled)
+        return real(device, enabled, cpu)
+
+    monkeypatch.setattr(evaluate_module, "autocast", spy)
+    return flags
+
+
+def _pixels(split) -> torch.Tensor:
+    """(N, C, H, W) uint8 of a split, whether it holds one tensor or an image store."""
+    images = split.images
+    return images if isinstance(images, torch.Tensor) else images.load()
+
+
+def test_evaluate_defaults_to_fp32():
+    assert inspect.signature(evaluate).parameters["amp"].default is False
+
+
+def test_eval_and_classifier_evaluate_run_fp32(tta_run: Path, amp_flags: list[bool]):
+    from foveal.api import Classifier
+    from foveal.engine.inference import evaluate_model
+
+    evaluate_model(tta_run, device="cpu")
+    Classifier.load(tta_run, "cpu").evaluate(split="val")
+    assert amp_flags and not any(amp_flags), "a finished model was evaluated under bf16 autocast (on CUDA)"
+
+
+def test_eval_logits_are_predict_logits(tta_run: Path):
+    """Same images, same views, same precision: evaluate_model's logits give Predictor's probabilities."""
+    from foveal.engine.inference import Predictor, evaluate_model
+
+    _, logits, bundle = evaluate_model(tta_run, device="cpu")
+    pred = Predictor.load(tta_run, "cpu")
+    probs = pred.probabilities(_pixels(bundle.splits["test"]))
+    torch.testing.assert_close(probs, torch.softmax(logits / pred.temperature, 1), rtol=1e-5, atol=1e-6)

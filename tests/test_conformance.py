@@ -1,0 +1,344 @@
+"""The conformance grid: every verb on every data path, one process or two, from every kind of start.
+
+In the spirit of scikit-learn's `check_estimator`: the same checks run over every combination a
+user reaches, on tiny data that the model gets partly wrong (so error galleries, calibration and
+the attack sweeps have work to do), with JPEGs and PNGs of mixed sizes and modes. A cell that does
+not apply is listed in NOT_APPLICABLE with the reason; a cell that is not supported asserts its
+clear error.
+
+Axes
+- data paths: in-memory folder, streamed folder (the same files, `--data.in_memory false`), CSV
+  manifest, named dataset (digits), numpy arrays through `foveal.Classifier`;
+- verbs: train, eval, predict, explain, embed, robust, export, serve, report, pretrain;
+- processes: 1, and 2 (torchrun, gloo) for `train`, the one distributed verb;
+- starts: scratch, `--pretrained` run, `finetune linear`, `finetune gradual`, SSL (`foveal pretrain`) run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from foveal.cli.main import main as foveal
+from foveal.io import load_tensors
+from tests.conftest import digits_arrays
+
+CLASSES = (3, 5, 8)  # digits that look alike at low resolution: the model gets some wrong
+SIZE = 28  # px: LeNet-5's padded MNIST form
+TRAIN = ["--model", "lenet5", "--img-size", str(SIZE), "--batch-size", "16", "--seed", "0", "--device", "cpu",
+         "--train.progress", "false", "--data.workers", "1"]
+DATA_PATHS = ("memory", "streamed", "csv", "digits")
+STARTS = ("scratch", "pretrained", "linear", "gradual", "ssl")
+VERBS = ("eval", "predict", "explain", "embed", "robust", "export", "serve", "report")
+
+# (path, verb, processes, start) cells that do not apply, and why; the tests below cover the rest.
+NOT_APPLICABLE = {
+    "every verb but train, 2 processes": "only training is distributed; the other verbs run in one process "
+                                         "(under torchrun they would repeat the same work on every rank)",
+    "verbs x starts other than scratch": "a verb sees a finished run's weights, not how they were started: the "
+                                         "starts are covered by training each and evaluating the result",
+    "pretrain x 2 processes": "foveal pretrain runs in one process; under torchrun it stops with a clear error "
+                              "(asserted below)",
+    "pretrain x streamed folder": "pretraining holds the images in memory; a streamed split stops with a clear "
+                                  "error naming the split and the flag (asserted below)",
+    "arrays x verbs on the CLI": "a run fitted on arrays has no files to reload: the CLI verbs ask for --data "
+                                 "(asserted below); the Python API covers predict, evaluate, embed, save/load",
+}
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+def _save(img: np.ndarray, path: Path, k: int) -> None:
+    """Mixed formats and modes: gray JPEG, RGB JPEG, RGBA PNG, palette PNG, at sizes 18-40 px."""
+    side = 18 + (k * 7) % 23
+    im = Image.fromarray(img).resize((side, side + (k % 3)), Image.Resampling.BILINEAR)
+    kind = k % 4
+    if kind == 0:
+        im.save(path.with_suffix(".jpg"), quality=85)
+    elif kind == 1:
+        im.convert("RGB").save(path.with_suffix(".jpeg"), quality=80)
+    elif kind == 2:
+        im.convert("RGBA").save(path.with_suffix(".png"))
+    else:
+        im.convert("P").save(path.with_suffix(".png"))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """root/{train,val,test}/<class>/ of real digit images, 3 look-alike classes, plus an unreadable
+    file in train (found while streaming). The test split is fixed, so every verb sees the same images."""
+    root = tmp_path_factory.mktemp("grid") / "photos"
+    x, y = digits_arrays()
+    for n, c in enumerate(CLASSES):
+        imgs, other = x[y == c], x[y == CLASSES[(n + 1) % len(CLASSES)]]
+        for split, (a, b) in {"train": (0, 40), "val": (40, 52), "test": (52, 70)}.items():
+            d = root / split / f"digit{c}"
+            d.mkdir(parents=True)
+            for k in range(a, b):
+                _save(imgs[k], d / f"{k}", k)
+            for k in range(a, a + 4):  # mislabeled: another class's images filed here, so some predictions are wrong
+                _save(other[100 + k], d / f"m{k}", k)
+    (root / "train" / f"digit{CLASSES[0]}" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root
+
+
+@pytest.fixture(scope="module")
+def manifest(photos: Path) -> Path:
+    """A CSV manifest over the same files, without a split column (val and test are carved by seed)."""
+    path = photos.parent / "manifest.csv"
+    rows = [(str(p.relative_to(photos.parent)), p.parent.name) for p in sorted(photos.rglob("*.*"))
+            if "zz_broken" not in p.name]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([("path", "label"), *rows])
+    return path
+
+
+def data_flags(path: str, photos: Path, manifest: Path) -> list[str]:
+    return {"memory": ["--data", str(photos), "--data.in_memory", "true"],
+            "streamed": ["--data", str(photos), "--data.in_memory", "false"],
+            "csv": ["--data", str(manifest)],
+            "csv-streamed": ["--data", str(manifest), "--data.in_memory", "false"],
+            "digits": ["--data", "digits", "--data.limit", "300"]}[path]
+
+
+def run(*args: str, cwd: Path) -> None:
+    """One CLI command, in this process (no interpreter start-up per cell)."""
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        assert foveal([str(a) for a in args]) == 0, f"foveal {' '.join(map(str, args))} failed"
+    finally:
+        os.chdir(old)
+
+
+def run_error(*args: str, cwd: Path, capsys) -> str:
+    """One CLI command that must fail with a clear message; returns the message."""
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        assert foveal([str(a) for a in args]) == 2
+    finally:
+        os.chdir(old)
+    return capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("grid_runs")
+
+
+@pytest.fixture(scope="module")
+def scratch_runs(work: Path, photos: Path, manifest: Path) -> dict[str, Path]:
+    """One scratch run per data path, 2 epochs (partly wrong on purpose)."""
+    out = {}
+    for path in DATA_PATHS:
+        run("train", *TRAIN, *data_flags(path, photos, manifest), "--epochs", "2", "--name", f"scratch-{path}",
+            cwd=work)
+        out[path] = work / "runs" / f"scratch-{path}"
+    return out
+
+
+# ---- train x data path x start (1 process) ------------------------------------------------------
+
+def test_scratch_runs_write_everything_and_are_partly_wrong(scratch_runs):
+    for path, rd in scratch_runs.items():
+        for f in ("config.yaml", "metrics.csv", "metrics.jsonl", "best.safetensors", "last.safetensors",
+                  "test.json", "report.html", "curves.png"):
+            assert (rd / f).is_file(), f"{path}: {f} missing"
+        m = json.loads((rd / "test.json").read_text())
+        assert 0.34 < m["accuracy"] < 1.0, f"{path}: accuracy {m['accuracy']} (the grid wants partly wrong data)"
+        assert "Worst errors (most confident mistakes)" in (rd / "report.html").read_text(), \
+            f"{path}: the error gallery did not run"
+
+
+def test_streamed_run_names_the_unreadable_file(scratch_runs):
+    problems = json.loads((scratch_runs["streamed"] / "data_problems.json").read_text())
+    assert any("zz_broken.jpg" in p for p in problems)
+
+
+def test_memory_and_streamed_paths_train_the_same(work, photos, manifest, scratch_runs):
+    """Both loader paths on the same readable files (the manifest): the same batches, so the same weights.
+    (The folder's unreadable file is dropped at load in memory but met each epoch when streamed.)"""
+    run("train", *TRAIN, *data_flags("csv-streamed", photos, manifest), "--epochs", "2",
+        "--name", "from-scratch-csv-streamed", cwd=work)
+    a = load_tensors(scratch_runs["csv"] / "last.safetensors")[0]
+    b = load_tensors(work / "runs" / "from-scratch-csv-streamed" / "last.safetensors")[0]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.fixture(scope="module")
+def ssl_runs(work: Path, photos: Path, manifest: Path) -> dict[str, Path]:
+    out = {}
+    for path in ("memory", "csv", "digits"):
+        run("pretrain", *TRAIN, *data_flags(path, photos, manifest), "--epochs", "1", "--name", f"ssl-{path}",
+            "--knn-k", "5", cwd=work)
+        out[path] = work / "runs" / f"ssl-{path}"
+    return out
+
+
+def _start_flags(start: str, path: str, scratch_runs, ssl_runs) -> list[str]:
+    base = scratch_runs[path]
+    return {"scratch": [], "pretrained": ["--pretrained", base],
+            "linear": ["--pretrained", base, "--model.finetune", "linear"],
+            "gradual": ["--pretrained", base, "--model.finetune", "gradual"],
+            "ssl": ["--pretrained", ssl_runs.get(path, ssl_runs["memory"])]}[start]
+
+
+@pytest.mark.parametrize("path", DATA_PATHS)
+def test_every_start_trains_on_every_data_path(path, work, photos, manifest, scratch_runs, ssl_runs):
+    for start in STARTS[1:]:
+        name = f"from-{start}-{path}"
+        run("train", *TRAIN, *data_flags(path, photos, manifest), "--epochs", "2", "--name", name,
+            *_start_flags(start, path, scratch_runs, ssl_runs), cwd=work)
+        rd = work / "runs" / name
+        assert json.loads((rd / "test.json").read_text())["accuracy"] > 0.34, name
+        assert json.loads((rd / "pretrained.json").read_text())["loaded_fraction"] >= 0.5, name
+        if start == "linear":  # only the head moved
+            before = load_tensors(scratch_runs[path] / "best.safetensors")[0]
+            after = load_tensors(rd / "last.safetensors")[0]
+            moved = sorted(k for k in after if not torch.equal(after[k], before[k]))
+            assert moved == ["head.bias", "head.weight"], moved
+
+
+def test_pretrain_refuses_a_streamed_folder_clearly(work, photos, manifest, capsys):
+    err = run_error("pretrain", *TRAIN, *data_flags("streamed", photos, manifest), "--epochs", "1",
+                    cwd=work, capsys=capsys)
+    assert "in memory" in err and "--data.in_memory true" in err
+
+
+# ---- verbs x data path (1 process) --------------------------------------------------------------
+
+@pytest.mark.parametrize("path", DATA_PATHS)
+def test_every_verb_on_every_data_path(path, work, photos, scratch_runs, tmp_path):
+    rd = scratch_runs[path]
+    some = sorted((photos / "test").rglob("*.*"))[::9]  # a few files of every class, all formats
+    run("eval", rd, cwd=work)
+    assert json.loads((rd / "eval.json").read_text())["support"] > 0
+    run("predict", rd, *some, "--topk", "2", cwd=work)
+    run("explain", rd, *some[:3], "--out", tmp_path / "cams", cwd=work)
+    assert len(list((tmp_path / "cams").glob("*.png"))) >= 3
+    run("embed", rd, "--map", "pca", cwd=work)
+    assert np.load(rd / "embeddings.npy").shape[0] == json.loads((rd / "test.json").read_text())["support"]
+    run("robust", rd, "--limit", "24", "--attack-limit", "12", "--severities", "1", "--corruptions",
+        "gaussian_noise,fog", "--eps", "0,0.1", "--pgd-steps", "2", "--noise", "0,0.2", cwd=work)
+    assert json.loads((rd / "robustness.json").read_text())["n"] == 24
+    run("export", rd, "--format", "onnx", cwd=work)
+    assert json.loads((rd / "export" / "parity.json").read_text())["passed"]
+    run("report", rd, cwd=work)
+    assert "robust" in (rd / "report.html").read_text().lower()
+    classes = json.loads((rd / "test.json").read_text())["classes"]
+    _serve_answers(rd, some[0], classes)
+    _serve_answers(rd / "export" / "model.onnx", some[0], classes)
+
+
+def _serve_answers(model: Path, image: Path, classes: list[str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from foveal.serve.app import create_app
+
+    with TestClient(create_app(model)) as client:
+        assert client.get("/health").status_code == 200
+        r = client.post("/predict", files={"file": (image.name, image.read_bytes(), "application/octet-stream")})
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["top"][0]["class"] in classes
+
+
+def test_export_that_onnx_cannot_express_is_a_clear_error(tmp_path):
+    """LeNet-5 below 28 px pools a 3x3 map up to 5x5, which the ONNX exporter refuses: say so."""
+    from foveal.export.onnx_export import export_onnx
+    from foveal.models import create_model
+
+    model = create_model("lenet5", num_classes=3, in_chans=1, img_size=20)
+    with pytest.raises(ValueError, match="lenet5 at 20 px cannot be exported to ONNX"):
+        export_onnx(model, {"model": "lenet5", "mean": [0.5], "std": [0.5], "in_chans": 1, "img_size": 20,
+                            "classes": ["a", "b", "c"]}, tmp_path / "m.onnx")
+
+
+def test_pretrain_run_takes_embed_and_report(work, ssl_runs):
+    run("embed", ssl_runs["memory"], cwd=work)
+    assert np.load(ssl_runs["memory"] / "embeddings.npy").ndim == 2
+
+
+# ---- numpy arrays through Classifier ------------------------------------------------------------
+
+def test_arrays_through_classifier_from_every_start(work, scratch_runs, capsys):
+    import foveal
+
+    x, y = digits_arrays()
+    keep = np.isin(y, CLASSES)
+    x = (x[keep][:240] / 255.0).astype(np.float32)  # floats in [0, 1], (N, 8, 8)
+    y = y[keep][:240]
+    common = dict(img_size=SIZE, epochs=2, batch_size=16, device="cpu", progress=False, out_dir=str(work / "runs"))
+    starts = {"scratch": {}, "pretrained": {"pretrained": str(scratch_runs["digits"])},
+              "linear": {"pretrained": str(scratch_runs["digits"]), "finetune": "linear"}}
+    for start, extra in starts.items():
+        clf = foveal.Classifier("lenet5", name=f"arrays-{start}", **common, **extra).fit(x, y)
+        pred = clf.predict(x)
+        assert len(pred) == len(x) and 0.34 < np.mean(np.array(pred) == y.astype(str)) , start
+        assert clf.predict_proba(x).shape == (len(x), len(clf.classes_))
+        assert clf.embed(x).shape[0] == len(x)
+    err = run_error("eval", clf.run_dir_, cwd=work, capsys=capsys)
+    assert "--data" in err
+
+
+# ---- two processes (torchrun, gloo) -------------------------------------------------------------
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "foveal.cli.main", *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+TWO_PROCESS_CELLS = [("streamed", "scratch"), ("csv-streamed", "scratch"), ("csv", "scratch"), ("digits", "linear"),
+                     ("digits", "gradual"), ("memory", "ssl")]
+
+
+@pytest.mark.parametrize("path,start", TWO_PROCESS_CELLS)
+def test_two_processes_train_what_one_does(path, start, work, photos, manifest, scratch_runs, ssl_runs):
+    """Default augmentation (crop) on: the global batch's draws are sliced per rank, so the weights
+    match the one-process run of the same cell to float-summation tolerance. The streamed folder holds
+    an unreadable training file: each rank fills its slot from its own slice of the batch, so there
+    the two runs may differ slightly; the job must finish, name the file and learn as well."""
+    name = f"from-{start}-{path}"
+    flags = [*TRAIN, *data_flags(path, photos, manifest), "--epochs", "2",
+             *_start_flags(start, path.split("-")[0], scratch_runs, ssl_runs)]
+    if start == "scratch" and path in scratch_runs:
+        one = scratch_runs[path]
+    else:
+        one = work / "runs" / name
+        if not one.is_dir():
+            run("train", *flags, "--name", name, cwd=work)
+    res = torchrun("train", *flags, "--name", f"{name}-ddp", cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m1 = json.loads((one / "test.json").read_text())
+    m2 = json.loads((work / "runs" / f"{name}-ddp" / "test.json").read_text())
+    if path == "streamed":
+        assert abs(m1["accuracy"] - m2["accuracy"]) <= 0.1, (m1["accuracy"], m2["accuracy"])
+    else:
+        a = load_tensors(one / "last.safetensors")[0]
+        b = load_tensors(work / "runs" / f"{name}-ddp" / "last.safetensors")[0]
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=f"{name}: {k}")
+        assert m1["accuracy"] == m2["accuracy"]
+    if path == "streamed":  # found by whichever rank read it, written by rank 0
+        problems = json.loads((work / "runs" / f"{name}-ddp" / "data_problems.json").read_text())
+        assert any("zz_broken.jpg" in p for p in problems)
+
+
+def test_pretrain_under_torchrun_says_it_runs_in_one_process(work):
+    res = torchrun("pretrain", *TRAIN, "--data", "digits", "--epochs", "1", cwd=work)
+    assert res.returncode != 0
+    assert "one process" in res.stderr
