@@ -48,6 +48,28 @@ def digit_folder(tmp_path: Path) -> Path:
     return write_digit_folder(tmp_path / "digits3")
 
 
+@pytest.fixture(scope="session")
+def tta_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LeNet-5 trained one epoch on digits with flip+shift TTA (its temperature fitted on TTA logits),
+    its plain graph exported to RUN/export/model.onnx: what eval, predict, explain and serve share."""
+    import torch
+
+    from foveal.config import RunConfig, apply_overrides
+    from foveal.engine import Trainer
+    from foveal.engine.checkpoint import load_model
+    from foveal.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    cfg = apply_overrides(RunConfig(), {"train.epochs": 1, "train.tta": "flip,shift", "train.name": "t",
+                                        "train.out_dir": str(tmp_path_factory.mktemp("tta_run")),
+                                        "train.device": "cpu", "train.progress": False})
+    run = Trainer(cfg, log=lambda m: None).fit().run_dir
+    model, meta = load_model(run, "cpu")
+    assert meta["tta"] == ["flip", "shift"] and meta["temperature"] != 1.0
+    export_onnx(model, meta, run / "export" / "model.onnx")
+    return run
+
+
 @pytest.fixture
 def autocast_calls(monkeypatch) -> list:
     """(device_type, dtype, enabled) of every torch.autocast entered during the test."""

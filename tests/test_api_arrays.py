@@ -51,7 +51,7 @@ def clf(digits, tmp_path_factory) -> foveal.Classifier:
 
 
 def accuracy(pred: list, y: np.ndarray) -> float:
-    return float((np.array(pred) == y.astype(str)).mean())  # classes_ of int labels are '0'..'9'
+    return float((np.array(pred) == y).mean())  # int labels predict ints (classes_ holds the label values)
 
 
 def rows(x: torch.Tensor) -> Counter:

@@ -232,7 +232,9 @@ def test_every_verb_on_every_data_path(path, work, photos, scratch_runs, tmp_pat
     run("robust", rd, "--limit", "24", "--attack-limit", "12", "--severities", "1", "--corruptions",
         "gaussian_noise,fog", "--eps", "0,0.1", "--pgd-steps", "2", "--noise", "0,0.2", cwd=work)
     assert json.loads((rd / "robustness.json").read_text())["n"] == 24
-    run("export", rd, "--format", "onnx", cwd=work)
+    # int8 too: its calibration draws training images, which may include the streamed folder's unreadable
+    # file; the accuracy limit is lifted (one of 66 test images is 1.5 points): this checks the path, not int8
+    run("export", rd, "--format", "onnx", "--format", "int8", "--max-int8-drop", "100", cwd=work)
     assert json.loads((rd / "export" / "parity.json").read_text())["passed"]
     run("report", rd, cwd=work)
     assert "robust" in (rd / "report.html").read_text().lower()
@@ -284,7 +286,7 @@ def test_arrays_through_classifier_from_every_start(work, scratch_runs, capsys):
     for start, extra in starts.items():
         clf = foveal.Classifier("lenet5", name=f"arrays-{start}", **common, **extra).fit(x, y)
         pred = clf.predict(x)
-        assert len(pred) == len(x) and 0.34 < np.mean(np.array(pred) == y.astype(str)) , start
+        assert len(pred) == len(x) and 0.34 < np.mean(np.array(pred) == y), start  # int labels predict ints
         assert clf.predict_proba(x).shape == (len(x), len(clf.classes_))
         assert clf.embed(x).shape[0] == len(x)
     err = run_error("eval", clf.run_dir_, cwd=work, capsys=capsys)

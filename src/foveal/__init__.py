@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from . import models
 
         return getattr(models, name)
+    if name == "find_label_issues":
+        from .engine.labels import find_label_issues
+
+        return find_label_issues
     if name in ("RunConfig", "load_config"):
         from . import config
 
@@ -20,4 +24,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'foveal' has no attribute '{name}'")
 
 
-__all__ = ["Classifier", "create_model", "list_models", "RunConfig", "load_config", "__version__"]
+__all__ = ["Classifier", "create_model", "find_label_issues", "list_models", "RunConfig", "load_config",
+           "__version__"]

@@ -27,12 +27,15 @@ class DataConfig:
     download: bool = False  # fetch a named dataset's official files (checksum-verified) into data_dir if missing
     img_size: Optional[int] = None  # square side in px; None: the model's default for the data
     in_chans: Optional[int] = None  # 1 or 3; None: inferred from the images
-    resize: Literal["squash", "crop"] = "squash"  # squash to img_size, or shorter side + center crop
+    # squash to img_size, or shorter side to img_size + centre crop; None: 'crop' when starting from
+    # named pretrained weights (their eval transform), else 'squash'
+    resize: Optional[Literal["squash", "crop"]] = None
     val_fraction: float = 0.1  # of all labeled images, when the source has no val split
     test_fraction: float = 0.2  # of all labeled images, when the source has no test split
     mean: Optional[list[float]] = None  # per channel in [0, 1]; None: computed on the train split
-    std: Optional[list[float]] = None
-    augment: list[str] = field(default_factory=lambda: ["crop"])  # names from foveal.data.augment
+    std: Optional[list[float]] = None  # per channel in [0, 1]; None: computed on the train split
+    # names from foveal.data.augment; None: ['crop'] from scratch, ['rrc', 'flip'] from pretrained weights
+    augment: Optional[list[str]] = None
     pad: int = 2  # px of padding for the 'crop' augmentation (per 32 px of input)
     rotate: float = 10.0  # max degrees for 'rotate'
     noise_std: float = 0.05  # std of 'noise' in [0, 1] pixel units
@@ -45,6 +48,12 @@ class DataConfig:
     cutmix: float = 0.0  # Beta(alpha, alpha) for cutmix; 0 disables
     balance: Literal["none", "weights", "sampler"] = "none"  # class imbalance: weighted loss or balanced sampling
     limit: Optional[int] = None  # keep at most this many training images (quick experiments)
+    # Label errors (`foveal check --labels`). Both name images by position in the source's own split
+    # (named datasets: official order; the `split` column, else 'train', else the only split) or by path,
+    # and apply before val/test are carved (data/splits.py make_splits), so a dropped image is gone from
+    # every split made from it.
+    exclude: Optional[str] = None  # a label_issues.csv, or a text file of paths / indices / split:index, one a line
+    relabel: Optional[str] = None  # a label_issues.csv: rows whose `accept` is 1/true/yes get their `suggested` class
     workers: int = 2  # decode threads for folders (in memory) or DataLoader worker processes (streaming)
     # Loader path for folders/CSV: True keeps all decoded images as one uint8 tensor on the training
     # device; False streams them through DataLoader workers each epoch; None (auto) keeps them in
@@ -60,42 +69,50 @@ class ModelConfig:
     name: str = "lenet5"  # a name from `foveal models`
     drop_rate: float = 0.0  # dropout before the classifier
     drop_path_rate: float = 0.0  # stochastic depth, for models that have residual blocks
-    pretrained: Optional[str] = None  # safetensors file or run folder to start from
+    # start from: a safetensors file or run folder, or weights by name ('imagenet', 'tv:resnet50.IMAGENET1K_V2',
+    # 'hf-hub:timm/convnext_tiny.in12k_ft_in1k'; see foveal.models.hub), whose preprocessing then applies
+    pretrained: Optional[str] = None
     # How --pretrained weights are trained: 'full' (every layer), 'linear' (linear probe: backbone
-    # frozen, its batch-norm statistics too; only the classifier learns) or 'gradual' (the classifier
-    # first, then one more depth of model.layer_ids() unfrozen from the top every `unfreeze_every` epochs).
-    finetune: Literal["full", "linear", "gradual"] = "full"
+    # frozen, its batch-norm statistics too; only the classifier learns), 'gradual' (the classifier
+    # first, then one more depth of model.layer_ids() unfrozen from the top every `unfreeze_every` epochs),
+    # 'staged' (the classifier alone for `freeze_epochs`, then every layer at lr x `unfrozen_lr_scale`, as
+    # fastai's fine_tune); 'auto': 'staged' from pretrained weights, 'full' from scratch.
+    finetune: Literal["auto", "full", "linear", "gradual", "staged"] = "auto"
     unfreeze_every: int = 1  # epochs per stage of 'gradual'
+    freeze_epochs: int = 1  # 'staged': epochs of the classifier alone before every layer trains
+    unfrozen_lr_scale: float = 0.1  # 'staged': learning-rate multiplier once every layer trains
 
 
 @dataclass
 class OptimConfig:
     """Optimizer, schedule and regularization."""
 
-    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    name: Literal["sgd", "adam", "adamw"] = "adamw"  # the optimizer
     lr: float = 3e-3  # peak learning rate, per batch (no automatic scaling)
     momentum: float = 0.9  # SGD momentum, or Adam beta1
-    nesterov: bool = True
-    beta2: float = 0.999
+    nesterov: bool = True  # Nesterov momentum (SGD only)
+    beta2: float = 0.999  # Adam/AdamW second-moment decay
     weight_decay: float = 5e-4  # applied to weights only; norms and biases are exempt
-    layer_decay: float = 1.0  # layer-wise lr decay: depth d of L (model.layer_ids()) gets lr * layer_decay**(L - d)
-    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    # layer-wise lr decay: depth d of L (model.layer_ids()) gets lr * layer_decay**(L - d);
+    # None: 0.75 for the 'staged' fine-tune of pretrained weights, else 1.0 (off)
+    layer_decay: Optional[float] = None
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"  # learning-rate schedule over all steps
     warmup_epochs: float = 1.0  # linear warm-up length for 'cosine'
     min_lr_ratio: float = 0.01  # final lr as a fraction of `lr`
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # probability mass spread evenly over all classes in the targets
     grad_clip: Optional[float] = None  # max global gradient norm
-    loss: Literal["ce", "focal"] = "ce"
-    focal_gamma: float = 2.0
+    loss: Literal["ce", "focal"] = "ce"  # cross-entropy, or focal loss (Lin et al. 2017) for hard examples
+    focal_gamma: float = 2.0  # focusing exponent of the focal loss (0: cross-entropy)
 
 
 @dataclass
 class TrainConfig:
     """The loop: length, batching, devices, checkpoints, selection."""
 
-    epochs: int = 15
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    seed: int = 0
+    epochs: int = 15  # passes over the training split
+    batch_size: int = 64  # images per optimizer step, over all processes (the global batch)
+    eval_batch_size: int = 256  # images per forward pass in validation and test
+    seed: int = 0  # seeds splits, model init, shuffling, augmentation and dropout
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     amp: bool = True  # bf16 autocast (CUDA only; ignored on CPU)
     # bf16 autocast for the CPU training (and `foveal pretrain`) step; validation, test and k-NN stay fp32:
@@ -103,6 +120,7 @@ class TrainConfig:
     # slower than fp32 on the others.
     cpu_bf16: bool = False
     compile: bool = False  # torch.compile the training model (pays off on CUDA after a minute of compiling)
+    # the torch.compile mode: "reduce-overhead" adds CUDA graphs, "max-autotune" tunes kernels (slow to compile)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     channels_last: bool = False  # NHWC memory format: cuDNN's tensor-core conv kernels run without transposes
     ema: bool = False  # keep an exponential moving average of weights, evaluated instead
@@ -115,7 +133,7 @@ class TrainConfig:
     # the val split is then only watched, so it can be tiny, and early_stop never fires)
     best_metric: Literal["val_acc", "val_macro_f1", "val_loss", "last"] = "val_acc"
     name: Optional[str] = None  # run folder name under out_dir; default from data and model
-    out_dir: str = "runs"
+    out_dir: str = "runs"  # folder holding the run folders
     resume: bool = False  # continue the run folder `name` from its last checkpoint
     deterministic: bool = True  # deterministic kernels where the backend has them
     progress: bool = True  # progress bar on stderr
@@ -131,6 +149,10 @@ class TrainConfig:
     adv_ramp_epochs: float = 0.0  # eps grows linearly from 0 over these epochs (0: full eps from the start)
     corrupt_aug: Literal["none", "noise", "blur", "augmix"] = "none"  # corruption-style batch augmentation
     corrupt_p: float = 0.5  # fraction of each batch corrupted
+    # Where metrics also go: 'tensorboard' event files in RUN/tensorboard/, 'mlflow' to mlflow.get_tracking_uri()
+    # (params, per-epoch metrics, the report and weights as artifacts); 'auto': tensorboard when importable.
+    logger: Literal["auto", "none", "tensorboard", "mlflow"] = "auto"
+    report: bool = True  # write report.html and its plots at the end; false for quick fits (cross-validation)
 
 
 @dataclass

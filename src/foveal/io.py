@@ -146,6 +146,21 @@ def _looks_like_pickle(path: Path) -> bool:
         return f.read(4).startswith(_PICKLE_MAGIC)
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """Our JSON metadata of a safetensors file ({} when it has none), without reading the tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file '{path}' does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UnsafeFileError(f"'{path}' is not a valid safetensors file: {e}") from None
+    return json.loads(header[META_KEY]) if META_KEY in header else {}
+
+
 def load_tensors(path: str | Path, device: "str | torch.device" = "cpu") -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
     """Read a safetensors file written by anyone; return (tensors, our metadata or {}).
 
@@ -160,18 +175,14 @@ def load_tensors(path: str | Path, device: "str | torch.device" = "cpu") -> tupl
             "arbitrary code. foveal reads weights only from safetensors; convert a file you trust "
             "with `foveal convert IN.pth OUT.safetensors`."
         )
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         tensors = load_file(str(path), device=str(device))
-
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise UnsafeFileError(f"'{path}' is not a valid safetensors file: {e}") from None
-    meta = json.loads(header[META_KEY]) if META_KEY in header else {}
-    return tensors, meta
+    return tensors, read_meta(path)
 
 
 def read_json(path: str | Path) -> Any:

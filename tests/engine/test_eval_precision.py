@@ -14,19 +14,6 @@ import foveal.engine.evaluate as evaluate_module
 from foveal.engine.evaluate import evaluate
 
 
-@pytest.fixture(scope="module")
-def tta_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """LeNet-5 trained one epoch on digits with flip+shift TTA (so the views are on every path)."""
-    from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
-
-    torch.manual_seed(0)
-    cfg = apply_overrides(RunConfig(), {"train.epochs": 1, "train.tta": "flip,shift", "train.name": "t",
-                                        "train.out_dir": str(tmp_path_factory.mktemp("precision")),
-                                        "train.device": "cpu", "train.progress": False})
-    return Trainer(cfg, log=lambda m: None).fit().run_dir
-
-
 @pytest.fixture
 def amp_flags(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """The `enabled` argument of every autocast that `evaluate` enters."""

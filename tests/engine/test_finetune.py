@@ -85,7 +85,7 @@ def _lenet_weights(tmp_path: Path, num_classes: int = 5) -> tuple[Path, dict[str
 def test_linear_probe_freezes_backbone_and_bn_statistics(tmp_path: Path) -> None:
     path, sd = _lenet_weights(tmp_path)
     cfg = _cfg(tmp_path, **{"model.name": "lenet5_modern", "model.pretrained": str(path), "data.img_size": 20,
-                            "model.finetune": "linear", "train.epochs": 4, "optim.lr": 1e-2, "train.name": "probe"})
+                            "model.finetune": "linear", "data.augment": "crop", "train.epochs": 4, "optim.lr": 1e-2, "train.name": "probe"})
     result = Trainer(cfg).fit()
     after = result.model.state_dict()
     for key, before in sd.items():

@@ -18,19 +18,6 @@ LINE = re.compile(r"^(?P<path>.+)\t(?P<method>\w+) for '(?P<target>[^']+)' \(p=(
 PRINTED = 6e-4  # p is printed to 3 decimals (and a batch of another size may move the last float bit)
 
 
-@pytest.fixture(scope="module")
-def tta_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """LeNet-5 trained one epoch on digits with flip+shift TTA (temperature fitted on TTA logits)."""
-    from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
-
-    torch.manual_seed(0)
-    cfg = apply_overrides(RunConfig(), {"train.epochs": 1, "train.tta": "flip,shift", "train.name": "t",
-                                        "train.out_dir": str(tmp_path_factory.mktemp("explain_tta")),
-                                        "train.device": "cpu", "train.progress": False})
-    return Trainer(cfg, log=lambda m: None).fit().run_dir
-
-
 def _explain(run: Path, folder: Path, out: Path, capsys: pytest.CaptureFixture, *extra: str) -> dict[str, dict]:
     """`foveal explain` in this process; its printed lines parsed, keyed by image path."""
     from foveal.cli.main import main

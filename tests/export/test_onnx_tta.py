@@ -49,26 +49,6 @@ def test_view_names_are_shared_and_unknown_ones_refused():
         tta_views(np.zeros((1, 1, 4, 4), np.uint8), ["flip", "rotate"])
 
 
-@pytest.fixture(scope="module")
-def tta_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """LeNet-5 trained one epoch on digits with flip+shift TTA, its temperature fitted on TTA logits,
-    and its plain graph exported to RUN/export/model.onnx."""
-    from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
-    from foveal.engine.checkpoint import load_model
-    from foveal.export.onnx_export import export_onnx
-
-    out = tmp_path_factory.mktemp("onnx_tta")
-    torch.manual_seed(0)
-    cfg = apply_overrides(RunConfig(), {"train.epochs": 1, "train.tta": "flip,shift", "train.out_dir": str(out),
-                                        "train.name": "t", "train.device": "cpu", "train.progress": False})
-    run = Trainer(cfg, log=lambda m: None).fit().run_dir
-    model, meta = load_model(run, "cpu")
-    assert meta["tta"] == ["flip", "shift"] and meta["temperature"] != 1.0
-    export_onnx(model, meta, run / "export" / "model.onnx")
-    return run
-
-
 def _images(run: Path, folder: Path) -> np.ndarray:
     """(N, C, H, W) uint8 of digit image files, decoded for the run as `predict` decodes them."""
     from foveal.engine.inference import Predictor, list_images

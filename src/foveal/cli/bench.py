@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from typing import Any, Callable
 
 from ..io import write_json
@@ -149,6 +150,33 @@ def _add_cpu_train(sub: Any) -> None:
     p.set_defaults(handler=_cmd_cpu_train)
 
 
+def _cmd_cpu_e2e(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from ..engine.cpu_e2e import run_cpu_e2e
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="foveal-cpu-e2e-"))
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the JSON)
+    _emit(run_cpu_e2e(work, args.images, args.epochs, args.robust_images, args.model, args.batch_size,
+                      args.img_size, log), args.out)
+    return 0
+
+
+def _add_cpu_e2e(sub: Any) -> None:
+    p = sub.add_parser("cpu-e2e", help="whole `foveal train` and `foveal robust` commands on generated JPEGs, "
+                       "with foveal's CPU allocator settings and with FOVEAL_MALLOC=default")
+    p.add_argument("--images", type=int, default=400, help="generated JPEGs (300-500 px, 2 classes)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--robust-images", type=int, default=49, help="images for `foveal robust` (--limit)")
+    p.add_argument("--model", default="timm/tf_efficientnet_lite0")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--work", help="folder for the images and runs (default: a new temporary folder)")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(handler=_cmd_cpu_e2e)
+
+
 def _add_infer(sub: Any) -> None:
     from .deploy import add_bench_infer  # CPU inference latency: eager vs ONNX Runtime fp32/int8
 
@@ -156,7 +184,8 @@ def _add_infer(sub: Any) -> None:
 
 
 SUBCOMMANDS: dict[str, Callable[[Any], None]] = {"train": _add_train, "fast": _add_fast, "loader": _add_loader,
-                                                 "infer": _add_infer, "cpu-train": _add_cpu_train}
+                                                 "infer": _add_infer, "cpu-train": _add_cpu_train,
+                                                 "cpu-e2e": _add_cpu_e2e}
 
 
 def register(subparsers: Any) -> None:

@@ -10,7 +10,7 @@ import argparse
 import typing
 from typing import Any
 
-from ..config import ConfigError, RunConfig, field_paths
+from ..config import ConfigError, RunConfig
 
 # The names users guess first, mapped to config fields.
 SHORT_FLAGS = {
@@ -27,19 +27,26 @@ def _is_bool(tp: Any) -> bool:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add a flag for every RunConfig field (values are checked later, by config.from_dict)."""
-    group = parser.add_argument_group("config fields (also settable in a YAML recipe)")
+    """Add a flag for every RunConfig field (values are checked later, by config.from_dict), one
+    argument group per config section; each flag's help is the comment beside its field in
+    config.py, with the default and the allowed values (see foveal.config_help)."""
+    from ..config_help import help_line, section_title, sections
+
     short_for = {v: k for k, v in SHORT_FLAGS.items()}
-    for path, tp in field_paths(RunConfig).items():
-        names = [f"--{path}"]
-        if "_" in path:
-            names.append(f"--{path.replace('_', '-')}")
-        if path in short_for:
-            names.insert(0, f"--{short_for[path]}")
-        kw: dict[str, Any] = dict(dest=f"cfg:{path}", default=argparse.SUPPRESS, metavar=path.split(".")[-1].upper())
-        if _is_bool(tp):
-            kw.update(nargs="?", const="true", metavar="BOOL")
-        group.add_argument(*names, **kw, help=f"{path} ({str(tp).replace('typing.', '')})")
+    for section, cls, rows in sections(RunConfig):
+        group = parser.add_argument_group(f"{section} (--{section}.*, also settable in a YAML recipe)",
+                                          section_title(cls))
+        for row in rows:
+            path, tp = row["path"], row["type"]
+            names = [f"--{path}"]
+            if "_" in path:
+                names.append(f"--{path.replace('_', '-')}")
+            if path in short_for:
+                names.insert(0, f"--{short_for[path]}")
+            kw: dict[str, Any] = dict(dest=f"cfg:{path}", default=argparse.SUPPRESS, metavar=row["name"].upper())
+            if _is_bool(tp):
+                kw.update(nargs="?", const="true", metavar="BOOL")
+            group.add_argument(*names, **kw, help=help_line(row).replace("%", "%%"))
     parser.add_argument("--resume", dest="cfg:train.resume", action="store_const", const="true",
                         default=argparse.SUPPRESS, help="continue the run --name from its last checkpoint")
 

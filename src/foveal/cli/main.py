@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from .. import malloc
 from .config_args import add_config_flags, build_config, overrides_from_args
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -15,7 +16,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 # Command groups living in their own modules; each defines `register(subparsers)` that adds
 # its parsers with `set_defaults(handler=fn)`. Imported lazily by name so `foveal -h` stays fast
 # and an optional group whose dependencies are missing does not break the others.
-CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.cli.deploy", "foveal.cli.ssl", "foveal.cli.robust"]
+CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.cli.deploy", "foveal.cli.ssl", "foveal.cli.robust", "foveal.cli.runs"]
 
 
 def command(name: str):
@@ -145,11 +146,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = apply_overrides(RunConfig(), {"data.source": args.data, **({"data.data_dir": args.data_dir} if args.data_dir else {}),
                                         **({"data.augment": args.augment} if args.augment else {})})
     report = check_data(cfg.data)
-    print(json.dumps(report, indent=2) if args.json else format_check(report))
+    if not (args.json and args.labels):  # with both, one JSON document: the report with its "labels" part
+        print(json.dumps(report, indent=2) if args.json else format_check(report))
     if args.preview:
         write_preview(cfg.data, args.preview)
         print(f"wrote augmentation preview {args.preview}", file=sys.stderr)
+    if args.labels:
+        _check_labels(args, cfg.data, report)
     return 0
+
+
+def _check_labels(args: argparse.Namespace, data, report: dict) -> None:
+    """`check --labels`: K-fold confident learning on one split; files into --out (see the help)."""
+    from ..engine.labels import find_label_issues, write_label_check
+    from ..io import write_json
+
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    check = find_label_issues(data.source, split=args.split, model=args.model, folds=args.folds, epochs=args.epochs,
+                              rank_by=args.rank_by, data_dir=data.data_dir, img_size=args.img_size, log=log)
+    out = Path(args.out) if args.out else Path("checks") / f"{Path(str(report['source'])).name}-{check.split}"
+    summary = write_label_check(check, out)
+    write_json(out / "check.json", {**report, "labels": summary})
+    if args.json:
+        print(json.dumps({**report, "labels": summary}, indent=2))
+        return
+    print(f"label check of split '{check.split}': {summary['flagged']:,} of {summary['images']:,} images flagged "
+          f"(estimated noise rate {summary['noise_rate']:.4f}), {summary['seconds']:.0f} s")
+    for i, given, sug, sc in summary["top"]:
+        print(f"  [{i}] given {given}, suggested {sug} (self-confidence {sc:.3f})")
+    print(f"wrote label_issues.csv, noise_matrix.csv, label_issues.html and check.json in {out}")
 
 
 @command("convert")
@@ -166,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="foveal", description="Image classification: train, evaluate, predict.")
     p.add_argument("--version", action="version", version=f"foveal {__version__}")
+    from .completion import PrintCompletion
+
+    p.add_argument("--print-completion", choices=["bash", "zsh"], action=PrintCompletion,
+                   help="print a shell completion script for the verbs and flags (see README)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -209,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--preview", help="write a PNG grid of augmented training samples here")
     sp.add_argument("--augment", help="comma-separated augmentations for --preview")
+    sp.add_argument("--labels", action="store_true",
+                    help="also find label errors: K-fold out-of-sample probabilities, then confident learning; writes "
+                    "label_issues.csv (ranked), noise_matrix.csv, label_issues.html and check.json into --out")
+    sp.add_argument("--split", help="split for --labels (default: train, or the source's only split); index = "
+                    "position in that split as loaded (named datasets: the official order)")
+    sp.add_argument("--model", help="model trained on each fold (default by image size: lenet5_modern up to 32 px, "
+                    "else resnet20 at 32 px)")
+    sp.add_argument("--folds", type=int, help="folds for --labels (default 4)")
+    sp.add_argument("--epochs", type=int, help="epochs per fold (default by split size: 20 / 10 / 6 for "
+                    "<=3k / <=30k / more images)")
+    sp.add_argument("--rank-by", default="self_confidence", choices=("self_confidence", "normalized_margin"))
+    sp.add_argument("--img-size", type=int, help="load images at this side for --labels (default: native or 32)")
+    sp.add_argument("--out", help="folder for the --labels files (default: checks/<data name>-<split>/)")
 
     sp = sub.add_parser("convert", help="convert a trusted .pth/.pt state_dict to safetensors")
     sp.add_argument("input")
@@ -225,6 +267,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    malloc.allow_for_process()  # a real command: on the CPU, glibc keeps freed memory (foveal/malloc.py)
     try:
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
         return handler(args)

@@ -60,16 +60,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    try:
-        from ..explain import METHODS
-    except ImportError:  # no torch (the inference install): the command explains itself when run
-        METHODS = None
+# The names in foveal.explain's registry, written out so `foveal -h` and argument errors answer without
+# importing torch (tests/cli/test_startup.py checks the list against EXPLAINERS.names()).
+EXPLAIN_METHODS = ("gradcam", "gradcampp", "ig", "occlusion", "rollout", "saliency", "smoothgrad")
 
+
+def register(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("explain", help="saliency / Grad-CAM / ... overlays of image files for a trained model")
     sp.add_argument("run", help="run folder or weights file")
     sp.add_argument("images", nargs="+", help="image files or folders")
-    sp.add_argument("--method", default="gradcam", choices=METHODS)
+    sp.add_argument("--method", default="gradcam", choices=EXPLAIN_METHODS)
     sp.add_argument("--target", help="class to explain (default: each image's predicted class)")
     sp.add_argument("--out", default="explanations", help="folder for the overlay PNGs (default: explanations)")
     sp.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the image")

@@ -63,7 +63,10 @@ def cmd_robust(args: argparse.Namespace) -> int:
                       seed=args.seed, skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()), **kw)
     reference = load_reference(args.reference) if args.reference else None
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    result = evaluate_robustness(model, meta, part.images.load(pick), part.labels[pick], spec, device, reference,
+    images, kept, errors = part.images.load_readable(pick)  # a streamed split may hold unreadable files
+    for e in errors:
+        print(f"robust: skipped unreadable image {e}", file=sys.stderr)
+    result = evaluate_robustness(model, meta, images, part.labels[pick][kept], spec, device, reference,
                                  args.reference or "", log)
     result["split"] = split
     out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path("."))

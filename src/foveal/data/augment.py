@@ -9,7 +9,7 @@ Images are float (B, C, H, W) in [0, 1]; labels are (B,) int64 or (B, K) soft ta
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -148,8 +148,8 @@ class GaussianNoise(BatchOp):
 class Compose:
     """Apply named ops in order; an empty list is the identity."""
 
-    def __init__(self, names: list[str], cfg: DataConfig, num_classes: int):
-        self.ops = [AUGMENTS.get(n)(cfg, num_classes) for n in names]
+    def __init__(self, names: Optional[list[str]], cfg: DataConfig, num_classes: int):
+        self.ops = [AUGMENTS.get(n)(cfg, num_classes) for n in names or ()]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator,
                  draw: Any = None) -> tuple[torch.Tensor, torch.Tensor]:

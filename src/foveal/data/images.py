@@ -92,6 +92,12 @@ class ImageStore:
     def load(self, idx: Optional[Index] = None, device: Optional[torch.device | str] = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def load_readable(self, idx: Optional[Index] = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """(images that decode, their positions in `idx` as int64, the errors of the others):
+        for consumers that can go on without an unreadable file (robustness, export checks)."""
+        x = self.load(idx)
+        return x, torch.arange(len(x)), []
+
     def sample(self, n: int) -> torch.Tensor:
         raise NotImplementedError
 
@@ -201,6 +207,13 @@ class FileImages(ImageStore):
             raise DecodeError(f"{len(bad)} of {len(got)} images could not be decoded; first: {bad[0]}")
         x = torch.stack(got) if got else torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)  # type: ignore[arg-type]
         return x if device is None else x.to(device, non_blocking=True)
+
+    def load_readable(self, idx: Optional[Index] = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        positions = list(range(len(self))) if idx is None else _positions(idx, len(self))
+        got = self._decode_many(positions)
+        kept = [k for k, g in enumerate(got) if not isinstance(g, DecodeError)]
+        x = torch.stack([got[k] for k in kept]) if kept else torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)
+        return x, torch.tensor(kept, dtype=torch.int64), [str(g) for g in got if isinstance(g, DecodeError)]
 
     def sample(self, n: int) -> torch.Tensor:
         """Up to min(n, 512) evenly spaced readable images: decoding is the cost, and 512 is plenty

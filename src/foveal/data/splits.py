@@ -34,7 +34,14 @@ def concat(a: Split, b: Split) -> Split:
 
 
 def make_splits(bundle: DataBundle, cfg: DataConfig, seed: int) -> DataBundle:
-    """Ensure 'train', 'val' and 'test' exist: carve missing ones out of 'all' or 'train'."""
+    """Ensure 'train', 'val' and 'test' exist: carve missing ones out of 'all' or 'train'.
+
+    `cfg.relabel` / `cfg.exclude` apply first, while the splits are still the source's own, since
+    their indices are positions in those splits (what `foveal check --labels` writes).
+    """
+    from .labels import apply_label_files
+
+    bundle = apply_label_files(bundle, cfg.exclude, cfg.relabel)
     s = dict(bundle.splits)
     if "all" in s:
         pool = s.pop("all")

@@ -11,9 +11,18 @@ from typing import Callable, ContextManager, Optional
 import numpy as np
 import torch
 
+from .. import malloc
+
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then CPU; an unavailable device is a clear error."""
+    """'auto' picks CUDA, then Apple MPS, then CPU; an unavailable device is a clear error.
+    In a `foveal` command on the CPU, glibc malloc is told to keep freed memory (foveal/malloc.py)."""
+    dev = _pick_device(name)
+    malloc.on_device(dev.type)  # no-op on CUDA/MPS and for library users
+    return dev
+
+
+def _pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

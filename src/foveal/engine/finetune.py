@@ -13,6 +13,9 @@ backbone and `layer_ids()` orders parameters by depth, so no architecture is nam
   stay in eval mode so their running statistics are those of the pretraining data.
 - ``model.finetune = gradual``: the classifier alone first, then one more depth from the top
   every ``model.unfreeze_every`` epochs (Howard & Ruder 2018, ULMFiT).
+- ``model.finetune = staged`` (what ``auto`` picks for pretrained starts): the classifier alone for
+  ``model.freeze_epochs``, then every layer at ``lr x model.unfrozen_lr_scale`` with layer decay
+  (fastai's ``fine_tune``): the new head settles before its gradients reach the features.
 - ``optim.layer_decay`` < 1: depth d of L gets ``lr * layer_decay ** (L - d)`` (Clark et al.
   2020; BEiT), so layers near the input, which hold the most general features, move least.
 """
@@ -46,6 +49,12 @@ def load_for_finetune(model: nn.Module, source: str, run_dir: Path | None = None
 
     Raises ValueError when under MIN_LOADED_FRACTION of the backbone's tensors could be loaded.
     """
+    from ..models import hub
+
+    if hub.is_weights_name(source):  # by name: resolved (downloaded, verified, cached) by prepare_data already
+        named = hub.resolve(source, getattr(model, "model_name", ""))
+        log(f"pretrained '{source}': {named.origin}")
+        source = str(named.path)
     report = load_pretrained(model, source, strict=False)
     head = getattr(model, "classifier_name", "head") + "."
     backbone = [k for k in model.state_dict() if not k.startswith(head)]
@@ -101,13 +110,26 @@ class Finetuner:
         self.ids = layer_ids(model)
         self.top = max(self.ids.values(), default=0)
 
+    @property
+    def frozen_ever(self) -> bool:
+        return self.cfg.finetune not in ("full", "auto")  # 'auto' is resolved by prepare_data; unresolved = full
+
     def lowest_trainable_depth(self, epoch: int) -> int:
         """Parameters at this depth or deeper learn during `epoch` (0-based)."""
-        if self.cfg.finetune == "full":
+        mode = self.cfg.finetune
+        if not self.frozen_ever:
             return 0
-        if self.cfg.finetune == "linear":
+        if mode == "linear" or (mode == "staged" and epoch < self.cfg.freeze_epochs):
             return self.top
+        if mode == "staged":
+            return 0
         return max(0, self.top - epoch // self.cfg.unfreeze_every)
+
+    def lr_scale(self, epoch: int) -> float:
+        """Multiplier of every group's learning rate in `epoch`: 'staged' lowers it once the backbone trains."""
+        if self.cfg.finetune == "staged" and epoch >= self.cfg.freeze_epochs:
+            return self.cfg.unfrozen_lr_scale
+        return 1.0
 
     def set_trainable(self, model: nn.Module, epoch: int) -> bool:
         """Set requires_grad per parameter for `epoch`; True when the trainable set changed.
@@ -115,7 +137,7 @@ class Finetuner:
         Called before DDP wraps the model and again at every epoch: DDP registers its gradient
         hooks for the parameters that require grad when it is built, so the trainer re-wraps the
         model whenever this returns True (see `Trainer.train_epoch`)."""
-        if self.cfg.finetune == "full":
+        if not self.frozen_ever:
             return False
         low = self.lowest_trainable_depth(epoch)
         changed = False
@@ -128,7 +150,7 @@ class Finetuner:
     def start_epoch(self, model: nn.Module, epoch: int) -> None:
         """`set_trainable`, then put modules whose parameters are all frozen in eval mode (frozen
         batch-norm statistics; dropout off inside a frozen backbone). After `model.train()`."""
-        if self.cfg.finetune == "full":
+        if not self.frozen_ever:
             return
         self.set_trainable(model, epoch)
         for module in model.modules():

@@ -69,9 +69,10 @@ class Schedule:
         self.warmup = int(round(cfg.warmup_epochs * steps_per_epoch)) if cfg.schedule != "onecycle" else 0
         for g in optimizer.param_groups:
             g.setdefault("base_lr", g["lr"])
+        self.scale = 1.0  # a stage's multiplier on top of the schedule (the 'staged' fine-tune sets it)
 
     def set_step(self, step: int) -> float:
-        f = lr_factor(step, self.total, self.warmup, self.cfg)
+        f = lr_factor(step, self.total, self.warmup, self.cfg) * self.scale
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * f
         return self.optimizer.param_groups[0]["lr"]

@@ -40,6 +40,7 @@ def match_size(bundle: DataBundle, img_size: int) -> DataBundle:
 def prepare_data(cfg: RunConfig, bundle: Optional[DataBundle] = None,
                  log: Callable[[str], None] = print) -> tuple[DataBundle, RunConfig]:
     """Load and split the data; return it with a config whose data fields are all resolved."""
+    cfg, weights_pre = resolve_start(cfg, log)
     d = cfg.data
     img_size = d.img_size or default_img_size(cfg)
     bundle = bundle if bundle is not None else load_source(d, img_size)
@@ -48,6 +49,9 @@ def prepare_data(cfg: RunConfig, bundle: Optional[DataBundle] = None,
     bundle = make_splits(bundle, d, cfg.train.seed)
     bundle = match_size(match_channels(bundle, d.in_chans or bundle.in_chans), img_size)
     mean, std = d.mean, d.std
+    if (mean is None or std is None) and weights_pre is not None:
+        mean, std = weights_pre
+        mean, std = (mean, std) if len(mean) == bundle.in_chans else ([sum(mean) / len(mean)], [sum(std) / len(std)])
     if mean is None or std is None:
         mean, std = mean_std(bundle.splits["train"].images)
     if len(mean) != bundle.in_chans or len(std) != bundle.in_chans:
@@ -55,6 +59,41 @@ def prepare_data(cfg: RunConfig, bundle: Optional[DataBundle] = None,
     data = dataclasses.replace(d, img_size=img_size, in_chans=bundle.in_chans, mean=[round(m, 6) for m in mean],
                                std=[round(s, 6) for s in std])
     return bundle, dataclasses.replace(cfg, data=data)
+
+
+def resolve_start(cfg: RunConfig, log: Callable[[str], None] = print
+                  ) -> tuple[RunConfig, Optional[tuple[list[float], list[float]]]]:
+    """Fill the fields left to 'auto' by how training starts, and return the weights' mean/std.
+
+    From scratch: full training, random crops, squashed inputs, no layer decay, statistics of the data.
+    From pretrained weights: the 'staged' fine-tune, random-resized crops and flips, layer decay 0.75,
+    and the weights' own preprocessing (`foveal.models.hub`: mean/std, input size, shorter side +
+    centre crop), never recomputed from the data. Fields the user set are kept. The resolved values
+    are what config.yaml records.
+    """
+    m, d, o = cfg.model, cfg.data, cfg.optim
+    p = None
+    if m.pretrained and not cfg.train.resume:
+        from ..models import hub
+
+        if hub.is_weights_name(m.pretrained):
+            named = hub.resolve(m.pretrained, m.name)
+            log(f"pretrained: {named.origin}, cached at {named.path}")
+            p, where = named.preprocessing, "the weights' publisher"
+        else:
+            p, where = hub.file_preprocessing(m.pretrained, m.name) or (None, "")
+        if p is not None and (d.mean is None or d.std is None):
+            log(f"data: mean {p.mean} / std {p.std} from {where} (set data.mean/data.std to override)")
+    started = bool(m.pretrained)
+    data = dataclasses.replace(
+        d, augment=d.augment if d.augment is not None else (["rrc", "flip"] if started else ["crop"]),
+        resize=d.resize or (p.resize if p is not None else "squash"),
+        img_size=d.img_size or (p.img_size if p is not None and not cfg.train.resume else None))
+    finetune = m.finetune if m.finetune != "auto" else ("staged" if started else "full")
+    optim = dataclasses.replace(o, layer_decay=o.layer_decay if o.layer_decay is not None
+                                else (0.75 if finetune == "staged" else 1.0))
+    cfg = dataclasses.replace(cfg, data=data, model=dataclasses.replace(m, finetune=finetune), optim=optim)
+    return cfg, ((p.mean, p.std) if p is not None else None)
 
 
 def init_from_data(model: torch.nn.Module, images: ImageStore, mean: list[float], std: list[float]) -> None:

@@ -89,3 +89,98 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 def timestamp() -> str:
     return datetime.now().isoformat(timespec="seconds")
+
+
+# ---- reading run folders back: `foveal runs` and `foveal runs --compare` ----------------------
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}: nested dicts as dotted keys, other values as they are."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, or half-written by a run still going
+        return None
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch rows of metrics.jsonl ([] when the run has finished no epoch yet)."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    return [row for row in map(_read_json_line, lines) if row is not None]
+
+
+def _read_json_line(line: str) -> Any:
+    try:
+        return json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+
+
+def run_summary(run_dir: str | Path) -> dict[str, Any]:
+    """One run folder in a line: name, model, data, epochs done/planned, best val acc, test acc,
+    training seconds and the date the run started (its folder claim), from config.yaml,
+    metrics.jsonl and test.json; None where a file is missing (a run still going, or killed)."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"'{run_dir}' is not a run folder: cannot read config.yaml ({e})") from None
+    history = read_history(run_dir)
+    test = _read_json(run_dir / "test.json") or {}
+    val = [row["val_acc"] for row in history if "val_acc" in row]
+    return {"name": run_dir.name, "path": str(run_dir), "model": cfg.get("model", {}).get("name"),
+            "data": cfg.get("data", {}).get("source"), "epochs": len(history),
+            "epochs_planned": cfg.get("train", {}).get("epochs"), "best_val_acc": max(val) if val else None,
+            "test_acc": test.get("accuracy"),
+            "train_seconds": test.get("train_seconds", sum(row.get("train_seconds", 0.0) for row in history)),
+            "date": datetime.fromtimestamp(_started(run_dir)).isoformat(timespec="seconds"),
+            "finished": bool(test)}
+
+
+def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
+    """`run_summary` of every run folder (a folder holding config.yaml) right under `root`, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no runs folder '{root}' (train a model first, or pass the folder: foveal runs DIR)")
+    found = sorted((p for p in root.iterdir() if (p / "config.yaml").is_file()), key=lambda p: (_started(p), p.name))
+    return [run_summary(p) for p in found]
+
+
+def _started(run_dir: Path) -> float:
+    """When the run claimed its folder (RUN_MARKER's mtime; config.yaml's for older runs), in epoch seconds."""
+    return next((p for p in (run_dir / RUN_MARKER, run_dir / "config.yaml") if p.exists()), run_dir).stat().st_mtime
+
+
+def compare_runs(a: str | Path, b: str | Path) -> dict[str, Any]:
+    """Two runs side by side: the config keys (dotted) whose values differ, and their summary
+    metrics and final-epoch metrics, each as {key: [value in a, value in b]}."""
+    import yaml
+
+    runs = [Path(a), Path(b)]
+    summaries = [run_summary(p) for p in runs]  # raises for a folder that is not a run
+    configs = [flatten(yaml.safe_load((p / "config.yaml").read_text()) or {}) for p in runs]
+    keys = list(dict.fromkeys([*configs[0], *configs[1]]))
+    config = {k: [configs[0].get(k), configs[1].get(k)] for k in keys if configs[0].get(k) != configs[1].get(k)}
+    last = [(read_history(p) or [{}])[-1] for p in runs]
+    metrics = {k: [s.get(k) for s in summaries] for k in ("epochs", "best_val_acc", "test_acc", "train_seconds")}
+    tests = [_read_json(p / "test.json") or {} for p in runs]
+    for k in ("macro_f1", "loss"):
+        if any(k in t for t in tests):
+            metrics[f"test_{k}"] = [t.get(k) for t in tests]
+    for k in dict.fromkeys([*last[0], *last[1]]):
+        if k != "epoch":
+            metrics[f"last_{k}"] = [row.get(k) for row in last]
+    return {"runs": [s["path"] for s in summaries], "names": [s["name"] for s in summaries], "config": config,
+            "metrics": metrics}

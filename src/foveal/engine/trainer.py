@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .. import malloc
 from ..config import RunConfig, to_dict
 from ..data import Compose, DataBundle
 from ..data.augment import MixBatch
@@ -94,6 +95,8 @@ class Trainer:
         cfg = self.cfg
         check_views(cfg.train.tta)  # before any work: a typo must not cost a training run
         self.dist, self.device = dist.setup(resolve_device(cfg.train.device), cfg.train.dist_timeout)
+        if self.device.type == "cpu":  # training on the CPU: glibc keeps freed activations (foveal/malloc.py)
+            malloc.keep_freed_memory()
         if not self.dist.is_main:
             self.log = lambda msg: None  # rank 0 speaks for the job
         warn_slow_cpu_bf16(self.device, cfg.train.cpu_bf16, self.log)
@@ -128,7 +131,7 @@ class Trainer:
         if cfg.data.balance == "weights":
             weights = inverse_frequency_weights(self.data.splits["train"].labels, len(self.data.classes))
         self.criterion = build_loss(cfg.optim, weights.to(self.device) if weights is not None else None)
-        groups = finetune_groups(self.model, cfg.optim) if cfg.optim.layer_decay != 1.0 else None
+        groups = finetune_groups(self.model, cfg.optim) if cfg.optim.layer_decay not in (None, 1.0) else None
         self.optimizer = build_optimizer(self.model, cfg.optim, groups)
         spe = len(self.train_loader)
         self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * spe, spe)
@@ -190,6 +193,7 @@ class Trainer:
         if self.finetuner.set_trainable(self.model, epoch) or self.train_model is None:
             self.train_model = self._wrap()  # DDP hooks exactly the parameters that train this epoch
         model = self.train_model
+        self.schedule.scale = self.finetuner.lr_scale(epoch)
         model.train()
         self.finetuner.start_epoch(self.model, epoch)  # frozen modules in eval mode (linear probe, gradual)
         loader.set_epoch(epoch)
@@ -234,7 +238,7 @@ class Trainer:
         acc = meter.compute()["accuracy"]  # one sync per epoch
         seen = int(meter.sums[1].item())
         return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": acc, "train_seconds": seconds,
-                "images_per_s": seen / max(seconds, 1e-9), "lr": self.optimizer.param_groups[0]["lr"]}
+                "images_per_s": seen / max(seconds, 1e-9), "lr": max(g["lr"] for g in self.optimizer.param_groups)}  # the head's, under layer decay
 
     def validate(self) -> dict[str, Any]:
         meter, _, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device,
@@ -288,6 +292,11 @@ class Trainer:
                  f"{self.data.name} {cfg.data.img_size}px x{cfg.data.in_chans}, "
                  f"{len(self.data.splits['train'])}/{len(self.data.splits['val'])}/{len(self.data.splits['test'])} "
                  f"train/val/test images, {self.device}")
+        if self.dist.is_main and not getattr(self, "_loggers_added", False):  # train.logger: TensorBoard /
+            from .loggers import logger_callbacks  # MLflow callbacks, rank 0 only (see engine/loggers.py)
+
+            self.callbacks += logger_callbacks(cfg.train.logger)
+            self._loggers_added = True
         for cb in self.callbacks:
             cb.on_train_begin(self)
         for epoch in range(self.state.epoch, cfg.train.epochs):
@@ -330,9 +339,10 @@ class Trainer:
         self.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {self.state.best_epoch}); "
                  f"training took {self.state.train_time:.1f}s; run folder: {self.run_dir}")
         result = RunResult(self.run_dir, model, meta, self.state.history, metrics, logits, self.data)
-        from ..report import write_run_report
+        if self.cfg.train.report:  # off for quick fits, e.g. each fold of a scikit-learn cross-validation
+            from ..report import write_run_report
 
-        write_run_report(result)
+            write_run_report(result)
         return result
 
 

@@ -54,7 +54,10 @@ def _split_arrays(meta: dict[str, Any], split: str, limit: Optional[int], seed: 
     idx = torch.arange(len(part))
     if limit is not None and limit < len(part):
         idx = torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-    return part.images.load(idx).numpy(), part.labels[idx].numpy()
+    x, kept, errors = part.images.load_readable(idx)  # a streamed split may hold unreadable files
+    for e in errors:
+        print(f"export: skipped unreadable image {e}")
+    return x.numpy(), part.labels[idx][kept].numpy()
 
 
 @torch.inference_mode()

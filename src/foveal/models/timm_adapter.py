@@ -41,6 +41,20 @@ class TimmModel(FovealModel):
         self.classifier_name = "model." + _module_name(self.model, self.model.get_classifier())
         self.num_classes = num_classes
 
+    def layer_ids(self) -> dict[str, int]:
+        """timm's own parameter groups (`group_matcher`: stem, each block, head), so layer decay
+        and gradual unfreezing see the network's depth rather than one backbone group."""
+        from timm.models import group_parameters
+
+        try:
+            groups = group_parameters(self.model, self.model.group_matcher(coarse=False))
+        except (AttributeError, NotImplementedError):  # a model without a group matcher
+            return super().layer_ids()
+        ids = {f"model.{n}": depth for depth, names in groups.items() for n in names}
+        top = max(ids.values(), default=0)
+        head = self.classifier_name + "."
+        return {n: (top + 1 if n.startswith(head) else ids.get(n, top)) for n, _ in self.named_parameters()}
+
     def remap_state_dict(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A timm state_dict (keys without our ``model.`` prefix) gets the prefix."""
         return {k if k.startswith("model.") else f"model.{k}": v for k, v in sd.items()}

@@ -1,0 +1,100 @@
+"""What each config field means, read from the comments beside the fields in config.py.
+
+The comments in `foveal/config.py` stay the single source: `--help`, the docs and this
+module's callers read them from the source text, once per process (cached). A field's
+description is its trailing comment (`lr: float = 3e-3  # peak learning rate`) or, when it has
+none, the block of comment lines right above it; a dataclass's docstring is its section title.
+No torch here: `foveal --help` builds every flag's help from this module.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from . import config
+
+
+@functools.lru_cache(maxsize=1)
+def _comments() -> dict[str, dict[str, str]]:
+    """{class name: {field name: description}} for every class defined in config.py."""
+    source = Path(config.__file__).read_text(encoding="utf-8")
+    lines = source.splitlines()
+    out: dict[str, dict[str, str]] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef):
+            out[node.name] = {stmt.target.id: _comment_of(stmt, lines) for stmt in node.body
+                              if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)}
+    return out
+
+
+def _comment_of(stmt: ast.AnnAssign, lines: list[str]) -> str:
+    """The trailing comment after the statement, else the comment lines directly above it."""
+    tail = lines[stmt.end_lineno - 1][stmt.end_col_offset:].strip()
+    if tail.startswith("#"):
+        return tail[1:].strip()
+    above: list[str] = []
+    i = stmt.lineno - 2  # 0-based index of the line above
+    while i >= 0 and lines[i].strip().startswith("#"):
+        above.insert(0, lines[i].strip()[1:].strip())
+        i -= 1
+    return " ".join(above)
+
+
+def section_title(cls: type) -> str:
+    """A config dataclass's one-line title: the first line of its docstring."""
+    return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def field_description(cls: type, name: str) -> str:
+    """The comment describing field `name` of config dataclass `cls` ('' when there is none)."""
+    return _comments().get(cls.__name__, {}).get(name, "")
+
+
+def choices(tp: Any) -> tuple[Any, ...]:
+    """The allowed values of a Literal (or Optional[Literal]) type; () for other types."""
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    for arg in typing.get_args(tp):
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return ()
+
+
+def format_value(value: Any) -> str:
+    """A default as a user would type it on the command line."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) if value else "(empty)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "unset" if value is None else str(value)
+
+
+def sections(cls: type = config.RunConfig) -> list[tuple[str, type, list[dict[str, Any]]]]:
+    """[(section name, its dataclass, [{path, name, type, description, default, choices}])] of `cls`."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    out = []
+    for f in dataclasses.fields(cls):
+        sub = hints[f.name]
+        sub_hints = typing.get_type_hints(sub)
+        rows = [{"path": f"{f.name}.{g.name}", "name": g.name, "type": sub_hints[g.name],
+                 "description": field_description(sub, g.name), "default": getattr(getattr(defaults, f.name), g.name),
+                 "choices": choices(sub_hints[g.name])} for g in dataclasses.fields(sub)]
+        out.append((f.name, sub, rows))
+    return out
+
+
+def help_line(row: dict[str, Any]) -> str:
+    """'description (default: X; one of: a, b)' for one row of `sections`."""
+    extra = f"default: {format_value(row['default'])}"
+    if row["choices"]:
+        extra += f"; one of: {', '.join(map(str, row['choices']))}"
+    return f"{row['description']} ({extra})" if row["description"] else f"({extra})"
+
+
+__all__ = ["sections", "section_title", "field_description", "choices", "format_value", "help_line"]

@@ -1,0 +1,116 @@
+"""End-to-end CPU benchmark: whole `foveal` commands on generated photo-like JPEGs, timed as a user
+times them (wall, and the user and sys CPU time of the child processes from `getrusage`).
+
+Each command runs twice in the same session: with foveal's CPU allocator settings (glibc keeps
+freed memory, foveal/malloc.py) and with today's glibc behaviour (FOVEAL_MALLOC=default), so the
+ratio is measured on the same machine under the same load. Optionally a timm user's training
+script (bench/peer_timm_train.py) runs the same recipe for comparison.
+
+No torch import here: the commands run in child processes, so each pays its own start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+def write_photo_folder(root: Path, n: int = 400, classes: int = 2, seed: int = 0,
+                       sizes: tuple[int, int] = (300, 500)) -> Path:
+    """root/class_<k>/<i>.jpg: `n` smooth random colour images of 300-500 px sides (JPEG quality 90).
+
+    Each image is a few Gaussian blobs on a smooth background (a low-resolution noise field upscaled
+    bicubically, then blurred); class k tints the blobs towards its own hue, so the task is learnable
+    but not trivial. Sizes and aspect ratios vary, so decoding and resizing cost what photos cost."""
+    rng = np.random.default_rng(seed)
+    tints = rng.uniform(0.2, 0.8, (classes, 3))
+    for i in range(n):
+        k = i % classes
+        w, h = (int(v) for v in rng.integers(sizes[0], sizes[1] + 1, 2))
+        low = rng.uniform(0, 255, (int(rng.integers(4, 12)), int(rng.integers(4, 12)), 3)).astype(np.uint8)
+        img = np.asarray(Image.fromarray(low).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+        yy, xx = np.mgrid[0:h, 0:w]
+        for _ in range(int(rng.integers(2, 5))):  # blobs in the class tint, at random places and radii
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.08, 0.25) * min(w, h)
+            a = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]  # (h, w, 1)
+            img = img * (1 - a) + a * 255 * (tints[k] + rng.normal(0, 0.1, 3))
+        out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5))
+        d = root / f"class_{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        out.save(d / f"{i:04d}.jpg", quality=90)
+    return root
+
+
+def time_command(argv: Sequence[str], env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None,
+                 timeout: float = 1200) -> dict[str, Any]:
+    """Run `argv` to completion; wall seconds, and the user/sys CPU seconds and peak RSS of it and its
+    descendants (loader workers included: `wait4` reports the child with its own reaped children)."""
+    with tempfile.TemporaryFile("w+") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(list(argv), env={**os.environ, **(env or {})}, cwd=cwd, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: keep Popen from waiting again
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{text[-3000:]}")
+    user, sys_ = ru.ru_utime, ru.ru_stime
+    return {"wall_s": round(wall, 2), "user_s": round(user, 2), "sys_s": round(sys_, 2),
+            "sys_over_user": round(sys_ / user, 3) if user else None,
+            "max_rss_gb": round(ru.ru_maxrss / 2**20, 2),  # KiB -> GiB, the largest process
+            "output_tail": text[-800:]}
+
+
+def foveal_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "foveal.cli.main", *args]
+
+
+def compare_malloc(name: str, argv_for: Callable[[str], list[str]], cwd: Path,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """`argv_for(mode)` with FOVEAL_MALLOC=default (today's glibc behaviour) and =keep, one after the other."""
+    row: dict[str, Any] = {"command": " ".join(argv_for("keep")[3:])}
+    for mode in ("default", "keep"):  # today's behaviour first: any file-cache warm-up favours it
+        r = time_command(argv_for(mode), {"FOVEAL_MALLOC": mode}, cwd)
+        row[mode] = r
+        log(f"{name} FOVEAL_MALLOC={mode}: wall {r['wall_s']} s, user {r['user_s']} s, sys {r['sys_s']} s, "
+            f"max RSS {r['max_rss_gb']} GiB")
+    row["wall_speedup"] = round(row["default"]["wall_s"] / row["keep"]["wall_s"], 2)
+    row["cpu_speedup"] = round((row["default"]["user_s"] + row["default"]["sys_s"])
+                               / (row["keep"]["user_s"] + row["keep"]["sys_s"]), 2)
+    return row
+
+
+def run_cpu_e2e(work: Path, images: int = 400, epochs: int = 1, robust_images: int = 49,
+                model: str = "timm/tf_efficientnet_lite0", batch_size: int = 32, img_size: int = 224,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Generate the photos, then time `foveal train` and `foveal robust` with and without the allocator
+    settings. The robust runs attack the model of the `keep` training run; their robustness.json must agree."""
+    work.mkdir(parents=True, exist_ok=True)
+    photos = work / "photos"
+    if not photos.is_dir():
+        write_photo_folder(photos, images)
+    out: dict[str, Any] = {"images": images, "epochs": epochs, "robust_images": robust_images, "model": model,
+                           "batch_size": batch_size, "img_size": img_size}
+    out["train"] = compare_malloc("train", lambda mode: foveal_argv(
+        "train", "--data.source", str(photos), "--model.name", model, "--data.img_size", str(img_size),
+        "--train.batch_size", str(batch_size), "--train.epochs", str(epochs), "--train.device", "cpu",
+        "--train.progress", "false", "--train.name", f"e2e-{mode}"), work, log)
+    run = work / "runs" / "e2e-keep"
+    n = str(robust_images)
+    out["robust"] = compare_malloc("robust", lambda mode: foveal_argv(
+        "robust", str(run), "--limit", n, "--attack-limit", n, "--severities", "3", "--pgd-steps", "10",
+        "--eps", "0,0.004,0.016", "--batch-size", n, "--device", "cpu", "--out", str(work / f"robust-{mode}")),
+        work, log)
+    a, b = ((work / f"robust-{m}" / "robustness.json").read_text() for m in ("default", "keep"))
+    out["robust"]["same_results"] = a == b
+    return out

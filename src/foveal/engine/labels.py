@@ -1,0 +1,261 @@
+"""Out-of-sample probabilities by K-fold cross-validation, and `find_label_issues` on top of them.
+
+Confident learning needs, for every image, probabilities from a model that never saw its label.
+K models are trained, each on K-1 folds (stratified, seeded), and each predicts its held-out fold.
+The K trainings are the whole cost, so they use a short in-memory recipe in the manner of the
+fast recipe (`foveal.engine.fast`): the split as one uint8 tensor, batched translate augmentation,
+AdamW with a one-cycle schedule, no host sync in the step loop; a small model per input size
+(`crossval_defaults`) keeps K folds of MNIST's 10,000 test images at minutes on 2 CPU cores
+(BENCHMARKS.md, "Label errors").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.labels import LabelIssues, confident_learning
+from ..data.loader import normalize_u8
+from ..data.splits import stratified_indices
+from ..models import create_model, model_meta
+from .fast import translate
+
+_INIT_LOCK = threading.Lock()
+
+
+@dataclass
+class CrossValConfig:
+    """The K-fold recipe; `crossval_defaults(side)` picks the model and length per input size."""
+
+    model: str = "lenet5_modern"
+    folds: int = 4
+    epochs: int = 10
+    img_size: Optional[int] = None  # None: the images' own side, raised to the model's minimum
+    batch_size: int = 128
+    lr: float = 4e-3  # AdamW peak, per batch
+    weight_decay: float = 5e-4
+    translate: int = 2  # max px of random shift (batched, reflect padding); 0 disables
+    eval_batch_size: int = 1024
+    seed: int = 0
+    workers: Optional[int] = None  # folds trained side by side (threads, 1 intra-op thread each); None: one per core
+
+
+def crossval_defaults(side: int, n: int) -> CrossValConfig:
+    """Defaults by image side and split size: LeNet-5 (modern) up to 32 px; ResNet-20 at 32 px above
+    (larger images are shrunk: label errors are visible at thumbnail size, and K trainings at full
+    size would take hours on a CPU). Fewer epochs for large splits, more for tiny ones."""
+    epochs = 6 if n > 30_000 else 10 if n > 3_000 else 20
+    if side <= 32:
+        return CrossValConfig(model="lenet5_modern", epochs=epochs)
+    return CrossValConfig(model="resnet20", img_size=32, epochs=epochs)
+
+
+def fold_indices(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
+    """`folds` stratified, disjoint parts covering every position of `labels`."""
+    if folds < 2:
+        raise ValueError(f"--folds must be at least 2 (each image is predicted by a model trained on the "
+                         f"others), got {folds}")
+    fracs = [1 / folds] * (folds - 1)
+    # stratified_indices takes fractions of the whole per class; fold k takes 1/folds of what it is given
+    return stratified_indices(labels, fracs, seed)
+
+
+def _train_fold(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: CrossValConfig, mean: list[float],
+                std: list[float], seed: int) -> torch.nn.Module:
+    """One model on (N, C, H, W) uint8 images x and (N,) labels y; no host sync in the step loop."""
+    # The global generator draws the weights: one fold at a time (folds train in threads), the caller's state kept.
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(cfg.model, num_classes=num_classes, in_chans=x.shape[1], img_size=x.shape[-1])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(1, len(y) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.25)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(y), generator=g)
+        for i in range(steps):  # full batches only; the tail of each shuffled epoch waits for the next
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            xb = normalize_u8(x[idx], mean, std)  # (B, C, H, W) float
+            if cfg.translate:
+                xb = translate(xb, cfg.translate, g)
+            loss = F.cross_entropy(model(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, x: torch.Tensor, mean: list[float], std: list[float], bs: int) -> torch.Tensor:
+    """(N, K) softmax probabilities of (N, C, H, W) uint8 images."""
+    return torch.cat([model(normalize_u8(x[i:i + bs], mean, std)).float().softmax(1) for i in range(0, len(x), bs)])
+
+
+def _fit_size(x: torch.Tensor, cfg: CrossValConfig) -> torch.Tensor:
+    """Images at cfg.img_size, or raised to the model's smallest input side."""
+    side = cfg.img_size or max(x.shape[-1], model_meta(cfg.model)["min_img_size"])
+    if side == x.shape[-1]:
+        return x
+    y = F.interpolate(x.float(), size=(side, side), mode="bilinear", antialias=side < x.shape[-1], align_corners=False)
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
+def _fold_job(args: tuple) -> tuple[int, torch.Tensor, float]:
+    """One fold: train on the other folds, predict the held-out one."""
+    k, x, y, train, held, num_classes, cfg, mean, std = args
+    t0 = time.perf_counter()
+    model = _train_fold(x[train], y[train], num_classes, cfg, mean, std, cfg.seed + k)
+    return k, _predict(model, x[held], mean, std, cfg.eval_batch_size), time.perf_counter() - t0
+
+
+def out_of_sample_probs(images: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: CrossValConfig,
+                        log: Callable[[str], None] = print) -> np.ndarray:
+    """(N, num_classes) probabilities, each row from the fold model that did not train on that image.
+
+    Folds train side by side in `cfg.workers` threads with torch's intra-op pool at one thread (torch
+    releases the GIL in its kernels): a small model gains little from intra-op threads, and an
+    intra-op pool that shares its cores with other jobs can run 10x slower (measured: LeNet-5 steps
+    at 8,300 img/s on 1 thread, 920 on 2 threads of a loaded 2-core box).
+    """
+    x = _fit_size(images, cfg)
+    xf = x[:4096].float().div(255)  # the normalization of the whole split (no label enters it)
+    mean = xf.mean(dim=(0, 2, 3)).tolist()
+    std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    probs = torch.zeros(len(labels), num_classes)
+    parts = fold_indices(labels, cfg.folds, cfg.seed)
+    jobs = [(k, x, labels, torch.cat([p for j, p in enumerate(parts) if j != k]), held, num_classes, cfg, mean, std)
+            for k, held in enumerate(parts)]
+    workers = min(cfg.folds, cfg.workers or os.cpu_count() or 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(workers)
+    try:
+        results = pool.map(_fold_job, jobs)
+        for k, p, sec in results:
+            held = parts[k]
+            probs[held] = p
+            acc = (p.argmax(1) == labels[held]).float().mean().item()
+            log(f"fold {k + 1}/{cfg.folds}: trained on {len(labels) - len(held):,}, predicted {len(held):,} "
+                f"(agreement with the given labels {acc:.4f}), {sec:.0f} s")
+    finally:
+        pool.shutdown()
+        torch.set_num_threads(threads)
+    return probs.numpy()
+
+
+@dataclass
+class LabelCheck:
+    """`find_label_issues`' answer: the issues and what names them (split, classes, paths)."""
+
+    issues: LabelIssues
+    classes: list[str]
+    split: str
+    paths: Optional[list[str]]
+    images: torch.Tensor  # (N, C, H, W) uint8, as loaded (for thumbnails)
+    cv: Optional[CrossValConfig]  # None when the probabilities were given
+    seconds: float
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The ranked rows of `label_issues.csv`."""
+        from ..data.labels import issue_rows
+
+        return issue_rows(self.issues, self.classes, self.split, self.paths)
+
+
+def _as_split(data: Any, labels: Any, split: Optional[str], data_dir: Optional[str],
+              img_size: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, list[str], str, Optional[list[str]]]:
+    """(images uint8, labels, classes, split name, paths) from a source name/path, a DataBundle, a
+    Split, or (N, H, W[, C]) / (N, C, H, W) arrays with `labels`."""
+    from ..config import DataConfig
+    from ..data.arrays import to_images_u8
+    from ..data.bundle import DataBundle, Split
+
+    if isinstance(data, (str, os.PathLike)):
+        from ..data.check import native_size
+        from ..data.sources import load_source
+
+        cfg = DataConfig(source=str(data), data_dir=data_dir)
+        data = load_source(cfg, img_size or native_size(str(data)) or 32)
+    if isinstance(data, DataBundle):
+        name = split or default_split(data)
+        if name not in data.splits:
+            raise ValueError(f"{data.name} has no split '{name}' (it has {', '.join(data.splits)}); pass one of them")
+        s = data.splits[name]
+        return s.images.load(), s.labels, list(data.classes), name, s.paths
+    if isinstance(data, Split):
+        n = int(data.labels.max()) + 1
+        return data.images.load(), data.labels, [str(c) for c in range(n)], split or "all", data.paths
+    if labels is None:
+        raise ValueError("find_label_issues(images, labels): array input needs the labels")
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    x = to_images_u8(data)
+    return x, y, [str(c) for c in range(int(y.max()) + 1)], split or "all", None
+
+
+def default_split(bundle: Any) -> str:
+    """The split a label check looks at by default: 'train' when the source has one, else its first."""
+    return "train" if "train" in bundle.splits else next(iter(bundle.splits))
+
+
+def find_label_issues(data: Any, labels: Optional[Sequence[int]] = None, *, probs: Optional[np.ndarray] = None,
+                      split: Optional[str] = None, model: Optional[str] = None, folds: Optional[int] = None,
+                      epochs: Optional[int] = None, rank_by: str = "self_confidence",
+                      data_dir: Optional[str] = None, img_size: Optional[int] = None, seed: int = 0,
+                      log: Callable[[str], None] = print) -> LabelCheck:
+    """Mislabeled images of one split by confident learning on K-fold out-of-sample probabilities.
+
+    `data`: a dataset name / folder / CSV (with `data_dir` for named datasets), a DataBundle (its
+    `split`, default 'train' or its only split), a Split, or images as arrays with `labels`.
+    `probs` (N, K): use these out-of-sample probabilities instead of training (no images needed
+    beyond thumbnails). `model`, `folds`, `epochs`: override `crossval_defaults` for the image size.
+    Index i of the answer is position i in the split (for named datasets, the official order).
+    """
+    t0 = time.perf_counter()
+    x, y, classes, name, paths = _as_split(data, labels, split, data_dir, img_size)
+    cv = None
+    if probs is None:
+        cv = crossval_defaults(x.shape[-1], len(y))
+        over = {k: v for k, v in dict(model=model, folds=folds, epochs=epochs).items() if v is not None}
+        cv = dataclasses.replace(cv, seed=seed, **over)
+        if model is not None and cv.img_size is None and x.shape[-1] > 32:
+            cv.img_size = 32
+        log(f"label check of {len(y):,} images ({name}): {cv.folds} folds of {cv.model}, {cv.epochs} epochs each")
+        probs = out_of_sample_probs(x, y, max(len(classes), int(y.max()) + 1), cv, log)
+    elif len(probs) != len(y):
+        raise ValueError(f"probs has {len(probs)} rows for {len(y)} images of split '{name}'")
+    classes += [str(c) for c in range(len(classes), np.shape(probs)[1])]  # classes absent from the labels
+    issues = confident_learning(y.numpy(), probs, rank_by=rank_by)  # type: ignore[arg-type]
+    return LabelCheck(issues, classes, name, paths, x, cv, time.perf_counter() - t0)
+
+
+def write_label_check(check: LabelCheck, out_dir: str | os.PathLike, top: int = 60) -> dict[str, Any]:
+    """Write label_issues.csv (ranked), noise_matrix.csv and label_issues.html into `out_dir`;
+    return a summary (also printed by `foveal check --labels`)."""
+    from pathlib import Path
+
+    from ..data.labels import write_issue_csv, write_noise_csv
+    from ..io import atomic_path, write_text
+    from ..report.label_issues import issues_html
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = check.rows()
+    with atomic_path(out / "label_issues.csv") as tmp:
+        write_issue_csv(rows, tmp)
+    with atomic_path(out / "noise_matrix.csv") as tmp:
+        write_noise_csv(check.issues, check.classes, tmp)
+    write_text(out / "label_issues.html", issues_html(check, top))
+    return {"split": check.split, "images": len(check.issues.given), "flagged": len(rows),
+            "noise_rate": round(check.issues.noise_rate, 4), "seconds": round(check.seconds, 1), "out": str(out),
+            "top": [(r["index"], r["given"], r["suggested"], r["self_confidence"]) for r in rows[:10]]}
