@@ -46,7 +46,8 @@ class DataConfig:
     randaug_m: int = 9  # magnitude (0-30 scale of Cubuk et al.) for 'randaugment'
     mixup: float = 0.0  # Beta(alpha, alpha) for mixup; 0 disables
     cutmix: float = 0.0  # Beta(alpha, alpha) for cutmix; 0 disables
-    balance: Literal["none", "weights", "sampler"] = "none"  # class imbalance: weighted loss or balanced sampling
+    balance: Literal["none", "weights", "sampler", "groups"] = "none"  # class-weighted loss, or balanced draws
+    # over classes ('sampler') or over the train split's groups ('groups', e.g. a CSV 'group' column)
     limit: Optional[int] = None  # keep at most this many training images (quick experiments)
     # Label errors (`foveal check --labels`). Both name images by position in the source's own split
     # (named datasets: official order; the `split` column, else 'train', else the only split) or by path,
@@ -101,8 +102,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.01  # final lr as a fraction of `lr`
     label_smoothing: float = 0.0  # probability mass spread evenly over all classes in the targets
     grad_clip: Optional[float] = None  # max global gradient norm
-    loss: Literal["ce", "focal"] = "ce"  # cross-entropy, or focal loss (Lin et al. 2017) for hard examples
+    loss: Literal["ce", "focal", "group_dro"] = "ce"  # cross-entropy, focal (Lin et al. 2017), Group DRO (Sagawa 2020)
     focal_gamma: float = 2.0  # focusing exponent of the focal loss (0: cross-entropy)
+    dro_step: float = 0.01  # Group DRO step size eta of the group weights q <- q exp(eta loss_g), per step
 
 
 @dataclass

@@ -222,3 +222,10 @@ def test_named_weights_set_the_run_preprocessing_and_staged_fine_tune(server, mo
     assert got.model.finetune == "staged" and got.optim.layer_decay == 0.75
     scratch = prepare_data(apply_overrides(RunConfig(), {"data.limit": 50}), log=lambda m: None)[1]
     assert scratch.model.finetune == "full" and scratch.data.augment == ["crop"] and scratch.optim.layer_decay == 1.0
+
+
+def test_classifier_takes_weights_by_name():
+    import foveal
+
+    cfg = foveal.Classifier("resnet18", pretrained="imagenet", epochs=3).config("photos")
+    assert cfg.model.pretrained == "imagenet" and cfg.model.finetune == "auto" and cfg.train.epochs == 3

@@ -23,18 +23,33 @@ class Split:
     images: ImageStore  # (N, C, H, W) uint8; a bare tensor is wrapped on construction
     labels: torch.Tensor  # (N,) int64
     paths: Optional[list[str]] = None  # source file per image, when there are files
+    groups: Optional[list[str]] = None  # group per image ('site=A|sex=F': attributes joined by '|'), when known
 
     def __post_init__(self) -> None:
         self.images = as_images(self.images)
         if len(self.images) != len(self.labels):
             raise ValueError(f"a split needs one label per image: {len(self.images)} images, {len(self.labels)} labels")
+        if self.groups is not None and len(self.groups) != len(self.labels):
+            raise ValueError(f"a split needs one group per image: {len(self.groups)} groups, {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def group_index(self) -> tuple[list[str], torch.Tensor]:
+        """(sorted group names, (N,) int64 group id per image): what group sampling and Group DRO use."""
+        if self.groups is None:
+            raise ValueError("this split has no groups: data.balance=groups and optim.loss=group_dro need a CSV "
+                             "manifest with a 'group' column (path,label,split,group) or a dataset that defines "
+                             "groups (e.g. colored-mnist)")
+        names = sorted(set(self.groups))
+        index = {g: i for i, g in enumerate(names)}
+        return names, torch.tensor([index[g] for g in self.groups], dtype=torch.int64)
+
     def subset(self, idx: torch.Tensor) -> "Split":
-        paths = [self.paths[i] for i in idx.tolist()] if self.paths is not None else None
-        return Split(self.images[idx], self.labels[idx], paths)
+        rows = idx.tolist()
+        paths = [self.paths[i] for i in rows] if self.paths is not None else None
+        groups = [self.groups[i] for i in rows] if self.groups is not None else None
+        return Split(self.images[idx], self.labels[idx], paths, groups)
 
 
 @dataclass

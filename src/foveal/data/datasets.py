@@ -149,6 +149,56 @@ for _name in IDX_DATASETS:
     _register_idx(_name)
 
 
+# ---- Colored MNIST (Arjovsky et al. 2019) -----------------------------------------------------
+
+COLORED_MNIST_CLASSES = ["0-4", "5-9"]
+COLOURS = ["red", "green"]  # channel 0 / channel 1 holds the digit
+# (first image, end, P(colour != label)) of each environment, in MNIST's training-file order:
+# two training environments of 25k images and the test environment of the last 10k.
+COLORED_MNIST_ENVS = ((0, 25_000, 0.2), (25_000, 50_000, 0.1), (50_000, 60_000, 0.9))
+COLORED_MNIST_SEED = 0  # the label noise and colours are part of the dataset: the same for every run
+
+
+def load_colored_mnist(cfg: DataConfig, img_size: int) -> DataBundle:
+    """Colored MNIST: a spurious cue (colour) that predicts the label better than the shape in
+    training (80-90%) and is reversed at test (10%), while the shape gives 75% everywhere.
+
+    As Arjovsky et al.: 14x14 (every second pixel), label = (digit >= 5) flipped w.p. 0.25,
+    colour = label flipped w.p. 0.2 / 0.1 / 0.9 per environment, the digit drawn in channel
+    `colour` of 2. Splits: 'train' (the two training environments) and 'test'; group of each
+    image 'label=<0-4|5-9>|colour=<red|green>', for per-group metrics and mitigation.
+    """
+    _, folders, _ = IDX_DATASETS["mnist"]
+    dirs = candidate_dirs(cfg, folders)
+    names = list(IDX_FILES["train"])
+    found = find_files("colored-mnist", names, dirs, gz_ok=True)
+    if found is None and cfg.download:
+        root = Path(cfg.data_dir or "data").expanduser() / folders[0]
+        _download_idx("mnist", "MNIST", root)
+        found = find_files("colored-mnist", names, [root], gz_ok=True)
+    if found is None:
+        raise _missing("colored-mnist (built from MNIST's training files)", [f"{f}.gz" for f in names], dirs)
+    digits = torch.from_numpy(read_idx(found[1]).astype(np.int64))
+    N = COLORED_MNIST_ENVS[-1][1]
+    if len(digits) != N:
+        raise ValueError(f"colored-mnist: '{found[1]}' holds {len(digits)} labels, expected MNIST's {N}")
+    g = torch.Generator().manual_seed(COLORED_MNIST_SEED)
+    y = (digits >= 5).long() ^ (torch.rand(N, generator=g) < 0.25).long()  # (N,) 25% label noise
+    flip = torch.cat([torch.full((b - a,), p) for a, b, p in COLORED_MNIST_ENVS])  # (N,) P(colour != label)
+    colour = y ^ (torch.rand(N, generator=g) < flip).long()
+    gray = torch.from_numpy(read_idx(found[0])[:, ::2, ::2].copy())  # (N, 14, 14)
+    x = torch.zeros(N, 2, 14, 14, dtype=torch.uint8)
+    x[torch.arange(N), colour] = gray
+    x = resize_u8(x, img_size)
+    groups = [f"label={COLORED_MNIST_CLASSES[a]}|colour={COLOURS[c]}" for a, c in zip(y.tolist(), colour.tolist())]
+    cut = COLORED_MNIST_ENVS[1][1]
+    splits = {"train": Split(x[:cut], y[:cut], None, groups[:cut]), "test": Split(x[cut:], y[cut:], None, groups[cut:])}
+    return DataBundle("colored-mnist", list(COLORED_MNIST_CLASSES), splits)
+
+
+DATASETS.add("colored-mnist", load_colored_mnist, native_size=14)
+
+
 # ---- CIFAR python batches ----------------------------------------------------------------------
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

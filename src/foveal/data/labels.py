@@ -288,7 +288,7 @@ def apply_label_files(bundle, exclude: Optional[str], relabel: Optional[str]):
                                  f"{', '.join(bundle.classes)}")
             s = splits[split]
             if split not in changed:
-                s = splits[split] = Split(s.images, s.labels.clone(), s.paths)
+                s = splits[split] = Split(s.images, s.labels.clone(), s.paths, s.groups)
             s.labels[i] = index[r.label] if r.label in index else int(r.label)
             changed[split] = changed.get(split, 0) + 1
         notes += [f"data.relabel: {n} labels of split '{k}' changed by '{relabel}'" for k, n in changed.items()]

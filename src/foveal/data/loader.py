@@ -95,7 +95,8 @@ def balanced_indices(labels: torch.Tensor, generator: torch.Generator) -> torch.
     """len(labels) indices drawn with replacement, P(i) proportional to 1 / count(labels[i]).
 
     Each draw is then equally likely to come from any class present: the balanced sampler
-    (data.balance='sampler'). Seeded by `generator`, so every rank draws the same sequence.
+    (data.balance='sampler'); given group ids instead of labels, from any group present
+    (data.balance='groups'). Seeded by `generator`, so every rank draws the same sequence.
     """
     counts = torch.bincount(labels).double()
     w = 1.0 / counts[labels]  # (N,)
@@ -141,14 +142,19 @@ class DeviceLoader:
 
     With `world > 1`, each rank takes its rows of every global batch (`rank_batches`), and the
     augmentation is drawn for the global batch and sliced, so N processes train on what one would.
-    With `balanced`, an epoch is len(split) draws from `balanced_indices` instead of a permutation.
+    With `balanced`, an epoch is len(split) draws from `balanced_indices` instead of a permutation
+    (balanced='groups': over `groups`, else over classes). With `groups` ((N,) int64 group ids),
+    batches are (x, y, g): the group of each row, for Group DRO.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, mean: list[float], std: list[float],
                  augment: Optional[Compose] = None, shuffle: bool = False, drop_last: bool = False,
-                 seed: int = 0, rank: int = 0, world: int = 1, balanced: bool = False):
+                 seed: int = 0, rank: int = 0, world: int = 1, balanced: bool | str = False,
+                 groups: Optional[torch.Tensor] = None):
         self.images = split.images.load(device=device)  # (N, C, H, W) uint8 on the device
         self.labels = split.labels.to(device, non_blocking=True)
+        self.groups = groups.to(device) if groups is not None else None
+        self.draw_keys = self.groups if balanced == "groups" else self.labels  # what balanced draws equalize
         self.batch_size = batch_size
         self.device = device
         self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
@@ -167,7 +173,8 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        order = epoch_order(self.labels, self.generator, self.shuffle, self.balanced)
+        order = epoch_order(self.draw_keys, self.generator, self.shuffle, self.balanced)
         for idx, draw in rank_batches(order, self.batch_size, self.rank, self.world, self.drop_last):
             if len(idx):  # empty only for a short last evaluation batch with fewer images than ranks
-                yield self.normalize(self.images[idx], self.labels[idx], self.generator, draw)
+                x, y = self.normalize(self.images[idx], self.labels[idx], self.generator, draw)
+                yield (x, y) if self.groups is None else (x, y, self.groups[idx])

@@ -70,15 +70,18 @@ def _infer_chans(paths: list[Path], cfg: DataConfig) -> int:
 
 
 def bundle_from_items(name: str, items: list[tuple[Path, str, str]], classes: list[str],
-                      cfg: DataConfig, img_size: int, problems: list[str]) -> DataBundle:
+                      cfg: DataConfig, img_size: int, problems: list[str],
+                      groups: Optional[list[str]] = None) -> DataBundle:
     """items: (path, class name, split name) -> DataBundle, decoding every file into memory, or,
     when `cfg.in_memory` is False or auto finds the decoded data too big, with lazy file-backed
-    images that `foveal.data.stream` decodes in worker processes each epoch."""
+    images that `foveal.data.stream` decodes in worker processes each epoch.
+
+    `groups`, parallel to `items` (a CSV manifest's group column), lands on each `Split.groups`."""
     in_chans = _infer_chans([p for p, _, _ in items], cfg)
     from .stream import fits_in_memory
 
     if not fits_in_memory(len(items), in_chans, img_size, cfg.in_memory):
-        return _lazy_bundle(name, items, classes, cfg, img_size, in_chans, problems)
+        return _lazy_bundle(name, items, classes, cfg, img_size, in_chans, problems, groups)
     keep, tensors = _decode_all([p for p, _, _ in items], cfg, img_size, in_chans, problems)
     index = {c: i for i, c in enumerate(classes)}
     by_split: dict[str, list[int]] = {}
@@ -92,20 +95,24 @@ def bundle_from_items(name: str, items: list[tuple[Path, str, str]], classes: li
     splits = {}
     for split, ks in by_split.items():
         idx = torch.tensor(ks)
-        splits[split] = Split(images[idx], labels[idx], [paths[k] for k in ks])
+        kept_groups = [groups[keep[k]] for k in ks] if groups is not None else None
+        splits[split] = Split(images[idx], labels[idx], [paths[k] for k in ks], kept_groups)
     return DataBundle(name, classes, splits, problems)
 
 
 def _lazy_bundle(name: str, items: list[tuple[Path, str, str]], classes: list[str], cfg: DataConfig,
-                 img_size: int, in_chans: int, problems: list[str]) -> DataBundle:
+                 img_size: int, in_chans: int, problems: list[str],
+                 groups: Optional[list[str]] = None) -> DataBundle:
     """Splits whose images stay in their files, for `foveal.data.stream.StreamLoader`."""
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split in dict.fromkeys(s for _, _, s in items):  # first-seen order
-        chosen = [(str(p), index[c]) for p, c, s in items if s == split]
+        rows = [k for k, (_, _, s) in enumerate(items) if s == split]
+        chosen = [(str(items[k][0]), index[items[k][1]]) for k in rows]
         images = FileImages(tuple(p for p, _ in chosen), in_chans, img_size, cfg.resize, cfg.max_pixels,
                             max(1, cfg.workers))
-        splits[split] = Split(images, torch.tensor([y for _, y in chosen], dtype=torch.int64), [p for p, _ in chosen])
+        splits[split] = Split(images, torch.tensor([y for _, y in chosen], dtype=torch.int64), [p for p, _ in chosen],
+                              [groups[k] for k in rows] if groups is not None else None)
     return DataBundle(name, classes, splits, problems)
 
 
@@ -156,33 +163,49 @@ def load_folder(root: Path, cfg: DataConfig, img_size: int) -> DataBundle:
 
 def scan_csv(path: Path) -> tuple[list[Item], list[str], list[str]]:
     """A CSV manifest: `path,label[,split]` rows (header optional); paths relative to the CSV."""
+    items, classes, problems, _ = scan_csv_groups(path)
+    return items, classes, problems
+
+
+def scan_csv_groups(path: Path) -> tuple[list[Item], list[str], list[str], Optional[list[str]]]:
+    """`scan_csv` plus the manifest's group per item (None without a `group` column).
+
+    Columns are found by a header naming them (`path,label,split,group`, any order); without a
+    header they are `path,label[,split]`. A group is any string; `site=A|sex=F` holds two
+    attributes (see `foveal.metrics.groups`). Kept apart from `Item`, whose 3-tuples many callers unpack.
+    """
     problems: list[str] = []
-    items = []
+    items, groups = [], []
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+    col = {"path": 0, "label": 1, "split": 2}
+    head = [c.strip().lower() for c in rows[0]] if rows else []
+    if {"path", "label"} <= set(head):
+        col = {k: head.index(k) for k in ("path", "label", "split", "group") if k in head}
         rows = rows[1:]
     for n, row in enumerate(rows, start=1):
         if not row or not "".join(row).strip():
             continue
-        if len(row) < 2:
+        if len(row) <= max(col["path"], col["label"]):
             problems.append(f"'{path}' row {n}: expected path,label, got {row!r}")
             continue
-        p = Path(row[0].strip())
+        cell = {k: row[i].strip() if i < len(row) else "" for k, i in col.items()}
+        p = Path(cell["path"])
         p = p if p.is_absolute() else path.parent / p
-        split = SPLIT_ALIASES.get(row[2].strip().lower(), "all") if len(row) > 2 and row[2].strip() else "all"
+        split = SPLIT_ALIASES.get(cell["split"].lower(), "all") if cell.get("split") else "all"
         if not p.is_file():
             problems.append(f"'{path}' row {n}: file '{p}' does not exist")
             continue
-        items.append((p, row[1].strip(), split))
+        items.append((p, cell["label"], split))
+        groups.append(cell.get("group") or "")
     if not items:
         raise ValueError(f"CSV manifest '{path}' lists no existing image files ({'; '.join(problems[:5])})")
-    return items, sorted({c for _, c, _ in items}), problems
+    return items, sorted({c for _, c, _ in items}), problems, groups if "group" in col else None
 
 
 def load_csv(path: Path, cfg: DataConfig, img_size: int) -> DataBundle:
-    items, classes, problems = scan_csv(path)
-    return bundle_from_items(path.stem, items, classes, cfg, img_size, problems)
+    items, classes, problems, groups = scan_csv_groups(path)
+    return bundle_from_items(path.stem, items, classes, cfg, img_size, problems, groups)
 
 
 def scan_files(source: str | Path) -> Optional[tuple[list[Item], list[str], list[str]]]:

@@ -30,7 +30,8 @@ def stratified_indices(labels: torch.Tensor, fractions: list[float], seed: int) 
 
 def concat(a: Split, b: Split) -> Split:
     paths = a.paths + b.paths if a.paths is not None and b.paths is not None else None
-    return Split(a.images.cat(b.images), torch.cat([a.labels, b.labels]), paths)
+    groups = a.groups + b.groups if a.groups is not None and b.groups is not None else None
+    return Split(a.images.cat(b.images), torch.cat([a.labels, b.labels]), paths, groups)
 
 
 def make_splits(bundle: DataBundle, cfg: DataConfig, seed: int) -> DataBundle:

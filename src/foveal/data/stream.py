@@ -83,9 +83,11 @@ class StreamLoader:
     def __init__(self, images: FileImages, labels: torch.Tensor, batch_size: int, device: torch.device,
                  mean: list[float], std: list[float], augment: Any = None, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, rank: int = 0, world: int = 1, workers: int = 2,
-                 balanced: bool = False, refill: Optional[bool] = None):
+                 balanced: bool | str = False, refill: Optional[bool] = None, groups: Optional[torch.Tensor] = None):
         self.images = images
         self.labels = labels.to(device)
+        self.groups = groups.to(device) if groups is not None else None  # batches become (x, y, g), as DeviceLoader
+        self.draw_keys = self.groups if balanced == "groups" else self.labels  # what balanced draws equalize
         self.device = device
         self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
         self.shuffle, self.balanced, self.drop_last = shuffle, balanced, drop_last
@@ -134,7 +136,7 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        order = epoch_order(self.labels, self.generator, self.shuffle, self.balanced)
+        order = epoch_order(self.draw_keys, self.generator, self.shuffle, self.balanced)
         plan = [(idx.tolist(), draw) for idx, draw in rank_batches(order, self.batch_size, self.rank, self.world,
                                                                    self.drop_last)]  # one sync per epoch
         plan = [(idx, draw) for idx, draw in plan if idx]  # empty: a short last evaluation batch
@@ -149,8 +151,9 @@ class StreamLoader:
                     if len(idx) == 0:
                         continue
                     draw = None if draw is None else GlobalRows(draw.rows[ok.to(draw.rows.device)], draw.size)
-            y = self.labels[idx.to(self.device, non_blocking=True)]
-            yield self.normalize(x.to(self.device, non_blocking=True), y, self.generator, draw)
+            rows = idx.to(self.device, non_blocking=True)
+            x, y = self.normalize(x.to(self.device, non_blocking=True), self.labels[rows], self.generator, draw)
+            yield (x, y) if self.groups is None else (x, y, self.groups[rows])
 
 
 def make_loader(split: Any, batch_size: int, device: torch.device, mean: list[float], std: list[float],

@@ -19,6 +19,7 @@ from ..data.decode import DecodeError, list_images, load_image  # list_images: r
 from ..data.loader import normalize_u8
 from ..data.bundle import DataBundle
 from ..metrics import ConfusionMeter
+from ..metrics.groups import add_group_metrics
 from .checkpoint import load_model
 from .device import resolve_device
 from .evaluate import evaluate
@@ -134,6 +135,7 @@ def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = 
         raise ValueError(f"{len(part) - len(labels)} of {len(part)} images in '{data or name}' could not be decoded: "
                          + "; ".join(getattr(loader, "problems", [])[:5]) + ". Fix or remove them, then evaluate again.")
     metrics = meter.compute(pred.classes)
+    add_group_metrics(metrics, logits, labels, part.groups, pred.classes)  # per-group rows when the data has groups
     metrics["split"] = name
     metrics["data"] = data or pred.meta.get("config", {}).get("data", {}).get("source")
     return metrics, logits, bundle

@@ -79,6 +79,7 @@ class TensorBoardLogger(Callback):
         import io
 
         import numpy as np
+        import torch
         from PIL import Image
 
         from ..report.plots import confusion_heatmap
@@ -89,6 +90,8 @@ class TensorBoardLogger(Callback):
                               dataformats="HWC")
         worst = worst_errors(result, self.worst_k)
         if worst is not None and len(worst):
+            if worst.shape[1] == 2:  # two-channel images (colored-mnist): TensorBoard takes 1 or 3, so add a zero third
+                worst = torch.cat([worst, torch.zeros_like(worst[:, :1])], dim=1)
             self.writer.add_images("test/worst_errors", worst, step, dataformats="NCHW")
 
 

@@ -37,8 +37,49 @@ class FocalLoss(nn.Module):
         return loss.sum(-1).mean()
 
 
-def build_loss(cfg: OptimConfig, class_weights: Optional[torch.Tensor] = None) -> nn.Module:
-    """The training criterion named by `cfg.loss`, with optional per-class weights."""
+class GroupDROLoss(nn.Module):
+    """Online Group DRO (Sagawa et al. 2020, Algorithm 1): minimize the q-weighted sum of the
+    per-group mean losses, q moved each step towards the groups with the highest loss.
+
+    forward(logits (B, K), target (B,) or (B, K) soft, groups (B,) int64 ids in [0, num_groups)).
+    q lives on the device and is updated with detached losses: no host sync per step. Called
+    without `groups` (e.g. by the adversarial perturber), it is the plain mean cross-entropy.
+    With several processes each rank updates its own q from its rows (not all-reduced).
+    """
+
+    def __init__(self, num_groups: int, step: float = 0.01, weight: Optional[torch.Tensor] = None,
+                 label_smoothing: float = 0.0):
+        super().__init__()
+        self.num_groups, self.step = num_groups, step
+        self.ce = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing, reduction="none")
+        self.register_buffer("q", torch.full((num_groups,), 1.0 / num_groups))  # (G,) group weights, sum 1
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                groups: Optional[torch.Tensor] = None) -> torch.Tensor:
+        losses = self.ce(logits.float(), target)  # (B,)
+        if groups is None:
+            return losses.mean()
+        G = self.num_groups
+        if self.q.device != losses.device:
+            self.q = self.q.to(losses.device)
+        total = torch.zeros(G, device=losses.device).index_add_(0, groups, losses)  # (G,)
+        count = torch.zeros(G, device=losses.device).index_add_(0, groups, torch.ones_like(losses))
+        group_loss = total / count.clamp_min(1)  # (G,) 0 for groups absent from the batch: q unchanged
+        with torch.no_grad():
+            q = self.q * torch.exp(self.step * group_loss.detach())
+            self.q.copy_(q / q.sum())
+        return group_loss @ self.q
+
+
+def build_loss(cfg: OptimConfig, class_weights: Optional[torch.Tensor] = None, num_groups: int = 0) -> nn.Module:
+    """The training criterion named by `cfg.loss`, with optional per-class weights.
+
+    `num_groups`: the train split's group count, for Group DRO (`GroupDROLoss`)."""
+    if cfg.loss == "group_dro":
+        if num_groups < 1:
+            raise ValueError("optim.loss=group_dro needs groups in the train split (a CSV 'group' column or a "
+                             "dataset with groups such as colored-mnist)")
+        return GroupDROLoss(num_groups, cfg.dro_step, class_weights, cfg.label_smoothing)
     if cfg.loss == "focal":
         return FocalLoss(cfg.focal_gamma, class_weights, cfg.label_smoothing)
     return nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)

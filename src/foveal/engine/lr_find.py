@@ -47,11 +47,11 @@ def lr_find(trainer: Trainer, start: float = 1e-7, end: float = 10.0, steps: int
     pending = []
     for i in range(steps):
         try:
-            x, y = next(batches)
+            x, y, *_ = next(batches)  # *_: group ids, when the loader yields them
         except StopIteration:
             trainer.train_loader.set_epoch(i)
             batches = iter(trainer.train_loader)
-            x, y = next(batches)
+            x, y, *_ = next(batches)  # *_: group ids, when the loader yields them
         lr = start * mult**i
         for g in opt.param_groups:
             g["lr"] = lr

@@ -26,14 +26,16 @@ def match_channels(bundle: DataBundle, in_chans: int) -> DataBundle:
     """Convert every split to `in_chans` (gray->RGB repeats; RGB->gray by ITU-R 601 luma)."""
     if bundle.in_chans == in_chans:
         return bundle
-    splits = {k: Split(s.images.with_format(in_chans=in_chans), s.labels, s.paths) for k, s in bundle.splits.items()}
+    splits = {k: Split(s.images.with_format(in_chans=in_chans), s.labels, s.paths, s.groups)
+              for k, s in bundle.splits.items()}
     return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
 
 
 def match_size(bundle: DataBundle, img_size: int) -> DataBundle:
     if bundle.img_size == img_size:
         return bundle
-    splits = {k: Split(s.images.with_format(img_size=img_size), s.labels, s.paths) for k, s in bundle.splits.items()}
+    splits = {k: Split(s.images.with_format(img_size=img_size), s.labels, s.paths, s.groups)
+              for k, s in bundle.splits.items()}
     return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
 
 
@@ -66,16 +68,18 @@ def resolve_start(cfg: RunConfig, log: Callable[[str], None] = print
     """Fill the fields left to 'auto' by how training starts, and return the weights' mean/std.
 
     From scratch: full training, random crops, squashed inputs, no layer decay, statistics of the data.
-    From pretrained weights: the 'staged' fine-tune, random-resized crops and flips, layer decay 0.75,
-    and the weights' own preprocessing (`foveal.models.hub`: mean/std, input size, shorter side +
-    centre crop), never recomputed from the data. Fields the user set are kept. The resolved values
-    are what config.yaml records.
+    From published (ImageNet-style) weights, by name or as a plain state_dict file: the 'staged'
+    fine-tune, random-resized crops and flips, layer decay 0.75, and the weights' own preprocessing
+    (`foveal.models.hub`: mean/std, input size, shorter side + centre crop). From a foveal run (a
+    self-supervised one too): its mean/std, size and resize, and otherwise the scratch recipe, which
+    is the recipe of the domain it was trained in. Preprocessing is never recomputed from the data
+    when the weights carry it. Fields the user set are kept; config.yaml records the values in force.
     """
-    m, d, o = cfg.model, cfg.data, cfg.optim
-    p = None
-    if m.pretrained and not cfg.train.resume:
-        from ..models import hub
+    from ..models import hub
 
+    m, d, o = cfg.model, cfg.data, cfg.optim
+    p, where = None, ""
+    if m.pretrained and not cfg.train.resume:
         if hub.is_weights_name(m.pretrained):
             named = hub.resolve(m.pretrained, m.name)
             log(f"pretrained: {named.origin}, cached at {named.path}")
@@ -84,7 +88,7 @@ def resolve_start(cfg: RunConfig, log: Callable[[str], None] = print
             p, where = hub.file_preprocessing(m.pretrained, m.name) or (None, "")
         if p is not None and (d.mean is None or d.std is None):
             log(f"data: mean {p.mean} / std {p.std} from {where} (set data.mean/data.std to override)")
-    started = bool(m.pretrained)
+    started = bool(m.pretrained) and where != hub.FOVEAL_META  # published weights: the fine-tuning recipe
     data = dataclasses.replace(
         d, augment=d.augment if d.augment is not None else (["rrc", "flip"] if started else ["crop"]),
         resize=d.resize or (p.resize if p is not None else "squash"),

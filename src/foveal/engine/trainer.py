@@ -30,6 +30,7 @@ from ..data.stream import make_loader  # DeviceLoader for data in memory, Stream
 from ..io import write_json
 from ..metrics import ConfusionMeter, format_report
 from ..metrics.calibration import fit_temperature, reliability
+from ..metrics.groups import add_group_metrics
 from ..models import count_params, create_model
 from . import distributed as dist
 from . import runs
@@ -130,7 +131,8 @@ class Trainer:
         weights = None
         if cfg.data.balance == "weights":
             weights = inverse_frequency_weights(self.data.splits["train"].labels, len(self.data.classes))
-        self.criterion = build_loss(cfg.optim, weights.to(self.device) if weights is not None else None)
+        self.criterion = build_loss(cfg.optim, weights.to(self.device) if weights is not None else None,
+                                    len(self.group_names))  # issue 21: Group DRO's group count
         groups = finetune_groups(self.model, cfg.optim) if cfg.optim.layer_decay not in (None, 1.0) else None
         self.optimizer = build_optimizer(self.model, cfg.optim, groups)
         spe = len(self.train_loader)
@@ -156,6 +158,10 @@ class Trainer:
         shard = dict(rank=self.dist.rank, world=world)
         aug = Compose(d.augment, d, len(self.data.classes))
         balanced = {"balanced": True} if d.balance == "sampler" else {}  # class-balanced draws with replacement
+        self.group_names: list[str] = []  # issue 21: train groups, for group-balanced draws and Group DRO
+        if d.balance == "groups" or cfg.optim.loss == "group_dro":
+            self.group_names, ids = self.data.splits["train"].group_index()  # batches become (x, y, g)
+            balanced = {"balanced": "groups" if d.balance == "groups" else bool(balanced), "groups": ids}
         self.train_loader = make_loader(self.data.splits["train"], cfg.train.batch_size // world, augment=aug,
                                          shuffle=True, drop_last=True, seed=cfg.train.seed, **common, **shard,
                                          **balanced)
@@ -206,7 +212,7 @@ class Trainer:
         bar = tqdm(total=len(loader) * cfg.train.batch_size, unit="img", leave=False, file=sys.stderr,
                    desc=f"epoch {epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True,
                    disable=not (cfg.train.progress and self.dist.is_main))
-        for i, (x, y) in enumerate(loader):
+        for i, (x, y, *g) in enumerate(loader):  # g: [group ids (B,)] when the loader yields groups (issue 21)
             self.schedule.set_step(self.state.step)
             if cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -216,7 +222,7 @@ class Trainer:
                 x = self.perturb(self.model, x, y, epoch + i / len(loader))
             with autocast(self.device, cfg.train.amp, cpu=cfg.train.cpu_bf16):
                 logits = model(x)
-                loss = self.criterion(logits, y)
+                loss = self.criterion(logits, y, *g) if cfg.optim.loss == "group_dro" else self.criterion(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:
@@ -333,9 +339,12 @@ class Trainer:
         metrics["calibration"] = {"temperature": meta["temperature"],
                                   "before": reliability(logits, labels), "after": reliability(logits, labels, 15,
                                                                                               meta["temperature"])}
+        # issue 21: per-group metrics ("groups", "worst_group_accuracy") when the test split has groups
+        group_table = add_group_metrics(metrics, logits, labels, self.data.splits["test"].groups, self.data.classes,
+                                        self.data.splits["train"].groups)
         save_eval(self.run_dir, metrics, prefix="test")
         self._write_stream_problems(gather=False)  # rank 0 alone evaluates the test split
-        self.log(format_report(metrics))
+        self.log(format_report(metrics) + (f"\n\n{group_table}" if group_table else ""))
         self.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {self.state.best_epoch}); "
                  f"training took {self.state.train_time:.1f}s; run folder: {self.run_dir}")
         result = RunResult(self.run_dir, model, meta, self.state.history, metrics, logits, self.data)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 TV_HOST = "https://download.pytorch.org/"
+FOVEAL_META = "the foveal weights' metadata"  # `file_preprocessing`'s origin for foveal runs
 # foveal model name -> torchvision's, where they differ (the state_dicts map: tests/models/test_torchvision_parity.py)
 TV_NAMES = {"mobilenetv2": "mobilenet_v2", "mobilenetv3_small": "mobilenet_v3_small",
             "mobilenetv3_large": "mobilenet_v3_large", "vit_base_patch16_224": "vit_b_16", "vit_base": "vit_b_16"}
@@ -97,7 +98,7 @@ def file_preprocessing(path: str | Path, model_name: str) -> Optional[tuple[Prep
         return None  # load_for_finetune reports the file's problems with full context
     if meta.get("mean") and meta.get("std") and len(meta["mean"]) == len(meta["std"]):
         return (Preprocessing(list(meta["mean"]), list(meta["std"]), int(meta.get("img_size") or 224), 1.0,
-                              resize=meta.get("resize") or "squash"), "the foveal weights' metadata")
+                              resize=meta.get("resize") or "squash"), FOVEAL_META)
     if model_name.startswith("timm/"):
         try:
             import timm

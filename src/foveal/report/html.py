@@ -20,7 +20,7 @@ from . import plots
 from .inputs import ReportInputs, gallery_items, run_summary
 
 SECTION_IDS = ("summary", "curves", "metrics", "confusion", "calibration", "errors", "robustness")
-OPTIONAL_SECTION_IDS = ("embedding",)  # present when `foveal embed` has written embedding_map.json
+OPTIONAL_SECTION_IDS = ("embedding", "groups")  # embedding: after `foveal embed`; groups: data with groups
 ROBUSTNESS_DEPTH = 3  # nesting levels of robustness.json rendered as headings before falling back to JSON
 
 
@@ -173,6 +173,32 @@ def embedding_section(info: dict[str, Any]) -> str:
                    + table(rows, ["", "value"], "embedding-table") + _img(plots.embedding_scatter(info), "embedding map"))
 
 
+GROUP_COLUMNS = ["n", "accuracy", "balanced accuracy", "macro F1", "ECE"]
+
+
+def _group_rows(stats: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    return [[name, r["n"], r["accuracy"], r["balanced_accuracy"], r["macro_f1"], r["ece"],
+             ", ".join(f"{c} {v:.3f}" for c, v in r["recall"].items())]
+            + ([] if r.get("in_training", True) else ["not in training"]) for name, r in stats.items()]
+
+
+def groups_section(m: dict[str, Any]) -> str:
+    """Per-group metrics (`foveal.metrics.groups`): one table of groups, then one per attribute."""
+    head = note(f"Worst group: {m['worst_group']} (accuracy {m['worst_group_accuracy']:.4f}); largest accuracy gap "
+                f"between groups: {m['accuracy_gap']:.4f}.")
+    cols = ["group", *GROUP_COLUMNS, "recall per class", ""]
+    body = head + table(_group_rows(m["groups"]), cols, "groups-table")
+    for attr, stats in m.get("attributes", {}).items():
+        body += f"<h3>By {html.escape(attr)}</h3>" + table(_group_rows(stats), [attr, *cols[1:]], f"groups-{attr}")
+    if "fairness" in m:
+        rows = [[k, v["demographic_parity_difference"], v["equalized_odds_difference"]]
+                for k, v in m["fairness"].items()]
+        body += ("<h3>Fairness (binary task, positive class " + html.escape(m["classes"][1]) + ")</h3>"
+                 + table(rows, ["sensitive feature", "demographic parity difference", "equalized odds difference"],
+                         "fairness-table"))
+    return section("groups", "Groups", body)
+
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.3em}
@@ -202,5 +228,7 @@ def build_html(inp: ReportInputs) -> str:
         sections.append(robustness_section(inp.robustness))
     if inp.embedding is not None:
         sections.append(embedding_section(inp.embedding))
+    if m.get("groups"):
+        sections.append(groups_section(m))
     data = {"metrics": {k: v for k, v in m.items()}, "history": inp.history, "robustness": inp.robustness}
     return render(inp.title, sections, data)

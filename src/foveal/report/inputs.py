@@ -70,6 +70,9 @@ def run_summary(inp: ReportInputs) -> dict[str, Any]:
         "model": meta.get("model"),
         "input": f"{meta.get('img_size')} px x {meta.get('in_chans')} channels",
         "classes": len(meta.get("classes", [])),
+        "start": _start(cfg),
+        "preprocessing": (f"mean {meta.get('mean')}, std {meta.get('std')}, "
+                          f"{cfg.get('data', {}).get('resize') or 'squash'} to {meta.get('img_size')} px"),
     }
     if inp.model is not None:
         row["parameters"] = f"{count_params(inp.model):,}"
@@ -86,6 +89,14 @@ def run_summary(inp: ReportInputs) -> dict[str, Any]:
         "foveal / torch (this report)": f"{__version__} / {torch.__version__}",
     })
     return row
+
+
+def _start(cfg: dict[str, Any]) -> str:
+    """How training started: from scratch, or which weights and which fine-tuning schedule."""
+    m = cfg.get("model", {})
+    if not m.get("pretrained"):
+        return "from scratch"
+    return f"pretrained {m['pretrained']} (fine-tune: {m.get('finetune')}, layer decay {cfg.get('optim', {}).get('layer_decay')})"
 
 
 def gallery_items(inp: ReportInputs, k: int = 12) -> Optional[list[dict[str, Any]]]:

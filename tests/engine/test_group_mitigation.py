@@ -1,0 +1,91 @@
+"""Mitigation (issue 21): group-balanced draws shared by both loaders, and the Group DRO loss."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from foveal.config import OptimConfig
+from foveal.data.bundle import Split
+from foveal.data.loader import DeviceLoader
+from foveal.engine.losses import GroupDROLoss, build_loss
+from tests.engine.test_groups_run import write_group_manifest
+
+
+def test_group_balanced_draws_equalize_groups():
+    N = 1000
+    groups = torch.zeros(N, dtype=torch.long)
+    groups[:50] = 1  # a 5% minority group
+    split = Split(torch.zeros(N, 1, 4, 4, dtype=torch.uint8), torch.randint(0, 2, (N,)))
+    ld = DeviceLoader(split, 100, torch.device("cpu"), [0.0], [1.0], shuffle=True, balanced="groups", groups=groups)
+    seen = torch.cat([g for _, _, g in ld])
+    assert len(seen) == N and abs(seen.float().mean().item() - 0.5) < 0.06  # about half from the 5% group
+    plain = DeviceLoader(split, 100, torch.device("cpu"), [0.0], [1.0], shuffle=True, groups=groups)
+    assert torch.equal(torch.sort(torch.cat([g for _, _, g in plain]))[0], torch.sort(groups)[0])  # a permutation
+
+
+def test_group_dro_matches_sagawa_update():
+    torch.manual_seed(0)
+    loss_fn = GroupDROLoss(3, step=0.5)
+    logits, y = torch.randn(8, 2, requires_grad=True), torch.randint(0, 2, (8,))
+    g = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])  # group 2 absent from the batch
+    per = torch.nn.functional.cross_entropy(logits.detach(), y, reduction="none")
+    gl = torch.stack([per[g == 0].mean(), per[g == 1].mean(), torch.tensor(0.0)])
+    q = torch.full((3,), 1 / 3) * torch.exp(0.5 * gl)
+    q = q / q.sum()
+    loss = loss_fn(logits, y, g)
+    assert torch.allclose(loss_fn.q, q) and loss.item() == pytest.approx((gl @ q).item(), rel=1e-6)
+    loss.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    assert loss_fn(logits, y).item() == pytest.approx(per.mean().item(), rel=1e-6)  # no groups: plain CE
+    with pytest.raises(ValueError, match="group_dro needs groups"):
+        build_loss(OptimConfig(loss="group_dro"))
+
+
+@pytest.mark.parametrize("overrides", [{"data.balance": "groups"}, {"optim.loss": "group_dro", "optim.dro_step": 0.05},
+                                       {"optim.loss": "group_dro", "data.in_memory": False}],
+                         ids=["balance_groups", "group_dro", "group_dro_streamed"])
+def test_mitigations_train_on_group_manifest(tmp_path, overrides):
+    from foveal.config import RunConfig, apply_overrides
+    from foveal.engine import Trainer
+
+    manifest = write_group_manifest(tmp_path / "d")
+    cfg = apply_overrides(RunConfig(), {"data.source": str(manifest), "train.epochs": 2, "train.name": "m",
+                                        "train.out_dir": str(tmp_path / "runs"), "train.device": "cpu",
+                                        "train.progress": False, "train.report": False, **overrides})
+    trainer = Trainer(cfg, log=lambda m: None)
+    run = trainer.fit().run_dir
+    test = json.loads((run / "test.json").read_text())
+    assert 0.0 <= test["worst_group_accuracy"] <= test["accuracy"]
+    assert trainer.group_names == sorted(f"site={s}|sex={x}" for s in "AB" for x in "FM")
+    if cfg.optim.loss == "group_dro":
+        q = trainer.criterion.q
+        assert q.shape == (4,) and q.sum().item() == pytest.approx(1.0) and not torch.allclose(q, torch.full((4,), .25))
+
+
+def test_group_mitigation_without_groups_says_how(tmp_path, digit_folder):
+    from foveal.config import RunConfig, apply_overrides
+    from foveal.engine import Trainer
+
+    cfg = apply_overrides(RunConfig(), {"data.source": str(digit_folder), "data.balance": "groups",
+                                        "train.out_dir": str(tmp_path), "train.device": "cpu"})
+    with pytest.raises(ValueError, match="'group' column"):
+        Trainer(cfg, log=lambda m: None).setup()
+
+
+def test_jtt_upsamples_stage_one_errors(tmp_path):
+    from foveal.config import RunConfig, apply_overrides
+    from foveal.engine.jtt import fit_jtt
+
+    manifest = write_group_manifest(tmp_path / "d")
+    cfg = apply_overrides(RunConfig(), {"data.source": str(manifest), "train.epochs": 1, "train.name": "j",
+                                        "train.out_dir": str(tmp_path / "runs"), "train.device": "cpu",
+                                        "train.progress": False, "train.report": False})
+    logs = []
+    result = fit_jtt(cfg, id_epochs=1, upweight=3, log=logs.append)
+    n_wrong = int(next(m for m in logs if m.startswith("JTT:")).split()[1])
+    train = result.data.splits["train"]
+    assert len(train) == 72 + 2 * n_wrong and len(train.groups) == len(train)  # 72 images + 2 extra copies of errors
+    assert "worst_group_accuracy" in result.test_metrics
