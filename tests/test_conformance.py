@@ -304,7 +304,9 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
 
 
-TWO_PROCESS_CELLS = [("streamed", "scratch"), ("csv-streamed", "scratch"), ("csv", "scratch"), ("digits", "linear"),
+# (the in-memory CSV cell duplicates the in-memory loader of the other cells: run with -m slow)
+TWO_PROCESS_CELLS = [("streamed", "scratch"), ("csv-streamed", "scratch"),
+                     pytest.param("csv", "scratch", marks=pytest.mark.slow), ("digits", "linear"),
                      ("digits", "gradual"), ("memory", "ssl")]
 
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import run_cli, write_digit_folder
@@ -59,6 +60,7 @@ def test_bad_folder_names_each_problem_and_trains_on_the_rest(tmp_path):
     assert len(problems) == 3
 
 
+@pytest.mark.slow  # ~30 s; the conformance grid runs folders with split subfolders and CSV manifests every time
 def test_split_folders_and_csv_manifest(tmp_path):
     for split, n in (("train", 30), ("valid", 8), ("test", 8)):
         write_digit_folder(tmp_path / "sp" / split, per_class=n, classes=(4, 5))

@@ -79,6 +79,7 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     assert "rank 1 failed on purpose" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # ~35 s; one-process kill/resume stays in make test (test_resume.py), DDP parity in the grid
 def test_killed_two_process_run_resumes_and_finishes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            *foveal_cmd("--model", "lenet5_modern", "--name", "kr", "--epochs", "6", "--batch-size", "16")]

@@ -54,6 +54,7 @@ def test_embed_writes_features_labels_and_map_that_separates_classes(digits_run,
     assert res.coords.shape == (len(test), 2)
 
 
+@pytest.mark.slow  # ~25 s; the conformance grid runs `foveal embed` then `foveal report` on every data path
 def test_embed_cli_into_run_folder_then_report_draws_the_map(digits_run, tmp_path):
     run_cli("embed", str(digits_run), "--device", "cpu", cwd=tmp_path)
     assert (digits_run / "embedding_map.json").is_file()
