@@ -43,6 +43,30 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300, check: bool = True) -> su
     return proc
 
 
+def chromium_paths() -> tuple[str, str] | None:
+    """(browser, driver) executables of Debian's chromium + chromium-driver, or None."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def headless_chrome(height: int = 3000, console_log: bool = False):
+    """A headless Chromium WebDriver for the page tests (the caller quits it)."""
+    from selenium import webdriver
+
+    browser, driver_path = chromium_paths()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 f"--window-size=1280,{height}"):
+        opts.add_argument(flag)
+    if console_log:
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
+
+
 @pytest.fixture
 def digit_folder(tmp_path: Path) -> Path:
     return write_digit_folder(tmp_path / "digits3")

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import csv
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import chromium_paths, headless_chrome
 from foveal.config import DataConfig
 from foveal.data.bundle import DataBundle, Split
 from foveal.data.labels import confident_joint, confident_learning, read_refs
@@ -171,15 +171,9 @@ def test_check_labels_command_and_python_api(tmp_path):
     assert res.split == "all" and len(res.issues.given) == 1797 and len(res.issues.ranked) > 0
 
 
-def chromium_paths():
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
 @pytest.mark.skipif(chromium_paths() is None, reason="needs Debian's chromium and chromium-driver")
 def test_label_issues_page_in_headless_chromium(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
 
     from foveal.data.sources import load_digits
@@ -189,14 +183,7 @@ def test_label_issues_page_in_headless_chromium(tmp_path):
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(10) * 0.3, len(s))
     write_label_check(find_label_issues(s, probs=probs, log=lambda m: None), tmp_path, top=24)
-    browser, driver_path = chromium_paths()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,3000"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
+    drv = headless_chrome(3000, console_log=True)
     try:
         drv.get((tmp_path / "label_issues.html").as_uri())
         for sid in ("summary", "issues", "noise"):

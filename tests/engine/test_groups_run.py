@@ -82,11 +82,11 @@ def test_no_groups_no_section(tmp_path):
 
 
 def test_groups_section_in_headless_chromium(tmp_path):
-    from tests.report.test_report import chromium_paths
+    from tests.conftest import chromium_paths, headless_chrome
 
     if chromium_paths() is None:
         pytest.skip("needs Debian's chromium and chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
 
     from foveal.config import RunConfig, apply_overrides
@@ -97,12 +97,7 @@ def test_groups_section_in_headless_chromium(tmp_path):
                                         "train.out_dir": str(tmp_path / "runs"), "train.device": "cpu",
                                         "train.progress": False})
     run = Trainer(cfg, log=lambda m: None).fit().run_dir
-    browser, driver_path = chromium_paths()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
+    drv = headless_chrome()
     try:
         drv.get((run / "report.html").as_uri())
         el = drv.find_element(By.ID, "groups")

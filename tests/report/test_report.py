@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from html.parser import HTMLParser
 
 import numpy as np
@@ -14,15 +13,9 @@ import torch
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, classification_report, confusion_matrix
 
+from tests.conftest import chromium_paths, headless_chrome
 from foveal.cli.main import main
 from foveal.report import SECTION_IDS, ReportInputs, build_html
-
-def chromium_paths() -> tuple[str, str] | None:
-    """(browser, driver) executables of Debian's chromium + chromium-driver, or None."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
 
 ROBUSTNESS = {  # the schema foveal.robustness.evaluate writes, trimmed
     "n": 100, "split": "test", "clean_accuracy": 0.9,
@@ -205,23 +198,16 @@ def test_explain_command_writes_overlays(digits_run, tmp_path):
 
 @pytest.mark.skipif(chromium_paths() is None, reason="needs Debian's chromium and chromium-driver")
 def test_report_in_headless_chromium(digits_run, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
 
-    browser, driver_path = chromium_paths()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,4000"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     page = tmp_path / "report.html"
     (digits_run / "robustness.json").write_text(json.dumps(ROBUSTNESS))
     try:
         assert main(["report", str(digits_run), "--out", str(page), "--device", "cpu"]) == 0
     finally:
         (digits_run / "robustness.json").unlink()
-    drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_path))
+    drv = headless_chrome(4000, console_log=True)
     try:
         drv.get(page.as_uri())
         for sid in SECTION_IDS:
