@@ -6,7 +6,7 @@ agrees 10%. A model that leans on colour falls far below 50% on the test environ
 test-environment accuracies (Arjovsky et al., MLP): ERM 17.1%, IRM 66.9%, grayscale oracle 73.0%,
 optimum 75%. Every method here trains the same model (the paper's MLP, 2x14x14 -> 256 -> 256 -> 2)
 with the same optimizer, batch, epochs and weight decay; only `data.balance` / `optim.loss` differ,
-and JTT (Liu et al. 2021, `foveal.engine.jtt`) adds its identification stage (JTT["id_epochs"]).
+and JTT (Liu et al. 2021, `foveal.engine.jtt`) adds its identification stage (JTT["train.jtt_epochs"]).
 The final epoch is kept (train.best_metric=last): the validation split is carved out of the training
 environments, so selecting on it would favour the colour shortcut.
 
@@ -26,7 +26,7 @@ import time
 from torch import nn
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine import Trainer
+from foveal.engine.jtt import fit
 from foveal.models.base import FovealModel
 from foveal.models.registry import MODELS, register_model
 
@@ -34,9 +34,9 @@ METHODS = {  # the only settings that differ between methods
     "erm": {},
     "group_balanced": {"data.balance": "groups"},
     "group_dro": {"optim.loss": "group_dro", "optim.dro_step": 0.01},
-    "jtt": {},  # plain cross-entropy, twice: see JTT below
+    "jtt": {},  # plain cross-entropy, twice: JTT below (set only for this method)
 }
-JTT = {"id_epochs": 1, "upweight": 6}  # stage-1 ERM epochs (extra budget), repeats of its training errors
+JTT = {"train.jtt_epochs": 1, "train.jtt_upweight": 6}  # stage-1 ERM epochs (extra budget), repeats of its errors
 
 
 class ColoredMnistMLP(FovealModel):
@@ -73,14 +73,9 @@ def run_one(method: str, seed: int, data_dir: str, out_dir: str, epochs: int) ->
         "optim.lr": 1e-3, "optim.weight_decay": 1e-3, "train.best_metric": "last", "train.device": "cpu",
         "train.progress": False, "train.report": False, "train.logger": "none", "train.out_dir": out_dir,
         "train.name": f"{method}-{seed}",
-        **METHODS[method]})
+        **METHODS[method], **(JTT if method == "jtt" else {})})  # JTT (Liu et al. 2021): no group labels in training
     t0 = time.perf_counter()
-    if method == "jtt":  # Liu et al. 2021: no group labels in training
-        from foveal.engine.jtt import fit_jtt
-
-        m = fit_jtt(cfg, JTT["id_epochs"], JTT["upweight"], log=lambda msg: None).test_metrics
-    else:
-        m = Trainer(cfg, log=lambda msg: None).fit().test_metrics
+    m = fit(cfg, log=lambda msg: None).test_metrics
     return {"method": method, "seed": seed, "test_env_accuracy": m["accuracy"],
             "worst_group_accuracy": m["worst_group_accuracy"], "worst_group": m["worst_group"],
             "seconds": round(time.perf_counter() - t0, 1)}

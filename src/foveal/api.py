@@ -173,7 +173,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
             bundle = from_arrays(data, y, classes=classes)
             data = "arrays"
         log = (lambda msg: None) if self.verbose is False else print
-        result = Trainer(self.config(str(data)), data=bundle, log=log).fit()
+        from .engine.jtt import fit
+
+        result = fit(self.config(str(data)), data=bundle, log=log)
         self._set_learned(result.model, result.meta)
         if values is not None:  # predict returns these values (ints for int labels), not the names
             self.classes_ = values

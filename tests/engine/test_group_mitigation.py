@@ -82,10 +82,95 @@ def test_jtt_upsamples_stage_one_errors(tmp_path):
     manifest = write_group_manifest(tmp_path / "d")
     cfg = apply_overrides(RunConfig(), {"data.source": str(manifest), "train.epochs": 1, "train.name": "j",
                                         "train.out_dir": str(tmp_path / "runs"), "train.device": "cpu",
-                                        "train.progress": False, "train.report": False})
+                                        "train.progress": False, "train.report": False,
+                                        "train.jtt_epochs": 1, "train.jtt_upweight": 3})
     logs = []
-    result = fit_jtt(cfg, id_epochs=1, upweight=3, log=logs.append)
+    result = fit_jtt(cfg, log=logs.append)
     n_wrong = int(next(m for m in logs if m.startswith("JTT:")).split()[1])
     train = result.data.splits["train"]
     assert len(train) == 72 + 2 * n_wrong and len(train.groups) == len(train)  # 72 images + 2 extra copies of errors
     assert "worst_group_accuracy" in result.test_metrics
+
+
+def test_meter_worst_group_accuracy_matches_direct_count():
+    from foveal.metrics import ConfusionMeter
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(200, 3, generator=g), torch.randint(0, 3, (200,), generator=g)
+    groups = torch.randint(0, 4, (200,), generator=g)  # group 4 of 5 never appears: left out of the minimum
+    meter = ConfusionMeter(3, num_groups=5)
+    for s in range(0, 200, 64):
+        meter.update(logits[s:s + 64], y[s:s + 64], None, groups[s:s + 64])
+    hit = logits.argmax(1) == y
+    expected = min(hit[groups == k].float().mean().item() for k in range(4))
+    assert meter.compute()["worst_group_accuracy"] == pytest.approx(expected)
+    assert "worst_group_accuracy" not in ConfusionMeter(3).compute()
+
+
+def test_cli_jtt_selects_on_worst_val_group(tmp_path):
+    """`foveal train --train.jtt_epochs 1 --train.best_metric worst_group_accuracy`: two stages through the CLI, each
+    epoch's worst val group in the history, and `best` is the epoch with the highest of them."""
+    import csv
+
+    from foveal.cli.main import main
+
+    manifest = write_group_manifest(tmp_path / "d")
+    rc = main(["train", "--data.source", str(manifest), "--train.epochs", "3", "--train.name", "j",
+               "--train.out_dir", str(tmp_path / "runs"), "--train.device", "cpu", "--train.progress", "false",
+               "--train.report", "false", "--train.logger", "none", "--train.jtt_epochs", "1",
+               "--train.jtt_upweight", "3", "--train.best_metric", "worst_group_accuracy"])
+    assert rc == 0
+    assert (tmp_path / "runs" / "j-jtt-id" / "best.safetensors").is_file()  # stage 1 ran, as its own run
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "j" / "metrics.csv")))
+    worst = [float(r["val_worst_group_acc"]) for r in rows]
+    test = json.loads((tmp_path / "runs" / "j" / "test.json").read_text())
+    assert len(worst) == 3 and test["best_epoch"] == 1 + worst.index(max(worst))
+
+
+def test_worst_group_selection_without_val_groups_says_how(tmp_path, digit_folder):
+    from foveal.config import RunConfig, apply_overrides
+    from foveal.engine import Trainer
+
+    cfg = apply_overrides(RunConfig(), {"data.source": str(digit_folder), "train.best_metric": "worst_group_accuracy",
+                                        "train.out_dir": str(tmp_path), "train.device": "cpu"})
+    with pytest.raises(ValueError, match="worst_group_accuracy needs groups in the val split"):
+        Trainer(cfg, log=lambda m: None).setup()
+
+
+def _dro_rank(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as tdist
+
+    tdist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    g = torch.Generator().manual_seed(0)
+    logits, y, groups = torch.randn(16, 2, generator=g), torch.randint(0, 2, (16,), generator=g), \
+        torch.randint(0, 3, (16,), generator=g)
+    rows = slice(rank * 8, rank * 8 + 8)  # this rank's half of the global batch
+    x = logits[rows].clone().requires_grad_(True)
+    loss_fn = GroupDROLoss(3, step=0.5)
+    loss = loss_fn(x, y[rows], groups[rows])
+    loss.backward()
+    # DDP averages the ranks' parameter gradients: each rank's rows enter that mean as grad / world
+    torch.save({"q": loss_fn.q, "grad": x.grad / world, "loss": loss.detach()}, f"{out}.{rank}")
+    tdist.destroy_process_group()
+
+
+def test_group_dro_two_processes_equal_one(tmp_path):
+    """Group DRO under DDP: q moves by the global batch's group losses (all-reduced), and the averaged
+    gradient equals the single-process gradient of the whole batch."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "r")
+    mp.spawn(_dro_rank, args=(2, f"file://{tmp_path / 'init'}", out), nprocs=2)
+    g = torch.Generator().manual_seed(0)
+    logits, y, groups = torch.randn(16, 2, generator=g), torch.randint(0, 2, (16,), generator=g), \
+        torch.randint(0, 3, (16,), generator=g)
+    x = logits.clone().requires_grad_(True)
+    one = GroupDROLoss(3, step=0.5)
+    loss = one(x, y, groups)
+    loss.backward()
+    ranks = [torch.load(f"{out}.{r}") for r in range(2)]
+    for r in ranks:
+        assert torch.allclose(r["q"], one.q, atol=1e-6)
+    assert torch.allclose(ranks[0]["grad"], x.grad[:8], atol=1e-6)
+    assert torch.allclose(ranks[1]["grad"], x.grad[8:], atol=1e-6)
+    assert (ranks[0]["loss"] + ranks[1]["loss"]).item() / 2 == pytest.approx(loss.item(), rel=1e-5)

@@ -219,9 +219,11 @@ def test_named_weights_set_the_run_preprocessing_and_staged_fine_tune(server, mo
     _, got = prepare_data(cfg, log=lambda m: None)
     assert got.data.mean == pytest.approx([0.485, 0.456, 0.406]) and got.data.img_size == 224
     assert got.data.resize == "crop" and got.data.augment == ["rrc", "flip"]
+    assert got.data.crop_pct == pytest.approx(224 / 256)  # torchvision's Resize(256) + CenterCrop(224)
     assert got.model.finetune == "staged" and got.optim.layer_decay == 0.75
     scratch = prepare_data(apply_overrides(RunConfig(), {"data.limit": 50}), log=lambda m: None)[1]
     assert scratch.model.finetune == "full" and scratch.data.augment == ["crop"] and scratch.optim.layer_decay == 1.0
+    assert scratch.data.crop_pct == 1.0
 
 
 def test_classifier_takes_weights_by_name():
@@ -229,3 +231,26 @@ def test_classifier_takes_weights_by_name():
 
     cfg = foveal.Classifier("resnet18", pretrained="imagenet", epochs=3).config("photos")
     assert cfg.model.pretrained == "imagenet" and cfg.model.finetune == "auto" and cfg.train.epochs == 3
+
+
+@pytest.mark.parametrize("size,crop_pct", [((300, 451), 0.875), ((451, 300), 224 / 256), ((256, 256), 1.0)])
+def test_centre_crop_fraction_matches_torchvision_eval_transform(size, crop_pct):
+    """resize 'crop' with crop_pct decodes what torchvision's Resize(size / crop_pct) + CenterCrop(size)
+    gives (the weights' eval transform): same framing, pixels within resampling differences."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from foveal.data.decode import pil_to_array
+
+    rng = np.random.default_rng(0)
+    low = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)  # a smooth image: resampling filters barely differ
+    img = Image.fromarray(low).resize(size, Image.Resampling.BICUBIC)
+    ours = pil_to_array(img, 96, 3, "crop", crop_pct).astype(np.float32)
+    tv = v2.Compose([v2.PILToTensor(), v2.Resize(int(96 / crop_pct), antialias=True), v2.CenterCrop(96)])(img)
+    assert ours.shape == tuple(tv.shape)
+    diff = np.abs(ours - tv.numpy().astype(np.float32)).mean()
+    assert diff < 6.0  # resampling differences (PIL's bilinear vs torchvision's); another framing differs by 8-25
+    if crop_pct < 1:  # and the fraction matters: the full shorter side frames the image differently
+        full = pil_to_array(img, 96, 3, "crop", 1.0).astype(np.float32)
+        assert np.abs(full - tv.numpy().astype(np.float32)).mean() > 3 * diff

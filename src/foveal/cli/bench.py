@@ -154,12 +154,18 @@ def _cmd_cpu_e2e(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from ..engine.cpu_e2e import run_cpu_e2e
+    from ..engine.cpu_e2e import compare_peer, run_cpu_e2e
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="foveal-cpu-e2e-"))
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the JSON)
-    _emit(run_cpu_e2e(work, args.images, args.epochs, args.robust_images, args.model, args.batch_size,
-                      args.img_size, log), args.out)
+    out = {}
+    if "malloc" in args.parts:
+        out["malloc"] = run_cpu_e2e(work, args.images, args.epochs, args.robust_images, args.model, args.batch_size,
+                                    args.img_size, log)
+    if "peer" in args.parts:
+        out["peer"] = compare_peer(work, args.pretrained, args.images, args.epochs, args.batch_size, args.model,
+                                   args.rounds, args.lr, log)
+    _emit(out, args.out)
     return 0
 
 
@@ -173,6 +179,12 @@ def _add_cpu_e2e(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--work", help="folder for the images and runs (default: a new temporary folder)")
+    p.add_argument("--parts", type=lambda v: v.split(","), default=["malloc"],
+                   help="comma-separated: 'malloc' (train and robust with and without the allocator settings), "
+                   "'peer' (foveal train against bench/peer_timm_train.py, a timm user's script, same recipe)")
+    p.add_argument("--pretrained", help="'peer': a safetensors state_dict of the model both start from")
+    p.add_argument("--rounds", type=int, default=1, help="'peer': alternating runs of each command")
+    p.add_argument("--lr", type=float, default=5e-4, help="'peer': AdamW learning rate of both (a fine-tuning rate)")
     p.add_argument("--out", help="also write the JSON here")
     p.set_defaults(handler=_cmd_cpu_e2e)
 

@@ -35,14 +35,14 @@ def _recipe_overrides(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from ..engine import Trainer
+    from ..engine.jtt import fit
 
     cfg = _recipe_overrides(args)
     if cfg.train.devices > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun: launch it
         from ..engine.distributed import launch
 
         return launch(cfg.train.devices, args.argv)
-    Trainer(cfg).fit()
+    fit(cfg)  # one Trainer, or Just Train Twice's two (train.jtt_epochs)
     return 0
 
 

@@ -104,11 +104,16 @@ def probe_channels(path: str | Path) -> int | None:
         return None
 
 
-def pil_to_array(img: Image.Image, img_size: int, in_chans: int, resize: str = "squash") -> np.ndarray:
-    """PIL image -> (in_chans, img_size, img_size) uint8 C-contiguous array, resized with antialiasing."""
+def pil_to_array(img: Image.Image, img_size: int, in_chans: int, resize: str = "squash",
+                 crop_pct: float = 1.0) -> np.ndarray:
+    """PIL image -> (in_chans, img_size, img_size) uint8 C-contiguous array, resized with antialiasing.
+    'crop': the centre square of side crop_pct x the shorter side, resized to img_size (timm's and
+    torchvision's eval transform: shorter side to img_size / crop_pct, centre crop img_size)."""
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"data.crop_pct must be in (0, 1], got {crop_pct}")
     img = _to_mode(img, in_chans)
-    if resize == "crop":  # shorter side to img_size, then the centre square
-        img = ImageOps.fit(img, (img_size, img_size), Image.Resampling.BILINEAR)
+    if resize == "crop":  # fit's bleed trims (1 - crop_pct) / 2 of each side before taking the centre square
+        img = ImageOps.fit(img, (img_size, img_size), Image.Resampling.BILINEAR, bleed=(1 - crop_pct) / 2)
     elif img.size != (img_size, img_size):
         img = img.resize((img_size, img_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     a = np.asarray(img, dtype=np.uint8)
@@ -117,20 +122,29 @@ def pil_to_array(img: Image.Image, img_size: int, in_chans: int, resize: str = "
 
 
 def read_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
-               max_pixels: int = 64_000_000) -> np.ndarray:
+               max_pixels: int = 64_000_000, crop_pct: float = 1.0) -> np.ndarray:
     """Read `path` as a (in_chans, img_size, img_size) uint8 array, or raise DecodeError."""
-    # Draft keeps both sides >= img_size, so the shorter side still covers img_size for "crop" too.
-    img = open_image(path, max_pixels, draft_size=img_size)
+    # Draft keeps both sides >= img_size / crop_pct, so the centre crop still covers img_size.
+    crop = crop_pct if resize == "crop" else 1.0
+    img = open_image(path, max_pixels, draft_size=int(img_size / crop + 0.999))
     try:
-        return pil_to_array(img, img_size, in_chans, resize)
+        return pil_to_array(img, img_size, in_chans, resize, crop)
     except (OSError, ValueError) as e:
         raise DecodeError(f"'{path}': cannot convert ({type(e).__name__}: {e})") from None
 
 
+def read_for(meta: dict, path: str | Path, max_pixels: int = 64_000_000) -> np.ndarray:
+    """`read_image` as the weights' metadata says (img_size, in_chans, resize, crop_pct): what predict,
+    serve and the ONNX runtime decode, the same way training decoded."""
+    return read_image(path, meta["img_size"], meta["in_chans"], meta.get("resize", "squash"), max_pixels,
+                      float(meta.get("crop_pct") or 1.0))
+
+
 def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
-               max_pixels: int = 64_000_000) -> "torch.Tensor":
+               max_pixels: int = 64_000_000, crop_pct: float = 1.0) -> "torch.Tensor":
     """`read_image` as a (in_chans, img_size, img_size) uint8 tensor."""
     import torch
 
     # Pillow can hand back a read-only buffer; torch tensors must own writable memory.
-    return torch.from_numpy(np.require(read_image(path, img_size, in_chans, resize, max_pixels), requirements="W"))
+    return torch.from_numpy(np.require(read_image(path, img_size, in_chans, resize, max_pixels, crop_pct),
+                                       requirements="W"))

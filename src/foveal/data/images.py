@@ -163,6 +163,7 @@ class FileImages(ImageStore):
     resize: str = "squash"
     max_pixels: int = 64_000_000
     workers: int = 2  # decode threads of `load` and `sample`
+    crop_pct: float = 1.0  # 'crop': centre square side / shorter side
     in_memory = False  # class attribute, not a field (no annotation)
 
     @property
@@ -185,7 +186,7 @@ class FileImages(ImageStore):
 
     def decode(self, i: int) -> torch.Tensor:
         """(C, H, W) uint8 of image i, or DecodeError naming the file."""
-        return load_image(self.paths[i], self.size, self.chans, self.resize, self.max_pixels)
+        return load_image(self.paths[i], self.size, self.chans, self.resize, self.max_pixels, self.crop_pct)
 
     def _decode_many(self, positions: list[int]) -> list[torch.Tensor | DecodeError]:
         def one(i: int) -> torch.Tensor | DecodeError:

@@ -45,7 +45,7 @@ def _decode_all(paths: list[Path], cfg: DataConfig, img_size: int, in_chans: int
 
     def one(p: Path):
         try:
-            return load_image(p, img_size, in_chans, cfg.resize, cfg.max_pixels)
+            return load_image(p, img_size, in_chans, cfg.resize, cfg.max_pixels, cfg.crop_pct or 1.0)
         except DecodeError as e:
             return e
 
@@ -110,7 +110,7 @@ def _lazy_bundle(name: str, items: list[tuple[Path, str, str]], classes: list[st
         rows = [k for k, (_, _, s) in enumerate(items) if s == split]
         chosen = [(str(items[k][0]), index[items[k][1]]) for k in rows]
         images = FileImages(tuple(p for p, _ in chosen), in_chans, img_size, cfg.resize, cfg.max_pixels,
-                            max(1, cfg.workers))
+                            max(1, cfg.workers), cfg.crop_pct or 1.0)
         splits[split] = Split(images, torch.tensor([y for _, y in chosen], dtype=torch.int64), [p for p, _ in chosen],
                               [groups[k] for k in rows] if groups is not None else None)
     return DataBundle(name, classes, splits, problems)

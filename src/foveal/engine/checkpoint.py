@@ -21,7 +21,8 @@ from ..models.weights import resolve_weights_path
 
 
 def model_meta(model: nn.Module, classes: list[str], mean: list[float], std: list[float], img_size: int,
-               resize: str, config: dict[str, Any], extra: Optional[dict] = None) -> dict[str, Any]:
+               resize: str, config: dict[str, Any], extra: Optional[dict] = None,
+               crop_pct: Optional[float] = None) -> dict[str, Any]:
     """The metadata that travels with weights: all `predict` needs to use them."""
     return {
         "format": "foveal-weights/1",
@@ -32,6 +33,7 @@ def model_meta(model: nn.Module, classes: list[str], mean: list[float], std: lis
         "in_chans": int(getattr(model, "in_chans", 3)),
         "img_size": int(img_size),
         "resize": resize,
+        "crop_pct": float(crop_pct or 1.0),  # 'crop': centre square side / shorter side
         "mean": list(mean),
         "std": list(std),
         "config": config,

@@ -114,3 +114,60 @@ def run_cpu_e2e(work: Path, images: int = 400, epochs: int = 1, robust_images: i
     a, b = ((work / f"robust-{m}" / "robustness.json").read_text() for m in ("default", "keep"))
     out["robust"]["same_results"] = a == b
     return out
+
+
+def split_photo_folder(src: Path, dst: Path, fractions: tuple[float, float] = (0.7, 0.1)) -> Path:
+    """dst/{train,val,test}/class_k/: the photos of `src` (hard links), every class cut 70/10/20 in file order,
+    so foveal and the peer read the very same split."""
+    for cls in sorted(p for p in src.iterdir() if p.is_dir()):
+        files = sorted(cls.iterdir())
+        a, b = int(len(files) * fractions[0]), int(len(files) * sum(fractions))
+        for split, part in (("train", files[:a]), ("val", files[a:b]), ("test", files[b:])):
+            (dst / split / cls.name).mkdir(parents=True, exist_ok=True)
+            for f in part:
+                target = dst / split / cls.name / f.name
+                if not target.exists():
+                    os.link(f, target)
+    return dst
+
+
+def compare_peer(work: Path, pretrained: Optional[str], images: int = 400, epochs: int = 2, batch_size: int = 32,
+                 model: str = "timm/tf_efficientnet_lite0", rounds: int = 1, lr: float = 5e-4,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """`foveal train` against bench/peer_timm_train.py (a timm user's script) on the same split of the generated
+    photos, with the same recipe: full fine-tune from `pretrained`, AdamW at `lr` / wd 5e-4 on weights, cosine with
+    one warm-up epoch, batch 32, RandomResizedCrop (scale 0.35-1) + flip, the weights' eval transform. Whole
+    commands, alternating, `rounds` times each; wall, user and sys seconds and test accuracy."""
+    import json
+
+    photos = work / "photos"
+    if not photos.is_dir():
+        write_photo_folder(photos, images)
+    split = split_photo_folder(photos, work / "photos-split")
+    peer_script = Path(__file__).resolve().parents[3] / "bench" / "peer_timm_train.py"
+    if not peer_script.is_file():
+        raise FileNotFoundError(f"{peer_script}: the peer script ships in the repository's bench/ folder")
+    rows: dict[str, list[dict[str, Any]]] = {"foveal": [], "timm": []}
+    for r in range(rounds):
+        name = f"peer-foveal-{r}"
+        fov = foveal_argv("train", "--data.source", str(split), "--model.name", model, "--train.epochs", str(epochs),
+                          "--train.batch_size", str(batch_size), "--model.finetune", "full", "--optim.layer_decay",
+                          "1.0", "--data.augment", "rrc,flip", "--optim.lr", str(lr), "--train.device", "cpu",
+                          "--train.progress", "false",
+                          "--train.name", name, *(["--model.pretrained", pretrained] if pretrained else []))
+        res = time_command(fov, cwd=work)
+        res["test_acc"] = json.loads((work / "runs" / name / "test.json").read_text())["accuracy"]
+        rows["foveal"].append(res)
+        out_json = work / f"peer-timm-{r}.json"
+        peer = [sys.executable, str(peer_script), "--data", str(split), "--model", model.removeprefix("timm/"),
+                "--epochs", str(epochs), "--batch-size", str(batch_size), "--lr", str(lr), "--out", str(out_json),
+                *(["--pretrained", pretrained] if pretrained else [])]
+        res = time_command(peer, cwd=work)
+        res["test_acc"] = json.loads(out_json.read_text())["test_acc"]
+        rows["timm"].append(res)
+        for k in rows:
+            x = rows[k][-1]
+            log(f"peer round {r} {k}: wall {x['wall_s']} s, user {x['user_s']} s, sys {x['sys_s']} s, "
+                f"test acc {x['test_acc']:.4f}")
+    med = {k: sorted(x["wall_s"] for x in v)[len(v) // 2] for k, v in rows.items()}
+    return {"lr": lr, "rounds": rows, "wall_speedup_vs_timm": round(med["timm"] / med["foveal"], 2)}

@@ -57,6 +57,16 @@ def cpu_has_native_bf16() -> Optional[bool]:
     return bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None
 
 
+CPU_CHANNELS_LAST_MIN_PX = 160  # `train.channels_last` None: NHWC on the CPU from this input size (config.py)
+
+
+def resolve_channels_last(setting: Optional[bool], device: torch.device, img_size: int) -> bool:
+    """`train.channels_last` in force: the user's setting, else NHWC for CPU training at ImageNet sizes."""
+    if setting is not None:
+        return setting
+    return device.type == "cpu" and img_size >= CPU_CHANNELS_LAST_MIN_PX
+
+
 def warn_slow_cpu_bf16(device: torch.device, cpu_bf16: bool, log: Callable[[str], None]) -> None:
     """One line in the run log when train.cpu_bf16 is set on a CPU that will run it slower than fp32."""
     if cpu_bf16 and device.type == "cpu" and cpu_has_native_bf16() is False:

@@ -14,7 +14,7 @@ from .tta import tta_logits
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device, amp: bool = False,
-             keep_logits: bool = False, tta: Sequence[str] = (),
+             keep_logits: bool = False, tta: Sequence[str] = (), num_groups: int = 0,
              ) -> tuple[ConfusionMeter, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Run `model` over `loader`; return the filled meter and, if asked, all logits (N, K) and their
     labels (N,) on the CPU. The labels are those the loader gave: a streamed file that fails to
@@ -24,17 +24,18 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch
     `amp` (bf16 autocast on CUDA) is off by default: a finished model is evaluated, calibrated and
     served in fp32 (`Predictor`, ONNX), so `eval` scores the very logits `predict` turns into
     probabilities. Only the trainer's per-epoch validation, which merely picks the best epoch, may
-    turn it on for speed."""
+    turn it on for speed. `num_groups`: the loader yields (x, y, group ids) and the meter counts
+    hits per group (its `worst_group_accuracy`)."""
     was_training = model.training
     model.eval()
-    meter = ConfusionMeter(num_classes, device)
+    meter = ConfusionMeter(num_classes, device, num_groups=num_groups)
     kept, kept_y = [], []
-    for x, y in loader:
+    for x, y, *g in loader:
         with autocast(device, amp):
             logits = tta_logits(model, x, tta)
         logits = logits.float()
         loss = nn.functional.cross_entropy(logits, y, reduction="sum")
-        meter.update(logits, y, loss)
+        meter.update(logits, y, loss, g[0] if g else None)
         if keep_logits:
             kept.append(logits)
             kept_y.append(y)

@@ -1,6 +1,6 @@
 """Using a trained model: evaluate it on a data set, or predict classes of image files.
 
-Both paths read images through `foveal.data.decode.load_image` with the size, channels,
+Both paths read images through `foveal.data.decode.read_for` with the size, channels,
 resize rule and normalization stored in the weights' metadata, so `predict` on a file and
 `eval` on a folder holding it see the very same pixels.
 """
@@ -15,7 +15,7 @@ import torch
 
 from ..config import DataConfig, from_dict
 from ..data import load_source
-from ..data.decode import DecodeError, list_images, load_image  # list_images: re-exported
+from ..data.decode import DecodeError, list_images, read_for  # list_images: re-exported
 from ..data.loader import normalize_u8
 from ..data.bundle import DataBundle
 from ..metrics import ConfusionMeter
@@ -45,8 +45,7 @@ class Predictor:
         return cls(model, meta, dev)
 
     def load_images(self, paths: Iterable[Path]) -> torch.Tensor:
-        m = self.meta
-        return torch.stack([load_image(p, m["img_size"], m["in_chans"], m.get("resize", "squash")) for p in paths])
+        return torch.stack([torch.from_numpy(read_for(self.meta, p)) for p in paths])
 
     @torch.no_grad()
     def probabilities(self, images_u8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -9,11 +9,12 @@ Neither stage reads `Split.groups`; groups are only used to evaluate, as in the 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import os
+from typing import Callable, Optional
 
 import torch
 
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig
 from ..data import DataBundle
 from ..data.splits import concat
 from ..data.stream import make_loader
@@ -38,24 +39,35 @@ def upsample_errors(result: RunResult, upweight: int, batch_size: int = 512) -> 
     return DataBundle(data.name, data.classes, {**data.splits, "train": up}, data.problems), len(wrong)
 
 
-def fit_jtt(cfg: RunConfig, id_epochs: int = 2, upweight: int = 6,
+def fit_jtt(cfg: RunConfig, data: Optional[DataBundle] = None,
             log: Callable[[str], None] = print) -> RunResult:
-    """Train twice: `id_epochs` of ERM to find the errors, then `cfg` on the upsampled split.
+    """Train twice: `train.jtt_epochs` of ERM to find the errors, then `cfg` on the upsampled split.
 
-    Both stages use `cfg` (the first with `train.epochs = id_epochs`, no report); the second
+    Both stages use `cfg` (the first with `train.epochs = jtt_epochs`, no report); the second
     keeps the first's normalization, so the repeated images do not shift the mean/std.
     """
     t = cfg.train
-    first = dataclasses.replace(cfg, train=dataclasses.replace(t, epochs=id_epochs, report=False,
+    if t.devices > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("train.jtt_epochs: Just Train Twice runs in one process (train.devices 1); its error "
+                          "set is found on the whole train split at once")
+    first = dataclasses.replace(cfg, train=dataclasses.replace(t, epochs=t.jtt_epochs, report=False, jtt_epochs=0,
+                                                               best_metric="last", early_stop=None,
                                                                name=f"{t.name or 'run'}-jtt-id"))
-    stage1 = Trainer(first, log=log).fit()
-    bundle, n_wrong = upsample_errors(stage1, upweight, t.eval_batch_size)
-    log(f"JTT: {n_wrong} of {len(stage1.data.splits['train'])} training images misclassified after {id_epochs} "
-        f"epochs; repeated {upweight}x for the second model")
+    stage1 = Trainer(first, data=data, log=log).fit()
+    bundle, n_wrong = upsample_errors(stage1, t.jtt_upweight, t.eval_batch_size)
+    log(f"JTT: {n_wrong} of {len(stage1.data.splits['train'])} training images misclassified after {t.jtt_epochs} "
+        f"epochs; repeated {t.jtt_upweight}x for the second model")
     d = stage1.meta
     # limit / exclude / relabel were applied in stage 1, by position: not again on the upsampled split
-    data = dataclasses.replace(cfg.data, mean=list(d["mean"]), std=list(d["std"]), limit=None, exclude=None,
-                               relabel=None)
-    second = dataclasses.replace(cfg, data=data)
+    data_cfg = dataclasses.replace(cfg.data, mean=list(d["mean"]), std=list(d["std"]), limit=None, exclude=None,
+                                   relabel=None)
+    second = dataclasses.replace(cfg, data=data_cfg, train=dataclasses.replace(t, jtt_epochs=0))
     torch.manual_seed(t.seed)
     return Trainer(second, data=bundle, log=log).fit()
+
+
+def fit(cfg: RunConfig, data: Optional[DataBundle] = None, log: Callable[[str], None] = print) -> Optional[RunResult]:
+    """A training run as the config asks: `fit_jtt` when `train.jtt_epochs` > 0, else one `Trainer`."""
+    if cfg.train.jtt_epochs > 0:
+        return fit_jtt(cfg, data, log)
+    return Trainer(cfg, data=data, log=log).fit()

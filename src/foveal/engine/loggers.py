@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 # metrics.jsonl key -> TensorBoard tag
 TB_TAGS = {"train_loss": "train/loss", "train_acc": "train/acc", "lr": "train/lr", "images_per_s": "train/images_per_s",
-           "val_loss": "val/loss", "val_acc": "val/acc", "val_macro_f1": "val/macro_f1", "val_top5": "val/top5"}
+           "val_loss": "val/loss", "val_acc": "val/acc", "val_macro_f1": "val/macro_f1", "val_top5": "val/top5",
+           "val_worst_group_acc": "val/worst_group_acc"}
 # test.json key -> tag, logged once at the end with the best epoch as step
 TEST_TAGS = {"accuracy": "test/acc", "macro_f1": "test/macro_f1", "loss": "test/loss", "top5": "test/top5"}
 RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "metrics.csv", "test.json", "test.csv", "test_confusion.csv",

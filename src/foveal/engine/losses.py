@@ -44,7 +44,9 @@ class GroupDROLoss(nn.Module):
     forward(logits (B, K), target (B,) or (B, K) soft, groups (B,) int64 ids in [0, num_groups)).
     q lives on the device and is updated with detached losses: no host sync per step. Called
     without `groups` (e.g. by the adversarial perturber), it is the plain mean cross-entropy.
-    With several processes each rank updates its own q from its rows (not all-reduced).
+    Under DDP the per-group loss sums and counts are all-reduced (one small collective per step), so
+    every rank moves q by the global batch's group losses, and each rank's loss is scaled so that
+    DDP's gradient average equals the single-process gradient of the global batch.
     """
 
     def __init__(self, num_groups: int, step: float = 0.01, weight: Optional[torch.Tensor] = None,
@@ -62,13 +64,18 @@ class GroupDROLoss(nn.Module):
         G = self.num_groups
         if self.q.device != losses.device:
             self.q = self.q.to(losses.device)
-        total = torch.zeros(G, device=losses.device).index_add_(0, groups, losses)  # (G,)
+        total = torch.zeros(G, device=losses.device).index_add_(0, groups, losses)  # (G,) this rank's sums
         count = torch.zeros(G, device=losses.device).index_add_(0, groups, torch.ones_like(losses))
-        group_loss = total / count.clamp_min(1)  # (G,) 0 for groups absent from the batch: q unchanged
-        with torch.no_grad():
-            q = self.q * torch.exp(self.step * group_loss.detach())
+        stats, world = torch.stack([total.detach(), count]), 1  # (2, G)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            if world > 1:
+                torch.distributed.all_reduce(stats)  # the global batch's per-group sums and counts
+        n = stats[1].clamp_min(1)
+        with torch.no_grad():  # 0 for groups absent from the batch: their q only renormalizes
+            q = self.q * torch.exp(self.step * stats[0] / n)
             self.q.copy_(q / q.sum())
-        return group_loss @ self.q
+        return (total / n * world) @ self.q
 
 
 def build_loss(cfg: OptimConfig, class_weights: Optional[torch.Tensor] = None, num_groups: int = 0) -> nn.Module:

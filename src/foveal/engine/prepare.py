@@ -92,6 +92,7 @@ def resolve_start(cfg: RunConfig, log: Callable[[str], None] = print
     data = dataclasses.replace(
         d, augment=d.augment if d.augment is not None else (["rrc", "flip"] if started else ["crop"]),
         resize=d.resize or (p.resize if p is not None else "squash"),
+        crop_pct=d.crop_pct or (p.crop_pct if p is not None and not cfg.train.resume else None) or 1.0,
         img_size=d.img_size or (p.img_size if p is not None and not cfg.train.resume else None))
     finetune = m.finetune if m.finetune != "auto" else ("staged" if started else "full")
     optim = dataclasses.replace(o, layer_decay=o.layer_decay if o.layer_decay is not None

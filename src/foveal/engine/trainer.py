@@ -35,7 +35,7 @@ from ..models import count_params, create_model
 from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
-from .device import autocast, resolve_device, seed_everything, warn_slow_cpu_bf16
+from .device import autocast, resolve_channels_last, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .evaluate import evaluate
 from .finetune import Finetuner, load_for_finetune
 from .finetune import param_groups as finetune_groups
@@ -80,7 +80,8 @@ class LoopState:
 # metric -> (key in the validation metrics, whether a new value beats the best so far); 'last': always
 _BEST_KEY: dict[str, tuple[str, Callable[[float, float], bool]]] = {
     "val_acc": ("accuracy", lambda new, best: new > best), "val_macro_f1": ("macro_f1", lambda new, best: new > best),
-    "val_loss": ("loss", lambda new, best: new < best), "last": ("accuracy", lambda new, best: True)}
+    "val_loss": ("loss", lambda new, best: new < best), "last": ("accuracy", lambda new, best: True),
+    "worst_group_accuracy": ("worst_group_accuracy", lambda new, best: new > best)}
 
 
 class Trainer:
@@ -105,7 +106,9 @@ class Trainer:
         if cfg.train.resume:
             self.run_dir = runs.find_run_dir(cfg)
         self.data, self.cfg = prepare_data(cfg, self.data_in, log=self.log)
-        cfg = self.cfg
+        self.cfg = cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(
+            self.cfg.train, channels_last=resolve_channels_last(self.cfg.train.channels_last, self.device,
+                                                                self.cfg.data.img_size)))
         if not cfg.train.resume:
             self.run_dir = dist.broadcast_object(runs.new_run_dir(cfg) if self.dist.is_main else None)
         if self.dist.is_main:
@@ -173,13 +176,22 @@ class Trainer:
             t = cfg.train
             self.perturb = Perturber(t.adv, t.adv_eps, t.adv_alpha, t.adv_steps, t.adv_ramp_epochs, t.corrupt_aug,
                                      t.corrupt_p, d.mean, d.std, lambda logits, y: self.criterion(logits, y))
-        self.val_loader = make_loader(self.data.splits["val"], cfg.train.eval_batch_size, **common, **shard)
+        val_groups = {}  # issue 21: selecting on the worst val group needs the val split's group ids
+        self.val_group_names: list[str] = []
+        if cfg.train.best_metric == "worst_group_accuracy":
+            if self.data.splits["val"].groups is None:
+                raise ValueError("train.best_metric worst_group_accuracy needs groups in the val split: a CSV "
+                                 "manifest with a 'group' column, or a dataset that defines groups (colored-mnist)")
+            self.val_group_names, ids = self.data.splits["val"].group_index()
+            val_groups = {"groups": ids}
+        self.val_loader = make_loader(self.data.splits["val"], cfg.train.eval_batch_size, **common, **shard,
+                                      **val_groups)
         self.test_loader = make_loader(self.data.splits["test"], cfg.train.eval_batch_size, **common)
 
     def meta(self, extra: Optional[dict] = None) -> dict[str, Any]:
         d = self.cfg.data
         return model_meta(self.model, self.data.classes, d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg),
-                          {"tta": list(self.cfg.train.tta), **(extra or {})})
+                          {"tta": list(self.cfg.train.tta), **(extra or {})}, d.crop_pct)
 
     def _wrap(self) -> nn.Module:
         """The module the step runs: DDP around the model when distributed, compiled when asked.
@@ -248,7 +260,8 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         meter, _, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device,
-                               amp=self.cfg.train.amp)  # per-epoch selection may run bf16 on CUDA; the final test is fp32
+                               amp=self.cfg.train.amp,  # per-epoch selection may run bf16 on CUDA; the final test is fp32
+                               num_groups=len(self.val_group_names))
         dist.all_reduce_sum(meter.state())  # each rank saw its shard of the split
         return meter.compute(self.data.classes)
 
@@ -263,6 +276,8 @@ class Trainer:
                "val_macro_f1": val["macro_f1"]}
         if "top5" in val:
             row["val_top5"] = val["top5"]
+        if "worst_group_accuracy" in val:
+            row["val_worst_group_acc"] = val["worst_group_accuracy"]
         st = self.state
         st.epoch, st.train_time = epoch + 1, st.train_time + train_row["train_seconds"]
         improved = self._improved(val[key])
@@ -388,4 +403,5 @@ def save_eval(run_dir: Path, metrics: dict[str, Any], prefix: str = "eval") -> N
 def _format_row(row: dict[str, Any], epochs: int) -> str:
     return (f"epoch {row['epoch']:>3}/{epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  val_f1 {row['val_macro_f1']:.4f}  "
-            f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s")
+            + (f"worst_group {row['val_worst_group_acc']:.4f}  " if "val_worst_group_acc" in row else "")
+            + f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s")

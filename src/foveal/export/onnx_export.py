@@ -46,7 +46,7 @@ class Preprocessed(nn.Module):
 def onnx_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The subset of run metadata an ONNX-only predictor needs (no training config)."""
     # tta: the runtime applies the run's test-time views around the plain graph (the temperature was fitted on them)
-    keys = ("model", "classes", "in_chans", "img_size", "resize", "mean", "std", "tta", "foveal_version")
+    keys = ("model", "classes", "in_chans", "img_size", "resize", "crop_pct", "mean", "std", "tta", "foveal_version")
     out = {k: meta[k] for k in keys if k in meta}
     out.update(format="foveal-onnx/1", temperature=float(meta.get("temperature", 1.0)),
                input={"name": INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "range": "0..255",

@@ -118,10 +118,9 @@ class OnnxPredictor:
 
     def read_image(self, path: str | Path, max_pixels: int = 64_000_000) -> np.ndarray:
         """(C, H, W) uint8 for one file, by the training/`Predictor` decoder; raises DecodeError."""
-        from ..data.decode import read_image
+        from ..data.decode import read_for
 
-        m = self.meta
-        return read_image(path, m["img_size"], m["in_chans"], m.get("resize", "squash"), max_pixels)
+        return read_for(self.meta, path, max_pixels)
 
     def logits(self, images_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) float32 logits of the plain graph (no test-time views), run in

@@ -15,17 +15,21 @@ import torch
 
 
 class ConfusionMeter:
-    """Accumulates a (K, K) confusion matrix (rows: true, cols: predicted), loss and top-k hits."""
+    """Accumulates a (K, K) confusion matrix (rows: true, cols: predicted), loss and top-k hits; with
+    `num_groups`, also hits and counts per group (what `train.best_metric worst_group_accuracy` selects on)."""
 
-    def __init__(self, num_classes: int, device: torch.device | str = "cpu", topk: int = 5):
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu", topk: int = 5, num_groups: int = 0):
         self.num_classes = num_classes
         self.topk = topk if num_classes >= topk else 0
         self.cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, samples, top-k hits
+        self.groups = torch.zeros(num_groups, 2, dtype=torch.int64, device=device)  # (G, [hits, n])
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, target: torch.Tensor, loss_sum: Optional[torch.Tensor] = None) -> None:
-        """logits (B, K); target (B,) int or (B, K) soft (argmax is taken); loss_sum: summed over the batch."""
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss_sum: Optional[torch.Tensor] = None,
+               groups: Optional[torch.Tensor] = None) -> None:
+        """logits (B, K); target (B,) int or (B, K) soft (argmax is taken); loss_sum: summed over the batch;
+        groups: (B,) group ids in [0, num_groups)."""
         if target.ndim == 2:
             target = target.argmax(1)
         K = self.num_classes
@@ -39,10 +43,13 @@ class ConfusionMeter:
         if self.topk:
             top = logits.topk(self.topk, dim=1).indices  # (B, k)
             self.sums[2] += (top == target[:, None]).any(1).sum()
+        if groups is not None and len(self.groups):
+            hit = torch.stack([(pred == target).long(), torch.ones_like(pred)], 1)  # (B, 2)
+            self.groups.index_add_(0, groups, hit)
 
     def state(self) -> list[torch.Tensor]:
         """Tensors to all-reduce (sum) across processes."""
-        return [self.cm, self.sums]
+        return [self.cm, self.sums] + ([self.groups] if len(self.groups) else [])
 
     def compute(self, classes: Optional[list[str]] = None) -> dict[str, Any]:
         """Host-side metrics (one device->host copy)."""
@@ -52,6 +59,9 @@ class ConfusionMeter:
         out["loss"] = loss_sum / n if n else float("nan")
         if self.topk:
             out[f"top{self.topk}"] = topk_hits / n if n else float("nan")
+        if len(self.groups):  # groups with no image in this split are left out of the minimum
+            acc = [h / c for h, c in self.groups.cpu().tolist() if c]
+            out["worst_group_accuracy"] = min(acc) if acc else float("nan")
         return out
 
 

@@ -97,8 +97,8 @@ def file_preprocessing(path: str | Path, model_name: str) -> Optional[tuple[Prep
     except (FileNotFoundError, ValueError):
         return None  # load_for_finetune reports the file's problems with full context
     if meta.get("mean") and meta.get("std") and len(meta["mean"]) == len(meta["std"]):
-        return (Preprocessing(list(meta["mean"]), list(meta["std"]), int(meta.get("img_size") or 224), 1.0,
-                              resize=meta.get("resize") or "squash"), FOVEAL_META)
+        return (Preprocessing(list(meta["mean"]), list(meta["std"]), int(meta.get("img_size") or 224),
+                              float(meta.get("crop_pct") or 1.0), resize=meta.get("resize") or "squash"), FOVEAL_META)
     if model_name.startswith("timm/"):
         try:
             import timm

@@ -72,7 +72,9 @@ def run_summary(inp: ReportInputs) -> dict[str, Any]:
         "classes": len(meta.get("classes", [])),
         "start": _start(cfg),
         "preprocessing": (f"mean {meta.get('mean')}, std {meta.get('std')}, "
-                          f"{cfg.get('data', {}).get('resize') or 'squash'} to {meta.get('img_size')} px"),
+                          f"{cfg.get('data', {}).get('resize') or 'squash'} to {meta.get('img_size')} px"
+                          + (f" (centre {meta['crop_pct']:g} of the shorter side)"
+                             if cfg.get('data', {}).get('resize') == "crop" and meta.get("crop_pct") else "")),
     }
     if inp.model is not None:
         row["parameters"] = f"{count_params(inp.model):,}"

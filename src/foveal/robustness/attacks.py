@@ -81,6 +81,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: s
          loss_fn: Optional[LossFn] = None) -> torch.Tensor:
     """One gradient step of size ε (Goodfellow et al. 2015; the L2 form steps along g/|g|)."""
     _check_norm(norm)
+    if eps == 0:  # the ball is the image itself: the same result without a gradient pass
+        return x.clamp(0, 1).detach()
     g = input_grad(model, x, y, loss_fn)
     return (x + _step(g, eps, norm)).clamp(0, 1).detach()
 
@@ -94,6 +96,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: O
     the perturbation of highest loss, so more restarts never make the attack weaker.
     """
     _check_norm(norm)
+    if eps == 0:  # every step projects back onto x: skip the gradient passes, but draw the random starts so
+        for _ in range(max(restarts, 1) if rand_init else 0):  # the generator (and later attacks) move as before
+            random_start(x, eps, norm, generator)
+        return x.clamp(0, 1).detach()
     alpha = 2.5 * eps / steps if alpha is None else alpha
     best_x, best_loss = x.detach(), torch.full((len(x),), -float("inf"), device=x.device)
     for _ in range(max(restarts, 1)):

@@ -29,13 +29,12 @@ class Backend:
 
     def read(self, path: str | Path, max_pixels: int) -> np.ndarray:
         """(C, H, W) uint8 of one image file; raises DecodeError naming the file."""
-        from ..data.decode import read_image
+        from ..data.decode import read_for
 
-        m = self.meta
-        return read_image(path, m["img_size"], m["in_chans"], m.get("resize", "squash"), max_pixels)
+        return read_for(self.meta, path, max_pixels)
 
     def public_meta(self) -> dict[str, Any]:
-        keys = ("model", "classes", "in_chans", "img_size", "resize", "mean", "std", "temperature", "tta")
+        keys = ("model", "classes", "in_chans", "img_size", "resize", "crop_pct", "mean", "std", "temperature", "tta")
         return {"backend": self.name, **{k: self.meta[k] for k in keys if k in self.meta}}
 
 
