@@ -18,7 +18,11 @@ MIN_SIDE = 160  # px: small inputs (28-32 px digits) are enlarged so the map is 
 def overlay(image_u8: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
     """(C, H, W) uint8 image and (H, W) map in [0, 1] -> (H', W', 3) uint8 blend, enlarged to MIN_SIDE."""
     img = image_u8.detach().cpu()
-    img = img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3]
+    if img.shape[0] == 1:
+        img = img.expand(3, -1, -1)
+    elif img.shape[0] == 2:  # two-channel images (e.g. Colored MNIST's red and green): an empty blue channel
+        img = torch.cat([img, torch.zeros_like(img[:1])])
+    img = img[:3]
     rgb = img.permute(1, 2, 0).numpy().astype(np.float32) / 255.0
     colored = matplotlib.colormaps[cmap](heat.detach().float().clamp(0, 1).cpu().numpy())[..., :3]
     blend = ((1 - alpha) * rgb + alpha * colored).clip(0, 1)

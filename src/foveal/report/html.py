@@ -111,12 +111,13 @@ def errors_section(inp: ReportInputs, k: int = 12) -> str:
         return section("errors", "Worst errors", note("no images or model available for the error gallery"))
     if not items:
         return section("errors", "Worst errors", note("no mistakes on this split"))
+    method = {"gradcam": "Grad-CAM", "saliency": "gradient saliency"}.get(items[0]["method"], items[0]["method"])
     tiles = "".join(
-        f'<figure>{_img(it["image"], "image")}{_img(it["overlay"], "Grad-CAM")}<figcaption>true <b>'
+        f'<figure>{_img(it["image"], "image")}{_img(it["overlay"], method)}<figcaption>true <b>'
         f'{html.escape(it["true"])}</b>, predicted <b>{html.escape(it["pred"])}</b> ({it["conf"]:.3f})'
         f'{"<br>" + html.escape(it["path"]) if it.get("path") else ""}</figcaption></figure>' for it in items)
     return section("errors", "Worst errors (most confident mistakes)",
-                   note("Each pair: the image and its Grad-CAM map for the predicted class (red: what the "
+                   note(f"Each pair: the image and its {method} map for the predicted class (red: what the "
                         "prediction rests on). Confidence after temperature scaling.")
                    + f'<div class="gallery">{tiles}</div>')
 

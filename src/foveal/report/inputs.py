@@ -103,7 +103,8 @@ def _start(cfg: dict[str, Any]) -> str:
 
 def gallery_items(inp: ReportInputs, k: int = 12) -> Optional[list[dict[str, Any]]]:
     """The k most confident mistakes with PNGs of the image and its Grad-CAM overlay for the
-    predicted class; None when images, logits or model are missing."""
+    predicted class (gradient saliency for a model without a feature map, e.g. an MLP, which
+    declares no `cam_layer`); None when images, logits or model are missing."""
     if inp.logits is None or inp.images is None or inp.labels is None or inp.model is None:
         return None
     from ..explain import explain, overlay_png
@@ -119,9 +120,10 @@ def gallery_items(inp: ReportInputs, k: int = 12) -> Optional[list[dict[str, Any
     device = next(inp.model.parameters()).device
     images = inp.images.load(idx)  # (k, C, H, W) uint8: decodes only these k when streamed
     x = normalize_u8(images.to(device), inp.meta["mean"], inp.meta["std"])
-    maps = explain(inp.model, x, "gradcam", target=pred[idx].to(device)).cpu()
+    method = "gradcam" if getattr(inp.model, "cam_layer", "") else "saliency"
+    maps = explain(inp.model, x, method, target=pred[idx].to(device)).cpu()
     classes = inp.meta["classes"]
     return [{"image": overlay_png(images[n], torch.zeros(maps.shape[-2:]), alpha=0.0),
              "overlay": overlay_png(images[n], maps[n]), "true": classes[int(labels[i])],
-             "pred": classes[int(pred[i])], "conf": float(conf[i]),
+             "pred": classes[int(pred[i])], "conf": float(conf[i]), "method": method,
              "path": inp.paths[i] if inp.paths else None} for n, i in enumerate(idx.tolist())]
