@@ -87,10 +87,6 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     write_text(run_dir / "metrics.csv", buf.getvalue())
 
 
-def timestamp() -> str:
-    return datetime.now().isoformat(timespec="seconds")
-
-
 # ---- reading run folders back: `foveal runs` and `foveal runs --compare` ----------------------
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}: nested dicts as dotted keys, other values as they are."""

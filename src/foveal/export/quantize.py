@@ -46,9 +46,6 @@ class _Reader:
         b = next(self._batches, None)
         return None if b is None else {INPUT_NAME: np.ascontiguousarray(b, dtype=np.uint8)}
 
-    def rewind(self) -> None:  # pragma: no cover - only used by some calibrators
-        raise NotImplementedError
-
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_u8: np.ndarray,
                   settings: QuantSettings | None = None) -> Path:

@@ -32,7 +32,7 @@ class Perturber:
     """`perturber(model, x, y, progress) -> x'` for normalized x; `progress` is epochs done (float)."""
 
     def __init__(self, adv: str, eps: float, alpha: float, steps: int, ramp_epochs: float, corrupt_aug: str,
-                 corrupt_p: float, mean: Sequence[float], std: Sequence[float], loss_fn: LossFn, seed: int = 0):
+                 corrupt_p: float, mean: Sequence[float], std: Sequence[float], loss_fn: LossFn):
         if adv not in ("none", "fgsm", "pgd"):
             raise ValueError(f"train.adv {adv!r} is not one of 'none', 'fgsm', 'pgd'")
         if corrupt_aug not in ("none", "noise", "blur", "augmix"):
