@@ -153,7 +153,7 @@ def test_bad_robustness_json_is_named(digits_run, tmp_path):
     (digits_run / "robustness.json").write_text("{not json")
     try:
         with pytest.raises(ValueError, match="robustness.json"):
-            from foveal.report import report_from_run
+            from foveal.engine.reporting import report_from_run
 
             report_from_run(digits_run, tmp_path / "x.html", device="cpu")
     finally:

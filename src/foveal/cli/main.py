@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .. import malloc
-from .config_args import add_config_flags, build_config, overrides_from_args
+from .config_args import add_config_flags, config_from_args
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -27,17 +27,13 @@ def command(name: str):
     return deco
 
 
-def _recipe_overrides(args: argparse.Namespace):
-    return build_config(args.recipe, overrides_from_args(args))
-
-
 @command("train")
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from ..engine import Trainer
 
-    cfg = _recipe_overrides(args)
+    cfg = config_from_args(args)
     if cfg.train.devices > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun: launch it
         from ..engine.distributed import launch
 
@@ -51,7 +47,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from ..engine import Trainer
     from ..engine.lr_find import lr_find
 
-    cfg = _recipe_overrides(args)
+    cfg = config_from_args(args)
     if not cfg.train.name:
         from ..engine.runs import default_name
 
@@ -63,25 +59,13 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 @command("eval")
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..engine.inference import evaluate_model
-    from ..engine.trainer import save_eval
+    from ..engine.reporting import evaluate_to_folder
     from ..metrics import format_report
 
-    metrics, logits, bundle = evaluate_model(args.run, args.data, args.split, args.device, data_dir=args.data_dir)
-    run_dir = Path(args.run) if Path(args.run).is_dir() else None
-    # Default: the run folder, or for a weights file a folder beside it (runs/x/eval-best/), never the cwd
-    # and never over the run's own report.html.
-    weights = Path(args.run)
-    out = Path(args.out) if args.out else (run_dir or weights.with_name(f"eval-{weights.stem}"))
-    save_eval(out, metrics, prefix="eval")
-    from ..report import write_eval_report
-
-    # In the run folder itself, keep the training report.html and write eval_report.html beside it.
-    page = out / ("eval_report.html" if run_dir is not None and out.resolve() == run_dir.resolve() else "report.html")
-    write_eval_report(args.run, metrics, logits, bundle, page, args.device, history_from=run_dir)
-    print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
+    res = evaluate_to_folder(args.run, args.data, args.split, args.device, data_dir=args.data_dir, out=args.out)
+    print(json.dumps(res.metrics, indent=2) if args.json else format_report(res.metrics))
     # with --json, stdout is the JSON alone; say where the files went on stderr
-    print(f"saved eval.json, eval.csv, eval_confusion.csv and {page.name} in {out}",
+    print(f"saved eval.json, eval.csv, eval_confusion.csv and {res.page.name} in {res.out_dir}",
           file=sys.stderr if args.json else sys.stdout)
     return 0
 
@@ -187,7 +171,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     p = argparse.ArgumentParser(prog="foveal", description="Image classification: train, evaluate, predict.")
     p.add_argument("--version", action="version", version=f"foveal {__version__}")

@@ -53,7 +53,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import report_from_run
+    from ..engine.reporting import report_from_run
 
     path = report_from_run(args.run, Path(args.out) if args.out else None, args.split, args.device)
     print(f"wrote {path}", file=sys.stderr)

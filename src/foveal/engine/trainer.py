@@ -29,7 +29,7 @@ from ..data.loader import epoch_seed
 from ..data.stream import make_loader  # DeviceLoader for data in memory, StreamLoader for large folders
 from ..io import write_json
 from ..metrics import ConfusionMeter, format_report
-from ..metrics.calibration import fit_temperature, reliability
+from ..metrics.calibration import calibration_report, fit_temperature
 from ..metrics.groups import add_group_metrics
 from ..models import count_params, create_model
 from . import distributed as dist
@@ -336,20 +336,18 @@ class Trainer:
                                          keep_logits=True, tta=self.cfg.train.tta)  # fp32, as predict and serve
         metrics = meter.compute(self.data.classes)
         metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time)
-        metrics["calibration"] = {"temperature": meta["temperature"],
-                                  "before": reliability(logits, labels), "after": reliability(logits, labels, 15,
-                                                                                              meta["temperature"])}
+        metrics["calibration"] = calibration_report(logits, labels, meta["temperature"])
         # issue 21: per-group metrics ("groups", "worst_group_accuracy") when the test split has groups
         group_table = add_group_metrics(metrics, logits, labels, self.data.splits["test"].groups, self.data.classes,
                                         self.data.splits["train"].groups)
-        save_eval(self.run_dir, metrics, prefix="test")
+        runs.write_eval(self.run_dir, metrics, prefix="test")
         self._write_stream_problems(gather=False)  # rank 0 alone evaluates the test split
         self.log(format_report(metrics) + (f"\n\n{group_table}" if group_table else ""))
         self.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {self.state.best_epoch}); "
                  f"training took {self.state.train_time:.1f}s; run folder: {self.run_dir}")
         result = RunResult(self.run_dir, model, meta, self.state.history, metrics, logits, self.data)
         if self.cfg.train.report:  # off for quick fits, e.g. each fold of a scikit-learn cross-validation
-            from ..report import write_run_report
+            from .reporting import write_run_report
 
             write_run_report(result)
         return result
@@ -365,24 +363,6 @@ class Trainer:
         meta = {**meta, "temperature": fit_temperature(val_logits, val_labels)}
         save_weights(self.run_dir / "best.safetensors", model, meta)
         return meta
-
-
-def save_eval(run_dir: Path, metrics: dict[str, Any], prefix: str = "eval") -> None:
-    """<prefix>.json (all metrics), <prefix>.csv (per class) and <prefix>_confusion.csv."""
-    from ..io import write_text
-
-    write_json(run_dir / f"{prefix}.json", metrics)
-    rows = ["class,precision,recall,f1,support"]
-    rows += [f"{c},{r['precision']:.6f},{r['recall']:.6f},{r['f1']:.6f},{r['support']}"
-             for c, r in metrics["per_class"].items()]
-    for avg in ("macro", "weighted"):
-        rows.append(f"{avg} avg,{metrics[avg + '_precision']:.6f},{metrics[avg + '_recall']:.6f},"
-                    f"{metrics[avg + '_f1']:.6f},{metrics['support']}")
-    write_text(run_dir / f"{prefix}.csv", "\n".join(rows) + "\n")
-    cm = metrics["confusion_matrix"]
-    lines = ["true\\pred," + ",".join(metrics["classes"])]
-    lines += [f"{c}," + ",".join(map(str, r)) for c, r in zip(metrics["classes"], cm)]
-    write_text(run_dir / f"{prefix}_confusion.csv", "\n".join(lines) + "\n")
 
 
 def _format_row(row: dict[str, Any], epochs: int) -> str:
