@@ -213,7 +213,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         class names looked up in `classes_`.
         """
         from .data.stream import make_loader
-        from .engine.evaluate import evaluate
+        from .engine.scoring import score
         from .engine.inference import eval_data
 
         self._check_fitted()
@@ -225,8 +225,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
             bundle = eval_data(self.meta_, data, split)
         (name, part), = bundle.splits.items()
         p = self.predictor_
-        meter, _, _ = evaluate(p.model, make_loader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
-                               len(self.classes_), p.device, tta=p.tta)
+        meter = score(p.model, make_loader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
+                      len(self.classes_), p.device, tta=p.tta)
         return {**meter.compute(self.classes_), "split": name}
 
     def _array_bundle(self, x: Any, y: Any) -> "DataBundle":

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..data.labels import LabelIssues, confident_learning
 from ..data.loader import normalize_u8
 from ..data.splits import stratified_indices
-from ..models import create_model, model_meta
+from ..models import create_model, model_info
 from .fast import translate
 
 _INIT_LOCK = threading.Lock()
@@ -104,7 +104,7 @@ def _predict(model: torch.nn.Module, x: torch.Tensor, mean: list[float], std: li
 
 def _fit_size(x: torch.Tensor, cfg: CrossValConfig) -> torch.Tensor:
     """Images at cfg.img_size, or raised to the model's smallest input side."""
-    side = cfg.img_size or max(x.shape[-1], model_meta(cfg.model)["min_img_size"])
+    side = cfg.img_size or max(x.shape[-1], model_info(cfg.model)["min_img_size"])
     if side == x.shape[-1]:
         return x
     y = F.interpolate(x.float(), size=(side, side), mode="bilinear", antialias=side < x.shape[-1], align_corners=False)

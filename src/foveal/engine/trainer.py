@@ -36,9 +36,9 @@ from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
 from .device import autocast, resolve_device, seed_everything, warn_slow_cpu_bf16
-from .evaluate import evaluate
+from .scoring import score, score_with_logits
 from .finetune import Finetuner, load_for_finetune
-from .finetune import param_groups as finetune_groups
+from .finetune import layer_decay_groups
 from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
@@ -133,7 +133,7 @@ class Trainer:
             weights = inverse_frequency_weights(self.data.splits["train"].labels, len(self.data.classes))
         self.criterion = build_loss(cfg.optim, weights.to(self.device) if weights is not None else None,
                                     len(self.group_names))  # issue 21: Group DRO's group count
-        groups = finetune_groups(self.model, cfg.optim) if cfg.optim.layer_decay not in (None, 1.0) else None
+        groups = layer_decay_groups(self.model, cfg.optim) if cfg.optim.layer_decay not in (None, 1.0) else None
         self.optimizer = build_optimizer(self.model, cfg.optim, groups)
         spe = len(self.train_loader)
         self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * spe, spe)
@@ -170,9 +170,7 @@ class Trainer:
         if cfg.train.adv != "none" or cfg.train.corrupt_aug != "none":
             from ..robustness.training import Perturber
 
-            t = cfg.train
-            self.perturb = Perturber(t.adv, t.adv_eps, t.adv_alpha, t.adv_steps, t.adv_ramp_epochs, t.corrupt_aug,
-                                     t.corrupt_p, d.mean, d.std, lambda logits, y: self.criterion(logits, y))
+            self.perturb = Perturber(cfg.train, d.mean, d.std, lambda logits, y: self.criterion(logits, y))
         self.val_loader = make_loader(self.data.splits["val"], cfg.train.eval_batch_size, **common, **shard)
         self.test_loader = make_loader(self.data.splits["test"], cfg.train.eval_batch_size, **common)
 
@@ -247,8 +245,8 @@ class Trainer:
                 "images_per_s": seen / max(seconds, 1e-9), "lr": max(g["lr"] for g in self.optimizer.param_groups)}  # the head's, under layer decay
 
     def validate(self) -> dict[str, Any]:
-        meter, _, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device,
-                               amp=self.cfg.train.amp)  # per-epoch selection may run bf16 on CUDA; the final test is fp32
+        meter = score(self.eval_model, self.val_loader, len(self.data.classes), self.device,
+                      amp=self.cfg.train.amp)  # per-epoch selection may run bf16 on CUDA; the final test is fp32
         dist.all_reduce_sum(meter.state())  # each rank saw its shard of the split
         return meter.compute(self.data.classes)
 
@@ -332,8 +330,8 @@ class Trainer:
 
         model, meta = load_model(self.run_dir, self.device)
         meta = self.calibrate(model, meta)
-        meter, logits, labels = evaluate(model, self.test_loader, len(self.data.classes), self.device,
-                                         keep_logits=True, tta=self.cfg.train.tta)  # fp32, as predict and serve
+        meter, logits, labels = score_with_logits(model, self.test_loader, len(self.data.classes), self.device,
+                                                  tta=self.cfg.train.tta)  # fp32, as predict and serve
         metrics = meter.compute(self.data.classes)
         metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time)
         metrics["calibration"] = calibration_report(logits, labels, meta["temperature"])
@@ -358,8 +356,8 @@ class Trainer:
         d = self.cfg.data
         full_val = make_loader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std,
                                workers=d.workers)
-        _, val_logits, val_labels = evaluate(model, full_val, len(self.data.classes), self.device,
-                                             keep_logits=True, tta=self.cfg.train.tta)  # fp32, as predict and serve
+        _, val_logits, val_labels = score_with_logits(model, full_val, len(self.data.classes), self.device,
+                                                      tta=self.cfg.train.tta)  # fp32, as predict and serve
         meta = {**meta, "temperature": fit_temperature(val_logits, val_labels)}
         save_weights(self.run_dir / "best.safetensors", model, meta)
         return meta
