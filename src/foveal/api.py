@@ -213,8 +213,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
         class names looked up in `classes_`.
         """
         from .data.stream import make_loader
-        from .engine.scoring import score
         from .engine.inference import eval_data
+        from .engine.scoring import score
 
         self._check_fitted()
         if y is not None or _is_array(data):

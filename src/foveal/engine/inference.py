@@ -22,8 +22,8 @@ from ..metrics import ConfusionMeter
 from ..metrics.groups import add_group_metrics
 from .checkpoint import load_model
 from .device import resolve_device
-from .scoring import score_with_logits
 from .prepare import match_channels, match_size
+from .scoring import score_with_logits
 from .tta import check_views, tta_logits
 
 

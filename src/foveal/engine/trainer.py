@@ -36,12 +36,11 @@ from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
 from .device import autocast, resolve_device, seed_everything, warn_slow_cpu_bf16
-from .scoring import score, score_with_logits
-from .finetune import Finetuner, load_for_finetune
-from .finetune import layer_decay_groups
+from .finetune import Finetuner, layer_decay_groups, load_for_finetune
 from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
+from .scoring import score, score_with_logits
 from .tta import check_views
 
 
