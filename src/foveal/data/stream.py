@@ -18,9 +18,9 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .bundle import Split
 from .decode import DecodeError
 from .images import FileImages, fits_in_memory  # noqa: F401  (fits_in_memory: re-exported)
-from .bundle import Split
 from .loader import BatchPlan, DeviceLoader, GlobalRows, Normalizer, PlannedBatches
 
 
