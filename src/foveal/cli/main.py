@@ -127,15 +127,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_labels(args: argparse.Namespace, data, report: dict) -> None:
     """`check --labels`: K-fold confident learning on one split; files into --out (see the help)."""
-    from ..engine.labels import find_label_issues, write_label_check
-    from ..io import write_json
+    from ..engine.labels import find_label_issues, label_check_dir, write_label_check
 
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     check = find_label_issues(data.source, split=args.split, model=args.model, folds=args.folds, epochs=args.epochs,
                               rank_by=args.rank_by, data_dir=data.data_dir, img_size=args.img_size, log=log)
-    out = Path(args.out) if args.out else Path("checks") / f"{Path(str(report['source'])).name}-{check.split}"
-    summary = write_label_check(check, out)
-    write_json(out / "check.json", {**report, "labels": summary})
+    out = Path(args.out) if args.out else label_check_dir(report["source"], check.split)
+    summary = write_label_check(check, out, data_report=report)
     if args.json:
         print(json.dumps({**report, "labels": summary}, indent=2))
         return
