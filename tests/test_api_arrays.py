@@ -37,10 +37,10 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module", autouse=True)
 def no_report():
     """The HTML report takes half of each tiny fit and is tested on its own (tests/report)."""
-    import foveal.report
+    import foveal.engine.reporting
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(foveal.report, "write_run_report", lambda result: None)
+        mp.setattr(foveal.engine.reporting, "write_run_report", lambda result: None)
         yield
 
 

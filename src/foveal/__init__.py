@@ -1,6 +1,6 @@
 """foveal: image classification with neural networks, from labeled images to a deployed model."""
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 
 def __getattr__(name: str):

@@ -16,7 +16,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
-from .config import ConfigError, RunConfig, field_paths, load_config
+from .config import SHORT_NAMES, ConfigError, RunConfig, field_paths
 
 if TYPE_CHECKING:
     from .data import DataBundle
@@ -25,15 +25,13 @@ if TYPE_CHECKING:
 def _resolve_keys(settings: dict[str, Any]) -> dict[str, Any]:
     """Map keyword names to config paths: 'optim.lr', a short CLI name ('lr', 'batch_size'),
     or any field name that is unique across sections ('weight_decay')."""
-    from .cli.config_args import SHORT_FLAGS
-
     paths = field_paths(RunConfig)
     leaves: dict[str, list[str]] = {}
     for p in paths:
         leaves.setdefault(p.rsplit(".", 1)[1], []).append(p)
     out = {}
     for key, value in settings.items():
-        short = SHORT_FLAGS.get(key.replace("_", "-"))
+        short = SHORT_NAMES.get(key.replace("_", "-"))
         if key in paths:
             out[key] = value
         elif short:
@@ -147,7 +145,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
         overrides = {"model.name": self.model, **named, **extra}
         if data is not None:
             overrides["data.source"] = data
-        return load_config(self.recipe, overrides)
+        from .engine.runs import load_run_config  # resume=True: the run's saved config, as `foveal train --resume`
+
+        return load_run_config(self.recipe, overrides)
 
     def fit(self, data: Any = "digits", y: Optional[np.ndarray] = None, classes: Optional[list[str]] = None) -> "Classifier":
         """Train on a dataset name, folder or CSV path, or on an image array `data` with labels `y`.
@@ -215,8 +215,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
         class names looked up in `classes_`.
         """
         from .data.stream import make_loader
-        from .engine.evaluate import evaluate
         from .engine.inference import eval_data
+        from .engine.scoring import score
 
         self._check_fitted()
         if y is not None or _is_array(data):
@@ -227,8 +227,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
             bundle = eval_data(self.meta_, data, split)
         (name, part), = bundle.splits.items()
         p = self.predictor_
-        meter, _, _ = evaluate(p.model, make_loader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
-                               len(self.classes_), p.device, tta=p.tta)
+        meter = score(p.model, make_loader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
+                      len(self.classes_), p.device, tta=p.tta)
         return {**meter.compute(self.classes_), "split": name}
 
     def _array_bundle(self, x: Any, y: Any) -> "DataBundle":

@@ -180,6 +180,17 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# The names users guess first, mapped to config fields: `foveal train --lr` and `Classifier(lr=...)`
+# (keywords with '_' for '-') take them, beside every full path ('--optim.lr', `**{"optim.lr": ...}`).
+SHORT_NAMES = {
+    "data": "data.source", "data-dir": "data.data_dir", "model": "model.name", "epochs": "train.epochs",
+    "batch-size": "train.batch_size", "lr": "optim.lr", "img-size": "data.img_size", "seed": "train.seed",
+    "name": "train.name", "device": "train.device", "pretrained": "model.pretrained", "out-dir": "train.out_dir",
+    "optimizer": "optim.name", "augment": "data.augment", "devices": "train.devices",
+    "download": "data.download",
+}
+
+
 class ConfigError(ValueError):
     """A key or value in a recipe or on the command line is not valid."""
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # torch and safetensors are imported where tensors are read or written: the inference install
 # (no torch) uses the atomic text/JSON writers here too.
 
-META_KEY = "foveal"  # key of our JSON metadata inside the safetensors header
+SAFETENSORS_META_KEY = "foveal"  # key of our JSON metadata inside the safetensors header
 
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip archive
 
@@ -125,7 +125,7 @@ def save_tensors(path: str | Path, tensors: dict[str, "torch.Tensor"], meta: dic
     from safetensors.torch import save_file
 
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    header = {META_KEY: json.dumps(meta or {}, default=_json_default)}
+    header = {SAFETENSORS_META_KEY: json.dumps(meta or {}, default=_json_default)}
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata=header)
 
@@ -158,7 +158,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise UnsafeFileError(f"'{path}' is not a valid safetensors file: {e}") from None
-    return json.loads(header[META_KEY]) if META_KEY in header else {}
+    return json.loads(header[SAFETENSORS_META_KEY]) if SAFETENSORS_META_KEY in header else {}
 
 
 def load_tensors(path: str | Path, device: "str | torch.device" = "cpu") -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:

@@ -100,3 +100,23 @@ def test_classifier_api_mirrors_the_cli(tmp_path, monkeypatch):
     assert again.predict([root]) == clf.predict([root])
     assert np.allclose(again.predict_proba([root]).sum(1), 1, atol=1e-5)
     assert again.evaluate(str(root), split="all")["support"] == 10
+
+
+def test_every_verb_is_registered_one_way():
+    """Each subcommand, core or from a CLI module, carries its handler as the parser default
+    (`set_defaults(handler=...)`): the one way `foveal.cli.main` dispatches. A group (`bench`)
+    passes the rule down to its own subcommands."""
+    import argparse
+
+    from foveal.cli.main import build_parser
+
+    def verbs(parser, prefix=""):
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None:
+            return {prefix.strip(): parser}
+        return {k: v for name, p in sub.choices.items() for k, v in verbs(p, f"{prefix} {name}").items()}
+
+    found = verbs(build_parser())
+    assert {"train", "eval", "predict", "explain", "report", "serve", "pretrain", "runs", "bench fast"} <= set(found)
+    missing = [name for name, p in found.items() if not callable(p.get_default("handler"))]
+    assert not missing, f"subcommands without a handler: {missing}"

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from foveal.config import OptimConfig, RunConfig, apply_overrides
-from foveal.data.loader import DeviceLoader, balanced_indices
+from foveal.data.loader import BatchPlan, DeviceLoader, balanced_indices
 from foveal.data.sources import Split
 from foveal.engine.losses import FocalLoss, build_loss, inverse_frequency_weights
 from tests.conftest import digits_arrays
@@ -72,8 +72,9 @@ def test_balanced_indices_draw_classes_equally_and_are_seeded() -> None:
 
 def test_device_loader_sampler_epochs_and_shards() -> None:
     split = _imbalanced()
-    kw = dict(batch_size=30, device=torch.device("cpu"), mean=[0.0], std=[1.0], shuffle=True, seed=5, balanced=True)
-    whole = DeviceLoader(split, **kw)
+    kw = dict(device=torch.device("cpu"), mean=[0.0], std=[1.0])
+    plan = dict(shuffle=True, seed=5, balanced=True)
+    whole = DeviceLoader(split, BatchPlan(30, **plan), **kw)
     ys = torch.cat([y for _, y in whole])
     freq = torch.bincount(ys, minlength=3).float() / len(ys)
     assert len(ys) == len(split) and (freq - 1 / 3).abs().max() < 0.05
@@ -81,7 +82,7 @@ def test_device_loader_sampler_epochs_and_shards() -> None:
     assert not torch.equal(ys, torch.cat([y for _, y in whole])), "each epoch draws anew"
     whole.set_epoch(0)
     # two ranks take alternate draws of the same sequence: together they are the whole epoch
-    ranks = [DeviceLoader(split, **kw, rank=r, world=2) for r in range(2)]
+    ranks = [DeviceLoader(split, BatchPlan(30, **plan, rank=r, world=2), **kw) for r in range(2)]
     per_rank = [torch.cat([x.flatten(1)[:, 0] for x, _ in ld]) for ld in ranks]
     joint = torch.stack(per_rank, 1).flatten()
     ref = torch.cat([x.flatten(1)[:, 0] for x, _ in whole])
@@ -108,8 +109,8 @@ def _rare_f1(mode: str, seed: int, data: tuple, rare: tuple[int, ...]) -> float:
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
     loss = build_loss(OptimConfig(loss="focal" if mode == "focal" else "ce"))
-    loader = DeviceLoader(split, 32, torch.device("cpu"), [0.3], [0.4], shuffle=True, drop_last=True, seed=seed,
-                          balanced=mode == "sampler")
+    plan = BatchPlan(32, shuffle=True, drop_last=True, seed=seed, balanced=mode == "sampler")
+    loader = DeviceLoader(split, plan, torch.device("cpu"), [0.3], [0.4])
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     for epoch in range(15):
         loader.set_epoch(epoch)

@@ -11,7 +11,7 @@ from PIL import Image
 from foveal.config import DataConfig
 from foveal.data import Split
 from foveal.data.augment import Compose
-from foveal.data.loader import DeviceLoader
+from foveal.data.loader import BatchPlan, DeviceLoader
 from foveal.data.sources import load_folder
 from foveal.data.stream import StreamLoader
 
@@ -29,10 +29,10 @@ def _split(n: int = 37, side: int = 12) -> Split:
 def test_two_ranks_together_give_the_one_process_batch(aug):
     """Every augmentation: rank r's batch is rows r, r+2, ... of the one-process batch, pixel for pixel."""
     split, cfg = _split(), DataConfig(augment=[aug])
-    kw = dict(device=CPU, mean=[0.5] * 3, std=[0.25] * 3, augment=Compose([aug], cfg, 4), shuffle=True,
-              drop_last=True, seed=7)
-    one = list(DeviceLoader(split, 8, **kw))
-    ranks = [list(DeviceLoader(split, 4, rank=r, world=2, **kw)) for r in (0, 1)]
+    kw = dict(device=CPU, mean=[0.5] * 3, std=[0.25] * 3, augment=Compose([aug], cfg, 4))
+    plan = dict(shuffle=True, drop_last=True, seed=7)
+    one = list(DeviceLoader(split, BatchPlan(8, **plan), **kw))
+    ranks = [list(DeviceLoader(split, BatchPlan(4, rank=r, world=2, **plan), **kw)) for r in (0, 1)]
     assert len(one) == len(ranks[0]) == len(ranks[1]) == 37 // 8
     for (x, y), (x0, y0), (x1, y1) in zip(one, *ranks):
         torch.testing.assert_close(x[0::2], x0, rtol=0, atol=1e-5)
@@ -46,7 +46,7 @@ def test_evaluation_shards_cover_every_sample_once():
     kw = dict(device=CPU, mean=[0.5] * 3, std=[0.25] * 3)
     seen = []
     for r in range(3):
-        loader = DeviceLoader(split, 5, rank=r, world=3, **kw)
+        loader = DeviceLoader(split, BatchPlan(5, rank=r, world=3), **kw)
         seen += [y for _, ys in loader for y in ys.tolist()]
     assert sorted(seen) == sorted(split.labels.tolist()) and len(seen) == 37
 
@@ -68,8 +68,8 @@ def test_a_rank_whose_batch_is_all_unreadable_still_takes_a_full_step(tmp_path):
     split = load_folder(root, DataConfig(in_memory=False), 10).splits["all"]
     steps = []
     for r in (0, 1):
-        loader = StreamLoader(split.images, split.labels, 4, CPU, [0.5] * 3, [0.25] * 3, shuffle=True,
-                              drop_last=True, seed=1, rank=r, world=2, workers=0)
+        plan = BatchPlan(4, shuffle=True, drop_last=True, seed=1, rank=r, world=2)
+        loader = StreamLoader(split, plan, CPU, [0.5] * 3, [0.25] * 3, workers=0)
         sizes = [len(y) for _, y in loader]
         steps.append(sizes)
         assert loader.problems, "the unreadable files are named"
@@ -79,13 +79,13 @@ def test_a_rank_whose_batch_is_all_unreadable_still_takes_a_full_step(tmp_path):
 def test_evaluation_loader_drops_unreadable_files(tmp_path):
     root = _folder(tmp_path / "f", n=6, broken=["bad.png"])
     split = load_folder(root, DataConfig(in_memory=False), 10).splits["all"]
-    loader = StreamLoader(split.images, split.labels, 4, CPU, [0.5] * 3, [0.25] * 3, workers=0)
+    loader = StreamLoader(split, BatchPlan(4), CPU, [0.5] * 3, [0.25] * 3, workers=0)
     assert sum(len(y) for _, y in loader) == 6 and len(loader.problems) == 1
 
 
 def test_robustness_subsets_draw_every_class():
     """`--limit` and the attacked images were the first N of splits sorted by class: now a seeded draw."""
-    from foveal.robustness.evaluate import spread_subset
+    from foveal.robustness.measure import spread_subset
 
     labels = torch.arange(10).repeat_interleave(100)  # sorted by class, as folders and MNIST's test set
     pick = spread_subset(labels, 50, seed=0)

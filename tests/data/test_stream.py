@@ -14,7 +14,7 @@ from foveal.config import DataConfig, RunConfig, apply_overrides
 from foveal.data import make_splits, mean_std
 from foveal.data.augment import Compose
 from foveal.data.decode import open_image
-from foveal.data.loader import DeviceLoader
+from foveal.data.loader import BatchPlan, DeviceLoader
 from foveal.data.sources import load_folder
 from foveal.data.images import TensorImages
 from foveal.data.stream import FileImages, StreamLoader, fits_in_memory, make_loader
@@ -61,10 +61,10 @@ def test_stream_batches_equal_in_memory_batches(jpeg_folder):
     assert torch.equal(tr_m.images.load(), tr_l.images.load())  # same decoder, same pixels
     mean, std = mean_std(tr_m.images)
     aug = Compose(cfg.augment, cfg, 3)
-    kw = dict(batch_size=5, device=torch.device("cpu"), mean=mean, std=std, augment=aug, shuffle=True,
-              drop_last=True, seed=3)
+    kw = dict(plan=BatchPlan(5, shuffle=True, drop_last=True, seed=3), device=torch.device("cpu"), mean=mean, std=std,
+              augment=aug)
     dev = DeviceLoader(tr_m, **kw)
-    streamed = StreamLoader(tr_l.images, tr_l.labels, workers=1, **kw)
+    streamed = StreamLoader(tr_l, workers=1, **kw)
     assert len(dev) == len(streamed) == len(tr_m) // 5
     for epoch in (0, 1):
         dev.set_epoch(epoch)

@@ -10,20 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
-import foveal.engine.evaluate as evaluate_module
-from foveal.engine.evaluate import evaluate
+import foveal.engine.scoring as scoring_module
+from foveal.engine.scoring import score, score_with_logits
 
 
 @pytest.fixture
 def amp_flags(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """The `enabled` argument of every autocast that `evaluate` enters."""
-    flags, real = [], evaluate_module.autocast
+    """The `enabled` argument of every autocast that a scoring pass enters."""
+    flags, real = [], scoring_module.autocast
 
     def spy(device: torch.device, enabled: bool = True, cpu: bool = False):
         flags.append(enabled)
         return real(device, enabled, cpu)
 
-    monkeypatch.setattr(evaluate_module, "autocast", spy)
+    monkeypatch.setattr(scoring_module, "autocast", spy)
     return flags
 
 
@@ -33,8 +33,9 @@ def _pixels(split) -> torch.Tensor:
     return images if isinstance(images, torch.Tensor) else images.load()
 
 
-def test_evaluate_defaults_to_fp32():
-    assert inspect.signature(evaluate).parameters["amp"].default is False
+def test_scoring_defaults_to_fp32():
+    assert inspect.signature(score).parameters["amp"].default is False
+    assert inspect.signature(score_with_logits).parameters["amp"].default is False
 
 
 def test_eval_and_classifier_evaluate_run_fp32(tta_run: Path, amp_flags: list[bool]):

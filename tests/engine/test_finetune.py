@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from foveal.config import RunConfig, apply_overrides
 from foveal.engine import Trainer
-from foveal.engine.finetune import Finetuner, load_for_finetune, param_groups
+from foveal.engine.finetune import Finetuner, layer_decay_groups, load_for_finetune
 from foveal.engine.trainer import Callback
 from foveal.models import create_model
 
@@ -118,7 +118,7 @@ def test_layer_decay_lowers_lr_with_depth() -> None:
 
     model = create_model("resnet20", num_classes=10, in_chans=1, img_size=16)
     cfg = OptimConfig(lr=0.1, layer_decay=0.5)
-    groups = param_groups(model, cfg)
+    groups = layer_decay_groups(model, cfg)
     by_depth = {g["layer_id"]: g["lr"] for g in groups}
     depths = sorted(by_depth)
     assert len(depths) >= 5

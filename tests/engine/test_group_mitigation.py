@@ -9,7 +9,7 @@ import torch
 
 from foveal.config import OptimConfig
 from foveal.data.bundle import Split
-from foveal.data.loader import DeviceLoader
+from foveal.data.loader import BatchPlan, DeviceLoader
 from foveal.engine.losses import GroupDROLoss, build_loss
 from tests.engine.test_groups_run import write_group_manifest
 
@@ -19,10 +19,11 @@ def test_group_balanced_draws_equalize_groups():
     groups = torch.zeros(N, dtype=torch.long)
     groups[:50] = 1  # a 5% minority group
     split = Split(torch.zeros(N, 1, 4, 4, dtype=torch.uint8), torch.randint(0, 2, (N,)))
-    ld = DeviceLoader(split, 100, torch.device("cpu"), [0.0], [1.0], shuffle=True, balanced="groups", groups=groups)
+    ld = DeviceLoader(split, BatchPlan(100, shuffle=True, balanced="groups"), torch.device("cpu"), [0.0], [1.0],
+                      groups=groups)
     seen = torch.cat([g for _, _, g in ld])
     assert len(seen) == N and abs(seen.float().mean().item() - 0.5) < 0.06  # about half from the 5% group
-    plain = DeviceLoader(split, 100, torch.device("cpu"), [0.0], [1.0], shuffle=True, groups=groups)
+    plain = DeviceLoader(split, BatchPlan(100, shuffle=True), torch.device("cpu"), [0.0], [1.0], groups=groups)
     assert torch.equal(torch.sort(torch.cat([g for _, _, g in plain]))[0], torch.sort(groups)[0])  # a permutation
 
 

@@ -3,7 +3,7 @@ import torch
 
 from foveal.config import RunConfig, apply_overrides
 from foveal.engine import Callback, Trainer
-from foveal.engine.optim import lr_factor, param_groups
+from foveal.engine.optim import decay_groups, lr_factor
 from foveal.io import load_tensors
 from foveal.models import create_model
 
@@ -98,7 +98,7 @@ def test_optimizers_schedules_smoothing_clipping_ema(tmp_path, opt):
 
 def test_weight_decay_skips_norms_and_biases():
     m = create_model("resnet18", num_classes=3, in_chans=1, img_size=32)
-    decay, no_decay = param_groups(m, 0.1)
+    decay, no_decay = decay_groups(m, 0.1)
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from foveal.explain import EXPLAINERS, METHODS, explain
-from foveal.models import create_model, list_models, model_meta
+from foveal.models import create_model, list_models, model_info
 
 MODELS = ["lenet5", "resnet18", "mobilenetv3_small", "vit_tiny", "hybrid_tiny"]
 ATTENTION = {"vit_tiny", "hybrid_tiny"}
@@ -69,7 +69,7 @@ def test_unknown_method_is_named():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_gradcam_on_every_zoo_model(name):
-    size = max(model_meta(name)["min_img_size"], 16)
+    size = max(model_info(name)["min_img_size"], 16)
     model = create_model(name, num_classes=3, in_chans=3, img_size=size)
     maps = explain(model, torch.randn(2, 3, size, size), "gradcam")
     assert maps.shape == (2, size, size) and torch.isfinite(maps).all()

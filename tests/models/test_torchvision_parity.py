@@ -22,7 +22,7 @@ import torch
 import torchvision.models as tvm
 
 from foveal.io import save_tensors
-from foveal.models import create_model, model_meta
+from foveal.models import create_model, model_info
 
 # Cost on the 2-core CPU box (build both + save + load + forward, one thread): below ~2 s for
 # most; the 60-140M-parameter ones (VGG, Wide ResNets, ResNet-101/152, ViT-B) take 4-15 s
@@ -99,7 +99,7 @@ def _tv_model(tv_name: str, px: int) -> torch.nn.Module:
                                                     for p in PAIRS])
 def test_torchvision_state_dict_gives_same_logits(tmp_path: Path, tv_name: str, name: str, kwargs: dict,
                                                   px: int) -> None:
-    assert model_meta(name)["default_img_size"] >= 96  # built in its ImageNet form, not the small stem
+    assert model_info(name)["default_img_size"] >= 96  # built in its ImageNet form, not the small stem
     ref = _tv_model(tv_name, px)
     path = tmp_path / f"{tv_name}.safetensors"
     save_tensors(path, ref.state_dict())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from foveal.models import create_model, list_models, model_meta
+from foveal.models import create_model, list_models, model_info
 
 NUM_CLASSES = 7  # not 10 nor 1000, so a hard-coded class count shows up as a shape error
 
@@ -30,7 +30,7 @@ HEAVY_AT_224 = HEAVY | {n for n in list_models("vgg*")}
 def _cases() -> list:
     cases = []
     for name in list_models():
-        meta = model_meta(name)
+        meta = model_info(name)
         sizes = [meta["min_img_size"]] + ([224] if meta["default_img_size"] >= 224 else [])
         for size in sizes:
             for in_chans in (1, 3):

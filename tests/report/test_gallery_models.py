@@ -9,9 +9,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from foveal.data.bundle import Split
 from foveal.data.images import TensorImages
+from foveal.engine.reporting import error_gallery
 from foveal.report.html import errors_section
-from foveal.report.inputs import ReportInputs, gallery_items
+from foveal.report.inputs import ReportInputs
 
 
 def test_gallery_falls_back_to_saliency_for_mlp_on_two_channels():
@@ -22,11 +24,10 @@ def test_gallery_falls_back_to_saliency_for_mlp_on_two_channels():
     with torch.no_grad():
         logits = mlp((images.float() / 255 - 0.5) / 0.5)
     meta = {"classes": ["0-4", "5-9"], "mean": [0.5, 0.5], "std": [0.5, 0.5], "temperature": 1.0}
-    inp = ReportInputs("t", meta, {}, logits=logits, images=TensorImages(images), labels=labels, model=mlp)
-    items = gallery_items(inp, k=4)
+    items = error_gallery(mlp, meta, logits, Split(TensorImages(images), labels), k=4)
     wrong = int((logits.argmax(1) != labels).sum())
     assert wrong > 0 and len(items) == min(4, wrong)  # the random MLP gets some wrong: the gallery has them
     assert all(it["method"] == "saliency" for it in items)
     for it in items:
         assert Image.open(io.BytesIO(it["overlay"])).mode == "RGB"  # 2 channels drawn as red/green
-    assert "gradient saliency map" in errors_section(inp, k=4)
+    assert "gradient saliency map" in errors_section(ReportInputs("t", meta, {}, gallery=items))

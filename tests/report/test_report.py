@@ -17,7 +17,7 @@ from tests.conftest import chromium_paths, headless_chrome
 from foveal.cli.main import main
 from foveal.report import SECTION_IDS, ReportInputs, build_html
 
-ROBUSTNESS = {  # the schema foveal.robustness.evaluate writes, trimmed
+ROBUSTNESS = {  # the schema foveal.robustness.measure writes, trimmed
     "n": 100, "split": "test", "clean_accuracy": 0.9,
     "corruptions": {"gaussian_noise": {"1": 0.85, "2": 0.7, "3": 0.6}, "blur": {"1": 0.88, "2": 0.8, "3": 0.75}},
     "mean_corruption_accuracy": 0.76,
@@ -153,7 +153,7 @@ def test_bad_robustness_json_is_named(digits_run, tmp_path):
     (digits_run / "robustness.json").write_text("{not json")
     try:
         with pytest.raises(ValueError, match="robustness.json"):
-            from foveal.report import report_from_run
+            from foveal.engine.reporting import report_from_run
 
             report_from_run(digits_run, tmp_path / "x.html", device="cpu")
     finally:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from foveal.config import RunConfig, apply_overrides
+from foveal.config import RunConfig, TrainConfig, apply_overrides
 from foveal.robustness.attacks import PixelModel, pgd
 from foveal.robustness.training import Perturber, corrupt_augment
 
@@ -20,7 +20,8 @@ def test_perturber_stays_in_pixel_ball_with_ramp() -> None:
     x = (px - 0.3) / 0.2
     y = torch.randint(0, 10, (16,))
     for adv in ("fgsm", "pgd"):
-        p = Perturber(adv, 0.2, 0.25, 3, 2.0, "none", 0.5, mean, std, nn.functional.cross_entropy)
+        settings = TrainConfig(adv=adv, adv_eps=0.2, adv_alpha=0.25, adv_steps=3, adv_ramp_epochs=2.0)
+        p = Perturber(settings, mean, std, nn.functional.cross_entropy)
         for progress, eps in ((0.5, 0.05), (3.0, 0.2)):  # ramp: eps grows linearly over 2 epochs
             out = p(net, x, y, progress) * 0.2 + 0.3  # back to pixels
             assert float((out - px).abs().max()) <= eps + 1e-5
@@ -40,7 +41,7 @@ def test_corrupt_augment_changes_a_fraction(kind: str) -> None:
 
 def test_bad_adv_value_is_named() -> None:
     with pytest.raises(ValueError, match="train.adv"):
-        Perturber("trades", 0.1, 0.1, 1, 0, "none", 0.5, [0.5], [0.5], nn.functional.cross_entropy)
+        Perturber(TrainConfig(adv="trades"), [0.5], [0.5], nn.functional.cross_entropy)
 
 
 def _run(tmp_path, **over):

@@ -1,7 +1,8 @@
 """Config fields as command-line flags: every field is `--section.field`, common ones have short names.
 
 Flags default to "not given", so only what the user typed becomes an override: a recipe's
-values are kept unless a flag changes them, and `--resume` can reuse a run's saved config.
+values are kept unless a flag changes them, and `--resume` reuses the run's saved config
+(`foveal.engine.runs.load_run_config`, the library's one rule for resuming).
 """
 
 from __future__ import annotations
@@ -10,16 +11,7 @@ import argparse
 import typing
 from typing import Any
 
-from ..config import ConfigError, RunConfig
-
-# The names users guess first, mapped to config fields.
-SHORT_FLAGS = {
-    "data": "data.source", "data-dir": "data.data_dir", "model": "model.name", "epochs": "train.epochs",
-    "batch-size": "train.batch_size", "lr": "optim.lr", "img-size": "data.img_size", "seed": "train.seed",
-    "name": "train.name", "device": "train.device", "pretrained": "model.pretrained", "out-dir": "train.out_dir",
-    "optimizer": "optim.name", "augment": "data.augment", "devices": "train.devices",
-    "download": "data.download",
-}
+from ..config import SHORT_NAMES, ConfigError, RunConfig
 
 
 def _is_bool(tp: Any) -> bool:
@@ -32,7 +24,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     config.py, with the default and the allowed values (see foveal.config_help)."""
     from ..config_help import help_line, section_title, sections
 
-    short_for = {v: k for k, v in SHORT_FLAGS.items()}
+    short_for = {v: k for k, v in SHORT_NAMES.items()}
     for section, cls, rows in sections(RunConfig):
         group = parser.add_argument_group(f"{section} (--{section}.*, also settable in a YAML recipe)",
                                           section_title(cls))
@@ -56,20 +48,11 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
 
 
-def build_config(recipe: str | None, overrides: dict[str, Any]) -> RunConfig:
-    """Recipe + overrides; with --resume, the run's saved config + overrides."""
-    from ..config import load_config
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run's config from the recipe argument and the flags given (the library applies --resume)."""
+    from ..engine.runs import load_run_config
 
-    if str(overrides.get("train.resume", "")).lower() == "true":
-        from ..engine.runs import find_run_dir
-
-        probe = load_config(recipe, overrides)
-        run_dir = find_run_dir(probe)
-        keep = {k: v for k, v in overrides.items()}
-        keep["train.name"] = run_dir.name
-        keep["train.out_dir"] = str(run_dir.parent)
-        return load_config(run_dir / "config.yaml", keep)
-    return load_config(recipe, overrides)
+    return load_run_config(args.recipe, overrides_from_args(args))
 
 
-__all__ = ["add_config_flags", "overrides_from_args", "build_config", "ConfigError"]
+__all__ = ["add_config_flags", "overrides_from_args", "config_from_args", "ConfigError"]

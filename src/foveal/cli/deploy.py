@@ -8,7 +8,7 @@ from typing import Any
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..export.parity import ExportCheckError, ExportOptions, ParityLimits, export_run, format_report
+    from ..export.parity import ExportCheckError, ExportOptions, ParityLimits, export_run, format_parity
     from ..export.quantize import QuantSettings
 
     formats = tuple(dict.fromkeys(["onnx", *args.format]))  # int8 is built from the float32 ONNX file
@@ -22,7 +22,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except ExportCheckError as e:
         print(f"foveal export: error: {e}")
         return 1
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(json.dumps(report, indent=2) if args.json else format_parity(report))
     if not args.json:
         print("wrote " + ", ".join(report["files"].values()) + " (+ .json sidecars) and parity.json")
     return 0

@@ -6,38 +6,24 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from .. import malloc
-from .config_args import add_config_flags, build_config, overrides_from_args
+from .config_args import add_config_flags, config_from_args
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-# Command groups living in their own modules; each defines `register(subparsers)` that adds
-# its parsers with `set_defaults(handler=fn)`. Imported lazily by name so `foveal -h` stays fast
-# and an optional group whose dependencies are missing does not break the others.
+# The one way to add a command: a module's `register(subparsers)` adds its parsers, each with
+# `set_defaults(handler=fn)`; this module registers the core verbs the same way (`register` below).
+# Imported lazily by name so `foveal -h` stays fast and an optional group whose dependencies are
+# missing does not break the others.
 CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.cli.deploy", "foveal.cli.ssl", "foveal.cli.robust", "foveal.cli.runs"]
 
 
-def command(name: str):
-    def deco(fn):
-        COMMANDS[name] = fn
-        return fn
-
-    return deco
-
-
-def _recipe_overrides(args: argparse.Namespace):
-    return build_config(args.recipe, overrides_from_args(args))
-
-
-@command("train")
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from ..engine.jtt import fit
 
-    cfg = _recipe_overrides(args)
+    cfg = config_from_args(args)
     if cfg.train.devices > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun: launch it
         from ..engine.distributed import launch
 
@@ -46,12 +32,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("lr-find")
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from ..engine import Trainer
     from ..engine.lr_find import lr_find
 
-    cfg = _recipe_overrides(args)
+    cfg = config_from_args(args)
     if not cfg.train.name:
         from ..engine.runs import default_name
 
@@ -61,32 +46,18 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("eval")
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..engine.inference import evaluate_model
-    from ..engine.trainer import save_eval
+    from ..engine.reporting import evaluate_to_folder
     from ..metrics import format_report
 
-    metrics, logits, bundle = evaluate_model(args.run, args.data, args.split, args.device, data_dir=args.data_dir)
-    run_dir = Path(args.run) if Path(args.run).is_dir() else None
-    # Default: the run folder, or for a weights file a folder beside it (runs/x/eval-best/), never the cwd
-    # and never over the run's own report.html.
-    weights = Path(args.run)
-    out = Path(args.out) if args.out else (run_dir or weights.with_name(f"eval-{weights.stem}"))
-    save_eval(out, metrics, prefix="eval")
-    from ..report import write_eval_report
-
-    # In the run folder itself, keep the training report.html and write eval_report.html beside it.
-    page = out / ("eval_report.html" if run_dir is not None and out.resolve() == run_dir.resolve() else "report.html")
-    write_eval_report(args.run, metrics, logits, bundle, page, args.device, history_from=run_dir)
-    print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
+    res = evaluate_to_folder(args.run, args.data, args.split, args.device, data_dir=args.data_dir, out=args.out)
+    print(json.dumps(res.metrics, indent=2) if args.json else format_report(res.metrics))
     # with --json, stdout is the JSON alone; say where the files went on stderr
-    print(f"saved eval.json, eval.csv, eval_confusion.csv and {page.name} in {out}",
+    print(f"saved eval.json, eval.csv, eval_confusion.csv and {res.page.name} in {res.out_dir}",
           file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
-@command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
     if str(args.run).endswith(".onnx"):  # exported model: ONNX Runtime, same decoder and records
         from ..export.runtime import OnnxPredictor
@@ -107,7 +78,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("models")
 def cmd_models(args: argparse.Namespace) -> int:
     """Registered models with parameters (1000 classes, 3 channels) and GFLOPs at --img-size
     (default: each model's own size); --names lists names only, without building anything."""
@@ -138,7 +108,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("check")
 def cmd_check(args: argparse.Namespace) -> int:
     from ..config import apply_overrides, RunConfig
     from ..data.check import check_data, format_check, write_preview
@@ -158,15 +127,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_labels(args: argparse.Namespace, data, report: dict) -> None:
     """`check --labels`: K-fold confident learning on one split; files into --out (see the help)."""
-    from ..engine.labels import find_label_issues, write_label_check
-    from ..io import write_json
+    from ..engine.labels import find_label_issues, label_check_dir, write_label_check
 
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     check = find_label_issues(data.source, split=args.split, model=args.model, folds=args.folds, epochs=args.epochs,
                               rank_by=args.rank_by, data_dir=data.data_dir, img_size=args.img_size, log=log)
-    out = Path(args.out) if args.out else Path("checks") / f"{Path(str(report['source'])).name}-{check.split}"
-    summary = write_label_check(check, out)
-    write_json(out / "check.json", {**report, "labels": summary})
+    out = Path(args.out) if args.out else label_check_dir(report["source"], check.split)
+    summary = write_label_check(check, out, data_report=report)
     if args.json:
         print(json.dumps({**report, "labels": summary}, indent=2))
         return
@@ -177,7 +144,6 @@ def _check_labels(args: argparse.Namespace, data, report: dict) -> None:
     print(f"wrote label_issues.csv, noise_matrix.csv, label_issues.html and check.json in {out}")
 
 
-@command("convert")
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..models.convert import convert_checkpoint
 
@@ -187,7 +153,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     p = argparse.ArgumentParser(prog="foveal", description="Image classification: train, evaluate, predict.")
     p.add_argument("--version", action="version", version=f"foveal {__version__}")
@@ -197,7 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print a shell completion script for the verbs and flags (see README)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    register(sub)
+    import importlib
 
+    for mod in CLI_MODULES:
+        importlib.import_module(mod).register(sub)
+    return p
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """The core verbs: train, lr-find, eval, predict, models, check, convert."""
     for name, helptext in (("train", "train a classifier (default: LeNet-5 on scikit-learn's digits)"),
                            ("lr-find", "learning-rate range test: plot loss against LR, suggest a value")):
         sp = sub.add_parser(name, help=helptext)
@@ -207,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--start-lr", type=float, default=1e-7)
             sp.add_argument("--end-lr", type=float, default=10.0)
             sp.add_argument("--steps", type=int, default=100)
+        sp.set_defaults(handler=cmd_lr_find if name == "lr-find" else cmd_train)
 
     sp = sub.add_parser("eval", help="metrics of a trained model on its test split or on other data")
     sp.add_argument("run", help="run folder or weights file")
@@ -217,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="folder for eval.json/csv and the report (default: the run folder; for a "
                     "weights file W.safetensors, eval-W/ beside it)")
     sp.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    sp.set_defaults(handler=cmd_eval)
 
     sp = sub.add_parser("predict", help="top-k classes of image files or folders")
     sp.add_argument("run", help="run folder or weights file")
@@ -224,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--topk", type=int, default=5)
     sp.add_argument("--device", default="auto")
     sp.add_argument("--json", action="store_true")
+    sp.set_defaults(handler=cmd_predict)
 
     sp = sub.add_parser("models", help="registered models: parameters, GFLOPs, input sizes")
     sp.add_argument("pattern", nargs="?", help="substring or glob, e.g. 'resnet*'")
@@ -231,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--img-size", type=int, help="input side in px for parameters and GFLOPs (default: each model's own)")
     sp.add_argument("--names", action="store_true", help="names only (instant: builds no model)")
     sp.add_argument("--json", action="store_true", help="the table as JSON")
+    sp.set_defaults(handler=cmd_models)
 
     sp = sub.add_parser("check", help="inspect a data set: counts, imbalance, bad files, duplicates, sizes")
     sp.add_argument("data", help="dataset name, image folder or CSV")
@@ -251,16 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rank-by", default="self_confidence", choices=("self_confidence", "normalized_margin"))
     sp.add_argument("--img-size", type=int, help="load images at this side for --labels (default: native or 32)")
     sp.add_argument("--out", help="folder for the --labels files (default: checks/<data name>-<split>/)")
+    sp.set_defaults(handler=cmd_check)
 
     sp = sub.add_parser("convert", help="convert a trusted .pth/.pt state_dict to safetensors")
     sp.add_argument("input")
     sp.add_argument("output")
-
-    import importlib
-
-    for mod in CLI_MODULES:
-        importlib.import_module(mod).register(sub)
-    return p
+    sp.set_defaults(handler=cmd_convert)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -269,8 +244,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.argv = argv
     malloc.allow_for_process()  # a real command: on the CPU, glibc keeps freed memory (foveal/malloc.py)
     try:
-        handler = getattr(args, "handler", None) or COMMANDS[args.command]
-        return handler(args)
+        return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -9,36 +9,13 @@ from pathlib import Path
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data.loader import normalize_u8
-    from ..engine.inference import Predictor, list_images
-    from ..explain import explain, save_overlay
+    from ..engine.explain_files import explain_files
+    from ..engine.inference import Predictor
 
     pred = Predictor.load(args.run, args.device)
-    paths = list_images(args.images)
-    out = Path(args.out)
-    classes = pred.classes
-    target = None
-    if args.target is not None:
-        if args.target not in classes:
-            raise ValueError(f"--target '{args.target}' is not a class of this model ({', '.join(classes)})")
-        target = classes.index(args.target)
-    for i in range(0, len(paths), args.batch_size):
-        chunk = paths[i:i + args.batch_size]
-        images = pred.load_images(chunk)  # (B, C, H, W) uint8
-        # The class and probability come from `predict`'s own path (test-time views + temperature),
-        # so explain names the class predict prints; the heat map explains the model on the plain
-        # image, since a map averaged over shifted and mirrored views would not line up with it.
-        probs = pred.probabilities(images)  # (B, K) on the CPU
-        targets = probs.argmax(1) if target is None else torch.full((len(images),), target)
-        x = normalize_u8(images.to(pred.device), pred.mean, pred.std)
-        maps = explain(pred.model, x, args.method, target=targets.to(pred.device)).cpu()
-        for p, img, m, t, pr in zip(chunk, images, maps, targets.tolist(), probs):
-            dest = out / f"{p.stem}_{args.method}.png"
-            save_overlay(dest, img, m, args.alpha)
-            print(f"{p}\t{args.method} for '{classes[t]}' (p={pr[t]:.3f}; predicted '{classes[int(pr.argmax())]}')"
-                  f"\t-> {dest}")
+    for e in explain_files(pred, args.images, args.method, args.out, target=args.target, alpha=args.alpha,
+                           batch_size=args.batch_size):
+        print(f"{e.image}\t{args.method} for '{e.target}' (p={e.prob:.3f}; predicted '{e.predicted}')\t-> {e.overlay}")
     return 0
 
 
@@ -53,7 +30,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import report_from_run
+    from ..engine.reporting import report_from_run
 
     path = report_from_run(args.run, Path(args.out) if args.out else None, args.split, args.device)
     print(f"wrote {path}", file=sys.stderr)

@@ -44,7 +44,7 @@ def cmd_robust(args: argparse.Namespace) -> int:
     from ..engine.device import resolve_device
     from ..engine.inference import eval_data
     from ..robustness.corruptions import CORRUPTIONS
-    from ..robustness.evaluate import RobustSpec, evaluate_robustness, load_reference, spread_subset, write_robustness
+    from ..robustness.measure import RobustSpec, evaluate_robustness, load_reference, spread_subset, write_robustness
 
     device = resolve_device(args.device)
     model, meta = load_model(args.run, device)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .config_args import add_config_flags, build_config, overrides_from_args
+from .config_args import add_config_flags, config_from_args
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ..engine.pretrain import SSLConfig, pretrain
 
-    cfg = build_config(args.recipe, overrides_from_args(args))
+    cfg = config_from_args(args)
     ssl = SSLConfig(method=args.method, temperature=args.temperature, proj_hidden=args.proj_hidden,
                     proj_dim=args.proj_dim, mask_ratio=args.mask_ratio, knn_k=args.knn_k, knn_t=args.knn_t, knn_bank=args.knn_bank,
                     **({"views_augment": [v for v in args.views.split(",") if v]} if args.views else {}))

@@ -103,7 +103,7 @@ def bench_in_memory(root: Path, batch_size: int, workers: int, epochs: int, devi
     from torchvision.transforms import v2
 
     from .augment import Compose
-    from .loader import DeviceLoader, mean_std
+    from .loader import BatchPlan, DeviceLoader, mean_std
     from .sources import load_folder
 
     cfg = DataConfig(in_chans=3, in_memory=True, augment=["flip", "crop"], pad=4, workers=workers)
@@ -112,8 +112,8 @@ def bench_in_memory(root: Path, batch_size: int, workers: int, epochs: int, devi
     decode_s = time.perf_counter() - t0
     split = bundle.splits["all"]
     mean, std = mean_std(split.images)
-    ours = DeviceLoader(split, batch_size, device, mean, std, augment=Compose(cfg.augment, cfg, len(bundle.classes)),
-                        shuffle=True, drop_last=True)
+    ours = DeviceLoader(split, BatchPlan(batch_size, shuffle=True, drop_last=True), device, mean, std,
+                        augment=Compose(cfg.augment, cfg, len(bundle.classes)))
     tf = v2.Compose([v2.ToImage(), v2.RandomHorizontalFlip(), v2.RandomCrop(32, padding=4),
                      v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
     base = _OnDevice(_tv_loader(root, tf, batch_size, workers), device)
@@ -128,13 +128,14 @@ def bench_stream(root: Path, batch_size: int, workers: int, epochs: int, device:
 
     from .augment import Compose
     from .sources import load_folder
+    from .loader import BatchPlan
     from .stream import StreamLoader
 
     cfg = DataConfig(in_chans=3, in_memory=False, augment=["flip"], workers=workers)
     split = load_folder(root, cfg, 224).splits["all"]
     mean, std = [0.5] * 3, [0.25] * 3
-    ours = StreamLoader(split.images, split.labels, batch_size, device, mean, std,
-                        augment=Compose(cfg.augment, cfg, 10), shuffle=True, drop_last=True, workers=workers)
+    ours = StreamLoader(split, BatchPlan(batch_size, shuffle=True, drop_last=True), device, mean, std,
+                        augment=Compose(cfg.augment, cfg, 10), workers=workers)
     tf = v2.Compose([v2.Resize((224, 224)), v2.RandomHorizontalFlip(), v2.ToImage(),
                      v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
     base = _OnDevice(_tv_loader(root, tf, batch_size, workers), device)

@@ -137,7 +137,47 @@ def rank_batches(order: torch.Tensor, local_batch: int, rank: int, world: int,
         yield g[rows], GlobalRows(rows, len(g))
 
 
-class DeviceLoader:
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which rows make each batch of an epoch: the settings both loaders share, so that on the same
+    device they give the same batches."""
+
+    batch_size: int  # per process: the global batch is batch_size * world
+    shuffle: bool = False
+    drop_last: bool = False
+    seed: int = 0  # with the epoch, seeds the order and the augmentation draws (`epoch_seed`)
+    rank: int = 0
+    world: int = 1
+    balanced: bool | str = False  # True: class-balanced draws with replacement; "groups": group-balanced
+
+
+class PlannedBatches:
+    """What both loaders share: the plan, the epoch, and one generator for the epoch's order and
+    augmentation, seeded from (seed, epoch) and the same on every rank."""
+
+    def __init__(self, plan: BatchPlan, labels: torch.Tensor, groups: Optional[torch.Tensor], device: torch.device):
+        self.plan, self.device, self.epoch = plan, device, 0
+        self.labels = labels.to(device, non_blocking=True)
+        self.groups = groups.to(device) if groups is not None else None  # batches become (x, y, g)
+        self.draw_keys = self.groups if plan.balanced == "groups" else self.labels  # what balanced draws equalize
+        self.generator = torch.Generator(device=device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        p = self.plan
+        return num_batches(len(self.labels), p.batch_size * p.world, p.drop_last)
+
+    def epoch_batches(self) -> Iterator[tuple[torch.Tensor, Optional[GlobalRows]]]:
+        """(this rank's indices, their rows in the global batch) of each batch of the current epoch."""
+        p = self.plan
+        self.generator.manual_seed(epoch_seed(p.seed, self.epoch))
+        order = epoch_order(self.draw_keys, self.generator, p.shuffle, p.balanced)
+        return rank_batches(order, p.batch_size, p.rank, p.world, p.drop_last)
+
+
+class DeviceLoader(PlannedBatches):
     """Iterate (x, y) batches: x float (B, C, H, W) normalized, y (B,) int64 or (B, K) soft.
 
     With `world > 1`, each rank takes its rows of every global batch (`rank_batches`), and the
@@ -147,34 +187,14 @@ class DeviceLoader:
     batches are (x, y, g): the group of each row, for Group DRO.
     """
 
-    def __init__(self, split: Split, batch_size: int, device: torch.device, mean: list[float], std: list[float],
-                 augment: Optional[Compose] = None, shuffle: bool = False, drop_last: bool = False,
-                 seed: int = 0, rank: int = 0, world: int = 1, balanced: bool | str = False,
-                 groups: Optional[torch.Tensor] = None):
+    def __init__(self, split: Split, plan: BatchPlan, device: torch.device, mean: list[float], std: list[float],
+                 augment: Optional[Compose] = None, groups: Optional[torch.Tensor] = None):
+        super().__init__(plan, split.labels, groups, device)
         self.images = split.images.load(device=device)  # (N, C, H, W) uint8 on the device
-        self.labels = split.labels.to(device, non_blocking=True)
-        self.groups = groups.to(device) if groups is not None else None
-        self.draw_keys = self.groups if balanced == "groups" else self.labels  # what balanced draws equalize
-        self.batch_size = batch_size
-        self.device = device
         self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
-        self.shuffle = shuffle
-        self.balanced = balanced
-        self.drop_last = drop_last
-        self.seed, self.rank, self.world = seed, rank, world
-        self.epoch = 0
-        self.generator = torch.Generator(device=device)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return num_batches(len(self.labels), self.batch_size * self.world, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        order = epoch_order(self.draw_keys, self.generator, self.shuffle, self.balanced)
-        for idx, draw in rank_batches(order, self.batch_size, self.rank, self.world, self.drop_last):
+        for idx, draw in self.epoch_batches():
             if len(idx):  # empty only for a short last evaluation batch with fewer images than ranks
                 x, y = self.normalize(self.images[idx], self.labels[idx], self.generator, draw)
                 yield (x, y) if self.groups is None else (x, y, self.groups[idx])

@@ -18,9 +18,10 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .bundle import Split
 from .decode import DecodeError
 from .images import FileImages, fits_in_memory  # noqa: F401  (fits_in_memory: re-exported)
-from .loader import DeviceLoader, GlobalRows, Normalizer, epoch_order, epoch_seed, num_batches, rank_batches
+from .loader import BatchPlan, DeviceLoader, GlobalRows, Normalizer, PlannedBatches
 
 
 class _BatchDecoder(Dataset):
@@ -69,7 +70,7 @@ class _EpochBatches:
         return iter(self.batches)
 
 
-class StreamLoader:
+class StreamLoader(PlannedBatches):
     """Iterate (x, y) batches like `DeviceLoader`: x float (B, C, H, W) normalized on `device`, y (B,)
     or (B, K) soft. Order, sharding (`rank_batches`) and augmentation draw from one generator seeded
     per epoch exactly as in `DeviceLoader`, so on the same device both loaders give the same batches.
@@ -80,31 +81,18 @@ class StreamLoader:
     all ranks of a distributed job take the same number of steps of the same size.
     """
 
-    def __init__(self, images: FileImages, labels: torch.Tensor, batch_size: int, device: torch.device,
-                 mean: list[float], std: list[float], augment: Any = None, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, rank: int = 0, world: int = 1, workers: int = 2,
-                 balanced: bool | str = False, refill: Optional[bool] = None, groups: Optional[torch.Tensor] = None):
-        self.images = images
-        self.labels = labels.to(device)
-        self.groups = groups.to(device) if groups is not None else None  # batches become (x, y, g), as DeviceLoader
-        self.draw_keys = self.groups if balanced == "groups" else self.labels  # what balanced draws equalize
-        self.device = device
+    def __init__(self, split: Split, plan: BatchPlan, device: torch.device, mean: list[float], std: list[float],
+                 augment: Any = None, groups: Optional[torch.Tensor] = None, workers: int = 2,
+                 refill: Optional[bool] = None):
+        super().__init__(plan, split.labels, groups, device)
+        self.images: FileImages = split.images
         self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
-        self.shuffle, self.balanced, self.drop_last = shuffle, balanced, drop_last
-        self.refill = shuffle or balanced if refill is None else refill
-        self.batch_size, self.seed, self.rank, self.world, self.epoch = batch_size, seed, rank, world, 0
-        self.batches = _EpochBatches(num_batches(len(images), batch_size * world, drop_last))
-        self.generator = torch.Generator(device=device)
+        self.refill = plan.shuffle or plan.balanced if refill is None else refill
+        self.batches = _EpochBatches(len(self))
         self.problems: list[str] = []
-        self.loader = DataLoader(_BatchDecoder(images), batch_sampler=self.batches, collate_fn=_as_is,
+        self.loader = DataLoader(_BatchDecoder(self.images), batch_sampler=self.batches, collate_fn=_as_is,
                                  num_workers=workers, pin_memory=device.type == "cuda",
                                  persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.batches)
 
     def _report(self, errors: list[str]) -> None:
         for e in errors:
@@ -135,10 +123,7 @@ class StreamLoader:
                          f"(first: '{self.images.paths[0]}')")
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        order = epoch_order(self.draw_keys, self.generator, self.shuffle, self.balanced)
-        plan = [(idx.tolist(), draw) for idx, draw in rank_batches(order, self.batch_size, self.rank, self.world,
-                                                                   self.drop_last)]  # one sync per epoch
+        plan = [(idx.tolist(), draw) for idx, draw in self.epoch_batches()]  # one sync per epoch
         plan = [(idx, draw) for idx, draw in plan if idx]  # empty: a short last evaluation batch
         self.batches.batches = [idx for idx, _ in plan]
         for (x, ok, idx, errors), (_, draw) in zip(self.loader, plan):
@@ -156,10 +141,12 @@ class StreamLoader:
             yield (x, y) if self.groups is None else (x, y, self.groups[rows])
 
 
-def make_loader(split: Any, batch_size: int, device: torch.device, mean: list[float], std: list[float],
-                workers: int = 2, **kw: Any):
-    """The loader for `split`: `DeviceLoader` for images in memory, `StreamLoader` for files."""
+def make_loader(split: Split, batch_size: int, device: torch.device, mean: list[float], std: list[float],
+                workers: int = 2, augment: Any = None, groups: Optional[torch.Tensor] = None,
+                refill: Optional[bool] = None, **plan: Any) -> DeviceLoader | StreamLoader:
+    """The loader for `split`: `DeviceLoader` for images in memory, `StreamLoader` for files;
+    `plan`: the other `BatchPlan` fields (shuffle, drop_last, seed, rank, world, balanced)."""
+    batches = BatchPlan(batch_size, **plan)
     if split.images.in_memory:
-        kw.pop("refill", None)
-        return DeviceLoader(split, batch_size, device, mean, std, **kw)
-    return StreamLoader(split.images, split.labels, batch_size, device, mean, std, workers=workers, **kw)
+        return DeviceLoader(split, batches, device, mean, std, augment, groups)
+    return StreamLoader(split, batches, device, mean, std, augment, groups, workers, refill)

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..io import load_tensors, save_tensors
 from ..models import create_model
 from ..models.weights import resolve_weights_path

@@ -1,8 +1,8 @@
 """Distributed training on PyTorch's own engine (torchrun + DistributedDataParallel).
 
-The only module that knows about processes: everything else asks `is_main()`, reduces
-through `all_reduce_sum`, and wraps its model with `wrap_model`. Under torchrun the
-environment holds RANK, WORLD_SIZE and LOCAL_RANK; without it, all of this is a no-op.
+The only module that knows about processes: callers ask the `DistInfo` that `setup` returns
+whether they are rank 0, reduce through `all_reduce_sum`, and wrap their model with `wrap_model`.
+Under torchrun the environment holds RANK, WORLD_SIZE and LOCAL_RANK; without it, all of this is a no-op.
 """
 
 from __future__ import annotations
@@ -50,10 +50,6 @@ def setup(device: torch.device, timeout_s: int = 300) -> tuple[DistInfo, torch.d
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
     return info, device
-
-
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def _differentiable_all_reduce(t: torch.Tensor) -> torch.Tensor:

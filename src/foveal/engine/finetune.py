@@ -32,6 +32,7 @@ from ..config import ModelConfig, OptimConfig
 from ..io import write_json
 from ..models.base import default_layer_ids
 from ..models.weights import LoadReport, load_pretrained
+from .optim import decayed_params
 
 MIN_LOADED_FRACTION = 0.5  # of the backbone's tensors; below it the file is refused
 
@@ -79,20 +80,19 @@ def _head(keys: list[str], n: int = 8) -> list[str]:
     return keys[:n] + ([f"... and {len(keys) - n} more"] if len(keys) > n else [])
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+def layer_decay_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Optimizer groups by (depth, decayed or not), each with lr = cfg.lr * layer_decay**(L - depth).
 
     Frozen parameters are included too (they get no gradient, so the optimizer skips them),
-    so gradual unfreezing needs no new optimizer. Norm scales, biases and the model's
-    `no_weight_decay()` names are exempt from weight decay, as in `optim.param_groups`.
+    so gradual unfreezing needs no new optimizer. Weight decay follows `optim.decayed_params`.
     """
     ids = layer_ids(model)
     top = max(ids.values(), default=0)
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    is_decayed = decayed_params(model)
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
         depth = ids.get(name, top)
-        decayed = not (p.ndim <= 1 or name in skip)
+        decayed = is_decayed[name]
         scale = cfg.layer_decay ** (top - depth)
         g = groups.setdefault((depth, decayed), {"params": [], "weight_decay": cfg.weight_decay if decayed else 0.0,
                                                  "lr": cfg.lr * scale, "lr_scale": scale, "layer_id": depth})

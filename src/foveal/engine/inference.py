@@ -22,8 +22,8 @@ from ..metrics import ConfusionMeter
 from ..metrics.groups import add_group_metrics
 from .checkpoint import load_model
 from .device import resolve_device
-from .evaluate import evaluate
 from .prepare import match_channels, match_size
+from .scoring import score_with_logits
 from .tta import check_views, tta_logits
 
 
@@ -129,7 +129,7 @@ def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = 
     from ..data.stream import make_loader  # streams when the data is too large to hold in memory
 
     loader = make_loader(part, batch_size, pred.device, pred.meta["mean"], pred.meta["std"])
-    meter, logits, labels = evaluate(pred.model, loader, len(pred.classes), pred.device, keep_logits=True, tta=pred.tta)
+    meter, logits, labels = score_with_logits(pred.model, loader, len(pred.classes), pred.device, tta=pred.tta)
     if len(labels) != len(part):  # the report pairs logits with the split's files one to one
         raise ValueError(f"{len(part) - len(labels)} of {len(part)} images in '{data or name}' could not be decoded: "
                          + "; ".join(getattr(loader, "problems", [])[:5]) + ". Fix or remove them, then evaluate again.")

@@ -18,7 +18,7 @@ from ..config import ConfigError, RunConfig
 from ..data import DataBundle
 from ..data.splits import concat
 from ..data.stream import make_loader
-from .evaluate import evaluate
+from .scoring import score_with_logits
 from .trainer import RunResult, Trainer
 
 
@@ -29,7 +29,7 @@ def upsample_errors(result: RunResult, upweight: int, batch_size: int = 512) -> 
     train = data.splits["train"]
     device = next(result.model.parameters()).device
     loader = make_loader(train, batch_size, device, meta["mean"], meta["std"])  # unshuffled: rows in split order
-    _, logits, labels = evaluate(result.model, loader, len(data.classes), device, keep_logits=True)
+    _, logits, labels = score_with_logits(result.model, loader, len(data.classes), device)
     if len(labels) != len(train):
         raise ValueError(f"JTT: {len(train) - len(labels)} training images could not be decoded; fix or remove them")
     wrong = (logits.argmax(1) != labels).nonzero().flatten()  # (E,) rows of the training errors

@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from ..data.labels import LabelIssues, confident_learning
 from ..data.loader import normalize_u8
 from ..data.splits import stratified_indices
-from ..models import create_model, model_meta
+from ..models import create_model, model_info
 from .fast import translate
 
 _INIT_LOCK = threading.Lock()
@@ -104,7 +105,7 @@ def _predict(model: torch.nn.Module, x: torch.Tensor, mean: list[float], std: li
 
 def _fit_size(x: torch.Tensor, cfg: CrossValConfig) -> torch.Tensor:
     """Images at cfg.img_size, or raised to the model's smallest input side."""
-    side = cfg.img_size or max(x.shape[-1], model_meta(cfg.model)["min_img_size"])
+    side = cfg.img_size or max(x.shape[-1], model_info(cfg.model)["min_img_size"])
     if side == x.shape[-1]:
         return x
     y = F.interpolate(x.float(), size=(side, side), mode="bilinear", antialias=side < x.shape[-1], align_corners=False)
@@ -239,13 +240,18 @@ def find_label_issues(data: Any, labels: Optional[Sequence[int]] = None, *, prob
     return LabelCheck(issues, classes, name, paths, x, cv, time.perf_counter() - t0)
 
 
-def write_label_check(check: LabelCheck, out_dir: str | os.PathLike, top: int = 60) -> dict[str, Any]:
-    """Write label_issues.csv (ranked), noise_matrix.csv and label_issues.html into `out_dir`;
-    return a summary (also printed by `foveal check --labels`)."""
-    from pathlib import Path
+def label_check_dir(source: str | os.PathLike, split: str) -> Path:
+    """Where `foveal check --labels` writes unless told: checks/<data name>-<split>/ in the working directory."""
+    return Path("checks") / f"{Path(str(source)).name}-{split}"
 
+
+def write_label_check(check: LabelCheck, out_dir: str | os.PathLike, top: int = 60,
+                      data_report: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Write label_issues.csv (ranked), noise_matrix.csv and label_issues.html into `out_dir`, and with
+    `data_report` (`foveal.data.check.check_data`'s) check.json, that report with the summary under
+    "labels"; return the summary (also printed by `foveal check --labels`)."""
     from ..data.labels import write_issue_csv, write_noise_csv
-    from ..io import atomic_path, write_text
+    from ..io import atomic_path, write_json, write_text
     from ..report.label_issues import issues_html
 
     out = Path(out_dir)
@@ -256,6 +262,9 @@ def write_label_check(check: LabelCheck, out_dir: str | os.PathLike, top: int = 
     with atomic_path(out / "noise_matrix.csv") as tmp:
         write_noise_csv(check.issues, check.classes, tmp)
     write_text(out / "label_issues.html", issues_html(check, top))
-    return {"split": check.split, "images": len(check.issues.given), "flagged": len(rows),
-            "noise_rate": round(check.issues.noise_rate, 4), "seconds": round(check.seconds, 1), "out": str(out),
-            "top": [(r["index"], r["given"], r["suggested"], r["self_confidence"]) for r in rows[:10]]}
+    summary = {"split": check.split, "images": len(check.issues.given), "flagged": len(rows),
+               "noise_rate": round(check.issues.noise_rate, 4), "seconds": round(check.seconds, 1), "out": str(out),
+               "top": [(r["index"], r["given"], r["suggested"], r["self_confidence"]) for r in rows[:10]]}
+    if data_report is not None:
+        write_json(out / "check.json", {**data_report, "labels": summary})
+    return summary

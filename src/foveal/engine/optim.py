@@ -10,23 +10,26 @@ from torch import nn
 from ..config import OptimConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights (decayed) and norms, biases, embeddings/tokens (not decayed).
-
-    1-D parameters are norm scales or biases; models may also list names in `no_weight_decay()`.
-    """
+def decayed_params(model: nn.Module) -> dict[str, bool]:
+    """Whether weight decay applies to each named parameter: not to 1-D ones (norm scales, biases)
+    nor to the names a model lists in `no_weight_decay()` (embeddings, tokens)."""
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    return {name: not (p.ndim <= 1 or name in skip) for name, p in model.named_parameters()}
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two optimizer groups of the trainable parameters: decayed, and not (see `decayed_params`)."""
+    decayed = decayed_params(model)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+        if p.requires_grad:
+            (decay if decayed[name] else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, groups: list[dict] | None = None) -> torch.optim.Optimizer:
     """SGD (Nesterov), Adam or AdamW over `groups` (default: decay/no-decay groups of `model`)."""
-    groups = groups or param_groups(model, cfg.weight_decay)
+    groups = groups or decay_groups(model, cfg.weight_decay)
     groups = [g for g in groups if g["params"]]
     on_cuda = next(model.parameters()).is_cuda
     fast = {"fused": True} if on_cuda else {"foreach": True}  # one kernel for all params on CUDA

@@ -12,14 +12,14 @@ from ..data import DataBundle, load_source, make_splits, mean_std
 from ..data.loader import normalize_u8
 from ..data.bundle import Split
 from ..data.images import ImageStore
-from ..models import model_meta
+from ..models import model_info
 
 
 def default_img_size(cfg: RunConfig) -> int:
     """The model's own default input size (224 for timm/ models)."""
     if cfg.model.name.startswith("timm/"):
         return 224
-    return model_meta(cfg.model.name)["default_img_size"]
+    return model_info(cfg.model.name)["default_img_size"]
 
 
 def match_channels(bundle: DataBundle, in_chans: int) -> DataBundle:

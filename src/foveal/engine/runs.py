@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, dump_yaml
-from ..io import write_text
+from ..config import ConfigError, RunConfig, dump_yaml, load_config
+from ..io import write_json, write_text
 
 RUN_MARKER = ".foveal-run"  # empty file whose atomic creation claims a run folder for one job
 
@@ -70,6 +70,30 @@ def find_run_dir(cfg: RunConfig) -> Path:
                             f"'{cfg.train.name}' and '{Path(cfg.train.out_dir) / cfg.train.name}')")
 
 
+# What makes a run the run it is: resuming with another value would load its weights into another model or
+# continue on other data, so an override that changes one is refused rather than silently applied.
+_RUN_IDENTITY = ("model.name", "data.source")
+
+
+def load_run_config(recipe: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """The config of a run: the recipe with the overrides; with `train.resume`, the run's saved
+    config.yaml with the overrides instead, so a resumed run keeps every setting it started with and
+    changes only what is given again (more epochs, say). The one resume rule, for `foveal train
+    --resume` and `Classifier(resume=True)` alike."""
+    if str(overrides.get("train.resume", "")).lower() != "true":
+        return load_config(recipe, overrides)
+    run_dir = find_run_dir(load_config(recipe, overrides))
+    saved = load_config(run_dir / "config.yaml")
+    for path in _RUN_IDENTITY:
+        section, leaf = path.split(".")
+        was = getattr(getattr(saved, section), leaf)
+        if path in overrides and str(overrides[path]) != str(was):
+            raise ConfigError(f"resuming '{run_dir}': {path} is '{was}' in that run, not '{overrides[path]}'; "
+                              "drop the setting or start a new run (another train.name)")
+    keep = {**overrides, "train.name": run_dir.name, "train.out_dir": str(run_dir.parent)}
+    return load_config(run_dir / "config.yaml", keep)
+
+
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
 
@@ -87,8 +111,21 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     write_text(run_dir / "metrics.csv", buf.getvalue())
 
 
-def timestamp() -> str:
-    return datetime.now().isoformat(timespec="seconds")
+def write_eval(run_dir: Path, metrics: dict[str, Any], prefix: str = "eval") -> None:
+    """<prefix>.json (all metrics), <prefix>.csv (per class) and <prefix>_confusion.csv: the test split's
+    at the end of training (prefix 'test'), `foveal eval`'s (prefix 'eval')."""
+    write_json(run_dir / f"{prefix}.json", metrics)
+    rows = ["class,precision,recall,f1,support"]
+    rows += [f"{c},{r['precision']:.6f},{r['recall']:.6f},{r['f1']:.6f},{r['support']}"
+             for c, r in metrics["per_class"].items()]
+    for avg in ("macro", "weighted"):
+        rows.append(f"{avg} avg,{metrics[avg + '_precision']:.6f},{metrics[avg + '_recall']:.6f},"
+                    f"{metrics[avg + '_f1']:.6f},{metrics['support']}")
+    write_text(run_dir / f"{prefix}.csv", "\n".join(rows) + "\n")
+    cm = metrics["confusion_matrix"]
+    lines = ["true\\pred," + ",".join(metrics["classes"])]
+    lines += [f"{c}," + ",".join(map(str, r)) for c, r in zip(metrics["classes"], cm)]
+    write_text(run_dir / f"{prefix}_confusion.csv", "\n".join(lines) + "\n")
 
 
 # ---- reading run folders back: `foveal runs` and `foveal runs --compare` ----------------------

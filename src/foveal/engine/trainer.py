@@ -29,19 +29,18 @@ from ..data.loader import epoch_seed
 from ..data.stream import make_loader  # DeviceLoader for data in memory, StreamLoader for large folders
 from ..io import write_json
 from ..metrics import ConfusionMeter, format_report
-from ..metrics.calibration import fit_temperature, reliability
+from ..metrics.calibration import calibration_report, fit_temperature
 from ..metrics.groups import add_group_metrics
 from ..models import count_params, create_model
 from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
 from .device import autocast, resolve_channels_last, resolve_device, seed_everything, warn_slow_cpu_bf16
-from .evaluate import evaluate
-from .finetune import Finetuner, load_for_finetune
-from .finetune import param_groups as finetune_groups
+from .finetune import Finetuner, layer_decay_groups, load_for_finetune
 from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
+from .scoring import score, score_with_logits
 from .tta import check_views
 
 
@@ -136,7 +135,7 @@ class Trainer:
             weights = inverse_frequency_weights(self.data.splits["train"].labels, len(self.data.classes))
         self.criterion = build_loss(cfg.optim, weights.to(self.device) if weights is not None else None,
                                     len(self.group_names))  # issue 21: Group DRO's group count
-        groups = finetune_groups(self.model, cfg.optim) if cfg.optim.layer_decay not in (None, 1.0) else None
+        groups = layer_decay_groups(self.model, cfg.optim) if cfg.optim.layer_decay not in (None, 1.0) else None
         self.optimizer = build_optimizer(self.model, cfg.optim, groups)
         spe = len(self.train_loader)
         self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * spe, spe)
@@ -173,9 +172,7 @@ class Trainer:
         if cfg.train.adv != "none" or cfg.train.corrupt_aug != "none":
             from ..robustness.training import Perturber
 
-            t = cfg.train
-            self.perturb = Perturber(t.adv, t.adv_eps, t.adv_alpha, t.adv_steps, t.adv_ramp_epochs, t.corrupt_aug,
-                                     t.corrupt_p, d.mean, d.std, lambda logits, y: self.criterion(logits, y))
+            self.perturb = Perturber(cfg.train, d.mean, d.std, lambda logits, y: self.criterion(logits, y))
         val_groups = {}  # issue 21: selecting on the worst val group needs the val split's group ids
         self.val_group_names: list[str] = []
         if cfg.train.best_metric == "worst_group_accuracy":
@@ -259,9 +256,9 @@ class Trainer:
                 "images_per_s": seen / max(seconds, 1e-9), "lr": max(g["lr"] for g in self.optimizer.param_groups)}  # the head's, under layer decay
 
     def validate(self) -> dict[str, Any]:
-        meter, _, _ = evaluate(self.eval_model, self.val_loader, len(self.data.classes), self.device,
-                               amp=self.cfg.train.amp,  # per-epoch selection may run bf16 on CUDA; the final test is fp32
-                               num_groups=len(self.val_group_names))
+        meter = score(self.eval_model, self.val_loader, len(self.data.classes), self.device,
+                      amp=self.cfg.train.amp,  # per-epoch selection may run bf16 on CUDA; the final test is fp32
+                      num_groups=len(self.val_group_names))
         dist.all_reduce_sum(meter.state())  # each rank saw its shard of the split
         return meter.compute(self.data.classes)
 
@@ -347,24 +344,22 @@ class Trainer:
 
         model, meta = load_model(self.run_dir, self.device)
         meta = self.calibrate(model, meta)
-        meter, logits, labels = evaluate(model, self.test_loader, len(self.data.classes), self.device,
-                                         keep_logits=True, tta=self.cfg.train.tta)  # fp32, as predict and serve
+        meter, logits, labels = score_with_logits(model, self.test_loader, len(self.data.classes), self.device,
+                                                  tta=self.cfg.train.tta)  # fp32, as predict and serve
         metrics = meter.compute(self.data.classes)
         metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time)
-        metrics["calibration"] = {"temperature": meta["temperature"],
-                                  "before": reliability(logits, labels), "after": reliability(logits, labels, 15,
-                                                                                              meta["temperature"])}
+        metrics["calibration"] = calibration_report(logits, labels, meta["temperature"])
         # issue 21: per-group metrics ("groups", "worst_group_accuracy") when the test split has groups
         group_table = add_group_metrics(metrics, logits, labels, self.data.splits["test"].groups, self.data.classes,
                                         self.data.splits["train"].groups)
-        save_eval(self.run_dir, metrics, prefix="test")
+        runs.write_eval(self.run_dir, metrics, prefix="test")
         self._write_stream_problems(gather=False)  # rank 0 alone evaluates the test split
         self.log(format_report(metrics) + (f"\n\n{group_table}" if group_table else ""))
         self.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {self.state.best_epoch}); "
                  f"training took {self.state.train_time:.1f}s; run folder: {self.run_dir}")
         result = RunResult(self.run_dir, model, meta, self.state.history, metrics, logits, self.data)
         if self.cfg.train.report:  # off for quick fits, e.g. each fold of a scikit-learn cross-validation
-            from ..report import write_run_report
+            from .reporting import write_run_report
 
             write_run_report(result)
         return result
@@ -375,29 +370,11 @@ class Trainer:
         d = self.cfg.data
         full_val = make_loader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std,
                                workers=d.workers)
-        _, val_logits, val_labels = evaluate(model, full_val, len(self.data.classes), self.device,
-                                             keep_logits=True, tta=self.cfg.train.tta)  # fp32, as predict and serve
+        _, val_logits, val_labels = score_with_logits(model, full_val, len(self.data.classes), self.device,
+                                                      tta=self.cfg.train.tta)  # fp32, as predict and serve
         meta = {**meta, "temperature": fit_temperature(val_logits, val_labels)}
         save_weights(self.run_dir / "best.safetensors", model, meta)
         return meta
-
-
-def save_eval(run_dir: Path, metrics: dict[str, Any], prefix: str = "eval") -> None:
-    """<prefix>.json (all metrics), <prefix>.csv (per class) and <prefix>_confusion.csv."""
-    from ..io import write_text
-
-    write_json(run_dir / f"{prefix}.json", metrics)
-    rows = ["class,precision,recall,f1,support"]
-    rows += [f"{c},{r['precision']:.6f},{r['recall']:.6f},{r['f1']:.6f},{r['support']}"
-             for c, r in metrics["per_class"].items()]
-    for avg in ("macro", "weighted"):
-        rows.append(f"{avg} avg,{metrics[avg + '_precision']:.6f},{metrics[avg + '_recall']:.6f},"
-                    f"{metrics[avg + '_f1']:.6f},{metrics['support']}")
-    write_text(run_dir / f"{prefix}.csv", "\n".join(rows) + "\n")
-    cm = metrics["confusion_matrix"]
-    lines = ["true\\pred," + ",".join(metrics["classes"])]
-    lines += [f"{c}," + ",".join(map(str, r)) for c, r in zip(metrics["classes"], cm)]
-    write_text(run_dir / f"{prefix}_confusion.csv", "\n".join(lines) + "\n")
 
 
 def _format_row(row: dict[str, Any], epochs: int) -> str:

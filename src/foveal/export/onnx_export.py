@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.loader import normalize_u8
 from ..io import atomic_path, write_json
-from .runtime import INPUT_NAME, META_KEY, OUTPUT_NAME, read_onnx_meta  # noqa: F401  (read_onnx_meta: re-exported)
+from .runtime import INPUT_NAME, ONNX_META_KEY, OUTPUT_NAME, read_onnx_meta  # noqa: F401  (read_onnx_meta: re-exported)
 
 OPSET = 17
 
@@ -63,7 +63,7 @@ def write_onnx_meta(path: Path, meta: dict[str, Any], extra: dict[str, Any] | No
     full = {**meta, **(extra or {})}
     del m.metadata_props[:]
     entry = m.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(full)
+    entry.key, entry.value = ONNX_META_KEY, json.dumps(full)
     with atomic_path(path) as tmp:
         onnx.save(m, str(tmp))
     write_json(path.with_name(path.name + ".json"), full)

@@ -137,7 +137,7 @@ def export_run(run: str | Path, opts: ExportOptions | None = None) -> dict[str, 
     return report
 
 
-def format_report(r: dict[str, Any]) -> str:
+def format_parity(r: dict[str, Any]) -> str:
     """Side-by-side table of accuracy, agreement and latency for eager / ONNX / int8."""
     lines = [f"{r['model']} on {r['eval_images']} evaluation images",
              f"{'':8} {'accuracy':>9} {'top-1 agree':>11} {'max |dlogit|':>12} {'b1 ms':>8}"]

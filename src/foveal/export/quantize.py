@@ -16,7 +16,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 
 from ..io import atomic_path
-from .runtime import INPUT_NAME, META_KEY
+from .runtime import INPUT_NAME, ONNX_META_KEY
 
 # Ops whose int8 kernels are both fast and accurate; LayerNorm/Softmax/GELU stay float (quantizing
 # them costs ViTs accuracy for no speed on CPU).
@@ -45,9 +45,6 @@ class _Reader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         b = next(self._batches, None)
         return None if b is None else {INPUT_NAME: np.ascontiguousarray(b, dtype=np.uint8)}
-
-    def rewind(self) -> None:  # pragma: no cover - only used by some calibrators
-        raise NotImplementedError
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_u8: np.ndarray,
@@ -98,7 +95,7 @@ def copy_meta(src: str | Path, dst: str | Path, extra: dict[str, Any]) -> None:
     from .onnx_export import write_onnx_meta
 
     m = onnx.load(str(src), load_external_data=False)
-    raw = next((p.value for p in m.metadata_props if p.key == META_KEY), None)
+    raw = next((p.value for p in m.metadata_props if p.key == ONNX_META_KEY), None)
     if raw is None:
         raise ValueError(f"'{src}' has no foveal metadata")
     write_onnx_meta(Path(dst), json.loads(raw), extra)

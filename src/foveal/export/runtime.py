@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-META_KEY = "foveal"  # key of our JSON metadata in the ONNX metadata_props
+ONNX_META_KEY = "foveal"  # key of our JSON metadata in the ONNX metadata_props
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 TTA_VIEWS = ("flip", "shift")  # as foveal.engine.tta.TTA_VIEWS (a test checks they agree)
 
@@ -30,7 +30,7 @@ def read_onnx_meta(path: str | Path) -> dict[str, Any]:
 
 
 def _meta_from_session(sess: Any, path: str | Path) -> dict[str, Any]:
-    raw = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
+    raw = sess.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
     if raw is None:
         raise ValueError(f"'{path}' has no foveal metadata (export it with `foveal export RUN`)")
     return json.loads(raw)

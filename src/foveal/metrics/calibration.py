@@ -30,6 +30,13 @@ def reliability(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, te
             "bin_accuracy": mean_acc.tolist(), "bin_count": count.long().tolist()}
 
 
+def calibration_report(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, Any]:
+    """ECE and reliability bins before and after dividing the logits by the fitted temperature:
+    the `calibration` entry of the metrics of a run's test split and of `foveal eval`."""
+    return {"temperature": temperature, "before": reliability(logits, labels),
+            "after": reliability(logits, labels, 15, temperature)}
+
+
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
     """The T > 0 minimizing NLL(logits / T) on held-out data (optimized as log T with L-BFGS)."""
     logits, labels = logits.detach().float().cpu(), labels.detach().cpu()

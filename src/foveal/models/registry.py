@@ -31,7 +31,9 @@ def list_models(pattern: str | None = None) -> list[str]:
     return MODELS.names(pattern)
 
 
-def model_meta(name: str) -> dict[str, Any]:
+def model_info(name: str) -> dict[str, Any]:
+    """What the registry knows of a model before building it: family, default and smallest input
+    size... (not to be confused with a trained model's weights metadata, `meta` in engine/)."""
     return dict(MODELS.entry(name).meta)
 
 
@@ -56,7 +58,7 @@ def create_model(
 
         model = create_timm_model(name[5:], num_classes, in_chans, img_size, drop_rate, drop_path_rate, **kwargs)
     else:
-        meta = model_meta(name)
+        meta = model_info(name)
         img_size = img_size or meta["default_img_size"]
         if img_size < meta["min_img_size"]:
             raise ValueError(f"model '{name}' needs img_size >= {meta['min_img_size']}, got {img_size}")
@@ -102,7 +104,7 @@ def model_table(pattern: str | None = None, img_size: int | None = None) -> list
     """
     rows = []
     for name in list_models(pattern):
-        meta = model_meta(name)
+        meta = model_info(name)
         size = img_size or meta["default_img_size"]
         fits = size >= meta["min_img_size"]
         try:

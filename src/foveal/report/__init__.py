@@ -1,8 +1,9 @@
-"""Plots and the self-contained HTML evaluation report of a run."""
+"""Plots and the self-contained HTML evaluation report: renders a `ReportInputs`, computes nothing
+(`foveal.engine.reporting` builds the inputs)."""
 
 from .html import SECTION_IDS, build_html
 from .inputs import ReportInputs
-from .write import report_from_run, write_eval_report, write_report, write_run_report
+from .plots import learning_curves
+from .write import write_report
 
-__all__ = ["SECTION_IDS", "ReportInputs", "build_html", "report_from_run", "write_eval_report", "write_report",
-           "write_run_report"]
+__all__ = ["SECTION_IDS", "ReportInputs", "build_html", "learning_curves", "write_report"]

@@ -17,7 +17,7 @@ import math
 from typing import Any, Iterable
 
 from . import plots
-from .inputs import ReportInputs, gallery_items, run_summary
+from .inputs import ReportInputs, summary_rows
 
 SECTION_IDS = ("summary", "curves", "metrics", "confusion", "calibration", "errors", "robustness")
 OPTIONAL_SECTION_IDS = ("embedding", "groups")  # embedding: after `foveal embed`; groups: data with groups
@@ -50,7 +50,7 @@ def note(text: str) -> str:
 
 
 def summary_section(inp: ReportInputs) -> str:
-    return section("summary", "Run summary", table(run_summary(inp).items(), ["", ""], "summary-table"))
+    return section("summary", "Run summary", table(summary_rows(inp).items(), ["", ""], "summary-table"))
 
 
 def curves_section(history: list[dict[str, Any]]) -> str:
@@ -105,13 +105,14 @@ def calibration_section(cal: dict[str, Any] | None) -> str:
     return section("calibration", "Calibration", body)
 
 
-def errors_section(inp: ReportInputs, k: int = 12) -> str:
-    items = gallery_items(inp, k)
+def errors_section(inp: ReportInputs) -> str:
+    items = inp.gallery
     if items is None:
         return section("errors", "Worst errors", note("no images or model available for the error gallery"))
     if not items:
         return section("errors", "Worst errors", note("no mistakes on this split"))
-    method = {"gradcam": "Grad-CAM", "saliency": "gradient saliency"}.get(items[0]["method"], items[0]["method"])
+    method = items[0].get("method", "gradcam")
+    method = {"gradcam": "Grad-CAM", "saliency": "gradient saliency"}.get(method, method)
     tiles = "".join(
         f'<figure>{_img(it["image"], "image")}{_img(it["overlay"], method)}<figcaption>true <b>'
         f'{html.escape(it["true"])}</b>, predicted <b>{html.escape(it["pred"])}</b> ({it["conf"]:.3f})'

@@ -1,4 +1,4 @@
 """Robustness: common corruptions, noise/occlusion sweeps, adversarial attacks and robust training.
 
-See :mod:`foveal.robustness.evaluate` for the `robustness.json` schema written by `foveal robust`.
+See :mod:`foveal.robustness.measure` for the `robustness.json` schema written by `foveal robust`.
 """

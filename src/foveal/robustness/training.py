@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import TrainConfig
 from .attacks import PixelModel, input_grad, pgd, random_start
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -31,14 +32,15 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class Perturber:
     """`perturber(model, x, y, progress) -> x'` for normalized x; `progress` is epochs done (float)."""
 
-    def __init__(self, adv: str, eps: float, alpha: float, steps: int, ramp_epochs: float, corrupt_aug: str,
-                 corrupt_p: float, mean: Sequence[float], std: Sequence[float], loss_fn: LossFn, seed: int = 0):
-        if adv not in ("none", "fgsm", "pgd"):
-            raise ValueError(f"train.adv {adv!r} is not one of 'none', 'fgsm', 'pgd'")
-        if corrupt_aug not in ("none", "noise", "blur", "augmix"):
-            raise ValueError(f"train.corrupt_aug {corrupt_aug!r} is not one of 'none', 'noise', 'blur', 'augmix'")
-        self.adv, self.eps, self.alpha, self.steps = adv, eps, alpha, steps
-        self.ramp, self.corrupt_aug, self.corrupt_p = ramp_epochs, corrupt_aug, corrupt_p
+    def __init__(self, train: TrainConfig, mean: Sequence[float], std: Sequence[float], loss_fn: LossFn):
+        """`train`: the config section whose adv* and corrupt* fields set the perturbation (see the module
+        docstring); `mean`, `std`: the normalization of the batches; `loss_fn(logits, y)`: what attacks raise."""
+        if train.adv not in ("none", "fgsm", "pgd"):
+            raise ValueError(f"train.adv {train.adv!r} is not one of 'none', 'fgsm', 'pgd'")
+        if train.corrupt_aug not in ("none", "noise", "blur", "augmix"):
+            raise ValueError(f"train.corrupt_aug {train.corrupt_aug!r} is not one of 'none', 'noise', 'blur', 'augmix'")
+        self.adv, self.eps, self.alpha, self.steps = train.adv, train.adv_eps, train.adv_alpha, train.adv_steps
+        self.ramp, self.corrupt_aug, self.corrupt_p = train.adv_ramp_epochs, train.corrupt_aug, train.corrupt_p
         self.mean_list, self.std_list = list(mean), list(std)
         self.mean = torch.tensor(self.mean_list).view(1, -1, 1, 1)
         self.std = torch.tensor(self.std_list).view(1, -1, 1, 1)

@@ -1,0 +1,185 @@
+"""The layers of foveal, read from the source with `ast` (no import runs): every import statement,
+relative or absolute, at module level or inside a function, counts.
+
+- no import cycle between the packages of src/foveal (data, models, engine, ...) and the
+  top-level modules (config, io, api, ...), and none between the modules of data/;
+- report/ renders what it is given and imports nothing from engine/;
+- nothing outside cli/ imports cli/: the library (api.py included) never reaches up into the CLI.
+
+See ARCHITECTURE.md for the layers these rules keep.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = SRC / "foveal"
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str  # importing module, dotted ("foveal.report.write")
+    target: str  # imported module, dotted, resolved to a module or package of src/foveal
+    path: Path
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.target} ({self.path.relative_to(SRC.parent)}:{self.line})"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def _resolve(base: str, name: str, modules: dict[str, Path]) -> str:
+    """`from base import name`: the submodule base.name when it exists, else base itself."""
+    return f"{base}.{name}" if f"{base}.{name}" in modules else base
+
+
+def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import]:
+    """Every import of foveal code in one file, wherever it stands (functions, TYPE_CHECKING blocks)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[Import] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            targets = [_resolve(base, a.name, modules) for a in node.names]
+        for t in targets:
+            if t == "foveal" or t.startswith("foveal."):
+                while t not in modules:  # `import foveal.x.y` of a name that is no file: its package
+                    t = t.rpartition(".")[0]
+                found.append(Import(module, t, path, node.lineno))
+    return found
+
+
+def all_imports() -> list[Import]:
+    modules = all_modules()
+    return [imp for name, path in modules.items() for imp in imports_of(name, path, modules)]
+
+
+def layer(module: str) -> str:
+    """The unit of the package graph: 'foveal' (the package's own __init__), a subpackage
+    ('engine') or a top-level module ('config')."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def cycles(edges: list[tuple[str, str, Import]]) -> list[list[Import]]:
+    """One cycle (as the imports that close it) per strongly connected group of nodes (Tarjan)."""
+    graph: dict[str, dict[str, Import]] = {}
+    for a, b, imp in edges:
+        if a != b:
+            graph.setdefault(a, {}).setdefault(b, imp)
+            graph.setdefault(b, {})
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return [_one_cycle(graph, g) for g in groups]
+
+
+def _one_cycle(graph: dict[str, dict[str, Import]], group: set[str]) -> list[Import]:
+    """A shortest path inside `group` from its first node back to itself, as imports."""
+    start = min(group)
+    paths = {start: []}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w, imp in sorted(graph[v].items()):
+                if w == start:
+                    return paths[v] + [imp]
+                if w in group and w not in paths:
+                    paths[w] = paths[v] + [imp]
+                    nxt.append(w)
+        frontier = nxt
+    raise AssertionError(f"no cycle through {start} in {group}")  # cannot happen for a strongly connected group
+
+
+def _explain(found: list[list[Import]]) -> str:
+    return "\n".join("cycle (one of those in the group):\n  " + "\n  ".join(map(str, c)) for c in found)
+
+
+def test_the_walker_sees_every_kind_of_import(tmp_path):
+    """Relative (any level), absolute, `from . import submodule`, and imports inside functions."""
+    modules = {"foveal": Path(), "foveal.engine": Path(), "foveal.engine.a": Path(), "foveal.engine.b": Path(),
+               "foveal.report": Path(), "foveal.report.write": Path(), "foveal.io": Path()}
+    src = tmp_path / "write.py"
+    src.write_text("from ..engine.a import x\nimport foveal.engine.b\nfrom .. import io\nimport os\n"
+                   "def f():\n    from foveal.engine import missing\n    from . import write\n")
+    found = [(i.target, i.line) for i in imports_of("foveal.report.write", src, modules)]
+    assert found == [("foveal.engine.a", 1), ("foveal.engine.b", 2), ("foveal.io", 3), ("foveal.engine", 6),
+                     ("foveal.report.write", 7)]
+    edges = [("a", "b", Import("a", "b", src, 1)), ("b", "c", Import("b", "c", src, 2)),
+             ("c", "a", Import("c", "a", src, 3)), ("c", "d", Import("c", "d", src, 4))]
+    assert [[i.line for i in c] for c in cycles(edges)] == [[1, 2, 3]]
+
+
+def test_the_walker_finds_the_packages_imports():
+    """The walk is not vacuous: the imports every build has are found."""
+    imps = {(i.source, i.target) for i in all_imports()}
+    assert ("foveal.engine.trainer", "foveal.data.stream") in imps
+    assert ("foveal.cli.main", "foveal.engine.trainer") in imps or ("foveal.cli.main", "foveal.engine") in imps
+
+
+def test_no_import_cycle_between_packages():
+    edges = [(layer(i.source), layer(i.target), i) for i in all_imports()]
+    found = cycles(edges)
+    assert not found, "packages of src/foveal import each other in a circle:\n" + _explain(found)
+
+
+def test_no_import_cycle_inside_data():
+    edges = [(i.source, i.target, i) for i in all_imports()
+             if i.source.startswith("foveal.data") and i.target.startswith("foveal.data")]
+    found = cycles(edges)
+    assert not found, "modules of foveal.data import each other in a circle:\n" + _explain(found)
+
+
+def test_report_renders_and_does_not_compute():
+    bad = [str(i) for i in all_imports() if layer(i.source) == "report" and layer(i.target) == "engine"]
+    assert not bad, "report/ must not import engine/ (it renders a ReportInputs that engine builds):\n  " + \
+        "\n  ".join(bad)
+
+
+def test_library_does_not_import_cli():
+    bad = [str(i) for i in all_imports() if layer(i.target) == "cli" and layer(i.source) != "cli"]
+    assert not bad, "the library imports the command line (cli/ calls the library, never the reverse):\n  " + \
+        "\n  ".join(bad)
