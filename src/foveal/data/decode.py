@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..config import DataConfig
+
 if TYPE_CHECKING:
     import torch
 
@@ -66,7 +68,7 @@ def _to_mode(img: Image.Image, in_chans: int) -> Image.Image:
     return img if img.mode == target else img.convert(target)
 
 
-def open_image(path: str | Path, max_pixels: int = 64_000_000, draft_size: int | None = None) -> Image.Image:
+def open_image(path: str | Path, max_pixels: int = DataConfig.max_pixels, draft_size: int | None = None) -> Image.Image:
     """Open, orient (EXIF) and fully decode an image, or raise DecodeError naming `path`.
 
     `draft_size` lets JPEG decode at a reduced scale (1/2, 1/4, 1/8) no smaller than it.
@@ -117,7 +119,7 @@ def pil_to_array(img: Image.Image, img_size: int, in_chans: int, resize: str = "
 
 
 def read_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
-               max_pixels: int = 64_000_000) -> np.ndarray:
+               max_pixels: int = DataConfig.max_pixels) -> np.ndarray:
     """Read `path` as a (in_chans, img_size, img_size) uint8 array, or raise DecodeError."""
     # Draft keeps both sides >= img_size, so the shorter side still covers img_size for "crop" too.
     img = open_image(path, max_pixels, draft_size=img_size)
@@ -128,7 +130,7 @@ def read_image(path: str | Path, img_size: int, in_chans: int, resize: str = "sq
 
 
 def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
-               max_pixels: int = 64_000_000) -> "torch.Tensor":
+               max_pixels: int = DataConfig.max_pixels) -> "torch.Tensor":
     """`read_image` as a (in_chans, img_size, img_size) uint8 tensor."""
     import torch
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from ..batching import resolve_batch_size
 from ..config import DataConfig, from_dict
 from ..data import load_source
 from ..data.decode import DecodeError, list_images, load_image  # list_images: re-exported
@@ -23,7 +24,7 @@ from ..metrics.groups import add_group_metrics
 from .checkpoint import load_model
 from .device import resolve_device
 from .evaluate import evaluate
-from .prepare import match_channels, match_size
+from .prepare import match_format
 from .tta import check_views, tta_logits
 
 
@@ -48,9 +49,15 @@ class Predictor:
         m = self.meta
         return torch.stack([load_image(p, m["img_size"], m["in_chans"], m.get("resize", "squash")) for p in paths])
 
+    def batch_size(self, batch_size: int | str = "auto") -> int:
+        """`batch_size`, or for 'auto' the evaluation batch sized by memory (foveal.batching)."""
+        m = self.meta
+        return resolve_batch_size(batch_size, self.model, (m["in_chans"], m["img_size"], m["img_size"]), self.device)
+
     @torch.no_grad()
-    def probabilities(self, images_u8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def probabilities(self, images_u8: torch.Tensor, batch_size: int | str = "auto") -> torch.Tensor:
         """(N, C, H, W) uint8 -> (N, K) class probabilities (temperature-scaled)."""
+        batch_size = self.batch_size(batch_size)
         out = []
         for i in range(0, len(images_u8), batch_size):
             x = normalize_u8(images_u8[i:i + batch_size].to(self.device), self.mean, self.std)
@@ -58,7 +65,8 @@ class Predictor:
             out.append(torch.softmax(logits / self.temperature, dim=1).cpu())
         return torch.cat(out)
 
-    def predict(self, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 256) -> list[dict[str, Any]]:
+    def predict(self, inputs: Sequence[str | Path], topk: int = 5,
+                batch_size: int | str = "auto") -> list[dict[str, Any]]:
         """One record per image: path and top-k (class, probability); unreadable files get an 'error'."""
         paths = list_images(inputs)
         records: list[dict[str, Any]] = []
@@ -107,7 +115,7 @@ def eval_data(meta: dict[str, Any], data: Optional[str], split: str, data_dir: O
     out = DataBundle(bundle.name, bundle.classes, chosen, bundle.problems)
     if meta["classes"] and out.classes != meta["classes"]:  # no classes: a pretrained backbone
         out = remap_classes(out, meta["classes"])
-    return match_size(match_channels(out, meta["in_chans"]), meta["img_size"])
+    return match_format(out, meta["in_chans"], meta["img_size"])
 
 
 def remap_classes(bundle: DataBundle, classes: list[str]) -> DataBundle:
@@ -122,14 +130,15 @@ def remap_classes(bundle: DataBundle, classes: list[str]) -> DataBundle:
 
 
 def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = "test", device: str = "auto",
-                   batch_size: int = 256, data_dir: Optional[str] = None) -> tuple[dict[str, Any], torch.Tensor, DataBundle]:
+                   batch_size: int | str = "auto",
+                   data_dir: Optional[str] = None) -> tuple[dict[str, Any], torch.Tensor, DataBundle]:
     """Metrics of a trained model on a split: (metrics, logits (N, K), the data evaluated)."""
     pred = Predictor.load(source, device)
     bundle = eval_data(pred.meta, data, split, data_dir)
     (name, part), = bundle.splits.items()
     from ..data.stream import make_loader  # streams when the data is too large to hold in memory
 
-    loader = make_loader(part, batch_size, pred.device, pred.meta["mean"], pred.meta["std"])
+    loader = make_loader(part, pred.batch_size(batch_size), pred.device, pred.meta["mean"], pred.meta["std"])
     meter, logits, labels = evaluate(pred.model, loader, len(pred.classes), pred.device, keep_logits=True, tta=pred.tta)
     if len(labels) != len(part):  # the report pairs logits with the split's files one to one
         raise ValueError(f"{len(part) - len(labels)} of {len(part)} images in '{data or name}' could not be decoded: "

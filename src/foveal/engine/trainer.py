@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import malloc
+from ..batching import resolve_batch_size
 from ..config import RunConfig, to_dict
 from ..data import Compose, DataBundle
 from ..data.augment import MixBatch
@@ -173,8 +174,11 @@ class Trainer:
             t = cfg.train
             self.perturb = Perturber(t.adv, t.adv_eps, t.adv_alpha, t.adv_steps, t.adv_ramp_epochs, t.corrupt_aug,
                                      t.corrupt_p, d.mean, d.std, lambda logits, y: self.criterion(logits, y))
-        self.val_loader = make_loader(self.data.splits["val"], cfg.train.eval_batch_size, **common, **shard)
-        self.test_loader = make_loader(self.data.splits["test"], cfg.train.eval_batch_size, **common)
+        # 'auto': sized by memory on the CPU (foveal.batching); the same on every rank (same model and shape)
+        self.eval_batch_size = resolve_batch_size(cfg.train.eval_batch_size, self.model,
+                                                  (d.in_chans, d.img_size, d.img_size), self.device)
+        self.val_loader = make_loader(self.data.splits["val"], self.eval_batch_size, **common, **shard)
+        self.test_loader = make_loader(self.data.splits["test"], self.eval_batch_size, **common)
 
     def meta(self, extra: Optional[dict] = None) -> dict[str, Any]:
         d = self.cfg.data
@@ -358,7 +362,7 @@ class Trainer:
     def calibrate(self, model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         """Fit the softmax temperature on the validation split and store it with the best weights."""
         d = self.cfg.data
-        full_val = make_loader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std,
+        full_val = make_loader(self.data.splits["val"], self.eval_batch_size, self.device, d.mean, d.std,
                                workers=d.workers)
         _, val_logits, val_labels = evaluate(model, full_val, len(self.data.classes), self.device,
                                              keep_logits=True, tta=self.cfg.train.tta)  # fp32, as predict and serve
