@@ -38,6 +38,7 @@ class Predictor:
         self.std = torch.tensor(meta["std"], device=device).view(1, -1, 1, 1)
         self.temperature = float(meta.get("temperature", 1.0))  # fitted by calibration, 1.0 if not
         self.tta: list[str] = check_views(meta.get("tta", []))  # test-time views the run was evaluated with
+        self._auto_batch: Optional[int] = None  # 'auto' resolved once: the server calls per micro-batch
 
     @classmethod
     def load(cls, source: str | Path, device: str = "auto") -> "Predictor":
@@ -51,8 +52,13 @@ class Predictor:
 
     def batch_size(self, batch_size: int | str = "auto") -> int:
         """`batch_size`, or for 'auto' the evaluation batch sized by memory (foveal.batching)."""
-        m = self.meta
-        return resolve_batch_size(batch_size, self.model, (m["in_chans"], m["img_size"], m["img_size"]), self.device)
+        if batch_size != "auto":
+            return int(batch_size)
+        if self._auto_batch is None:
+            m = self.meta
+            self._auto_batch = resolve_batch_size("auto", self.model, (m["in_chans"], m["img_size"], m["img_size"]),
+                                                  self.device)
+        return self._auto_batch
 
     @torch.no_grad()
     def probabilities(self, images_u8: torch.Tensor, batch_size: int | str = "auto") -> torch.Tensor:
