@@ -227,7 +227,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             bundle = eval_data(self.meta_, data, split)
         (name, part), = bundle.splits.items()
         p = self.predictor_
-        meter = score(p.model, make_loader(part, 256, p.device, p.meta["mean"], p.meta["std"]),
+        meter = score(p.model, make_loader(part, p.batch_size(), p.device, p.meta["mean"], p.meta["std"]),
                       len(self.classes_), p.device, tta=p.tta)
         return {**meter.compute(self.classes_), "split": name}
 

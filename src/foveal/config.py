@@ -116,7 +116,8 @@ class TrainConfig:
 
     epochs: int = 15  # passes over the training split
     batch_size: int = 64  # images per optimizer step, over all processes (the global batch)
-    eval_batch_size: int = 256  # images per forward pass in validation and test
+    # images per forward pass in validation and test; 'auto': sized by memory (foveal.batching)
+    eval_batch_size: Union[Literal["auto"], int] = "auto"
     seed: int = 0  # seeds splits, model init, shuffling, augmentation and dropout
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     amp: bool = True  # bf16 autocast (CUDA only; ignored on CPU)
@@ -219,7 +220,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin is list:
         if isinstance(value, str):  # CLI form: comma-separated
-            value = [v for v in value.split(",") if v.strip()]
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
@@ -360,3 +361,106 @@ class SSLConfig:
     knn_k: int = 200  # neighbours of the k-NN monitor (Wu et al. 2018)
     knn_t: float = 0.07  # temperature of the k-NN vote weights exp(sim / t)
     knn_bank: int = 10_000  # at most this many labeled train images as the k-NN memory bank
+
+
+# ---- the commands beyond training: serve, export, robust -------------------------------------------
+# Their flags are built from these fields (foveal.cli.config_args.add_dataclass_flags), so a default
+# is written here once and `--help` shows it.
+
+
+@dataclass
+class BatchSizing:
+    """How an 'auto' evaluation or attack batch size is picked (foveal.batching)."""
+
+    # the most images per batch: the fixed size evaluation and attacks used before sizing by memory,
+    # and what CUDA still gets (a GPU's memory is not the limit there, and larger batches keep it busy)
+    max_batch: int = 256
+    # CPU: activation memory one batch may hold, measured by a probe forward of two images. Past a few
+    # dozen images at 224 px a CPU is busy anyway, and larger batches only add page faults (issue 23).
+    cpu_activation_mb: float = 512.0
+    # ONNX Runtime, which has no torch to probe the model with: images per session call in `foveal
+    # predict` / `serve` on an .onnx file and in the export parity check
+    onnx_batch: int = 64
+
+
+@dataclass
+class ServeConfig:
+    """`foveal serve`: micro-batching, and the limits that keep the server answering."""
+
+    host: str = "127.0.0.1"  # address to listen on (0.0.0.0: every interface)
+    port: int = 8000  # TCP port
+    max_batch: int = 32  # images per model call; 1 serves one at a time
+    max_wait_ms: float = 5.0  # longest the first image of a batch waits for company
+    backend: Optional[Literal["torch", "onnx"]] = None  # None: onnx for .onnx files, else torch
+    max_upload_mb: float = 20.0  # whole request body, refused from Content-Length or while streaming in
+    max_uploads_in_flight_mb: float = 256.0  # request bodies held at once, all requests together; past it 503
+    # per image, checked from the header before decoding; below data.max_pixels because uploads are
+    # untrusted and decoded side by side (one 40 MP RGB image is 120 MB decoded)
+    max_pixels: int = 40_000_000
+    max_files: int = 64  # images per request
+    max_in_flight: int = 512  # concurrent /predict requests before 503
+    threads: Optional[int] = None  # inference threads; None: the backend's default
+    topk: int = 5  # classes per image in the answer
+
+
+@dataclass
+class QuantConfig:
+    """int8 static quantization of an exported model (ONNX Runtime's quantizer)."""
+
+    # qdq: ORT fuses DequantizeLinear -> Conv/MatMul -> QuantizeLinear into integer kernels on x86 and
+    # ARM alike; qoperator is kept for the latency comparison (`foveal bench infer`)
+    format: Literal["qdq", "qoperator"] = "qdq"
+    per_channel: bool = True  # weights quantized per output channel
+    reduce_range: bool = False  # 7-bit weights: avoids VPMADDUBSW saturation on pre-VNNI x86, costs a little accuracy
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"  # how activation ranges are measured
+    batch_size: int = 16  # images per calibration run
+    float_ends: bool = True  # keep the first and last quantizable layers in float (the usual accuracy fix)
+
+
+@dataclass
+class ParityLimits:
+    """Thresholds of the parity check of every exported file against the eager model."""
+
+    min_fp32_agreement: float = 1.0  # top-1 agreement of float32 ONNX with eager (fraction)
+    max_fp32_logit_diff: float = 1e-3  # relative to max |logit| (and at least 1e-3 absolute)
+    max_int8_drop: float = 1.0  # accuracy points int8 may lose against eager
+
+
+@dataclass
+class ExportConfig:
+    """`foveal export`: which files, and how each is checked against the eager model."""
+
+    # files to write; the float32 ONNX file is always written, int8 is built from it
+    formats: list[Literal["onnx", "int8"]] = field(default_factory=lambda: ["onnx", "int8"])
+    out_dir: Optional[str] = None  # None: RUN/export
+    calib_images: int = 256  # training images for int8 calibration
+    eval_limit: Optional[int] = None  # check on at most this many test images (None: all)
+    threads: Optional[int] = None  # ONNX Runtime intra-op threads of the check
+    quant: QuantConfig = field(default_factory=QuantConfig)  # how int8 is quantized
+    limits: ParityLimits = field(default_factory=ParityLimits)  # what the parity check lets pass
+
+
+@dataclass
+class RobustConfig:
+    """`foveal robust`: what to measure and on how many images; the defaults suit 28-64 px data (MNIST, CIFAR)."""
+
+    split: str = "test"  # the split of the run's data (or of --data) to measure on
+    limit: int = 2000  # evaluate on N images drawn at random, every class in its share; 0: all
+    attack_limit: int = 500  # attack N of those, drawn the same way (each costs steps x a forward-backward)
+    corruptions: list[str] = field(default_factory=list)  # subset of the 15 common corruptions; empty: all
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # corruption severities, 1..5
+    # Gaussian noise stds, pixel units
+    noise_stds: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3, 0.5])
+    occlusion_sizes: list[float] = field(default_factory=lambda: [0.25, 0.5])  # patch side, fraction of the image side
+    occlusion_grid: int = 3  # occluder positions per axis
+    occlusion_fill: float = 0.5  # gray level of the occluder, pixel units
+    # L-inf attack radii, pixel units
+    eps_linf: list[float] = field(default_factory=lambda: [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 0.1, 0.2, 0.3])
+    eps_l2: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])  # L2 attack radii, pixel units
+    pgd_steps: int = 20  # steps of each PGD attack
+    skip: list[Literal["corruptions", "noise", "occlusion", "attacks"]] = field(default_factory=list)  # parts left out
+    device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+    # images per forward (and attack) pass; 'auto': sized by memory (foveal.batching). Results do not
+    # depend on it: every random draw is keyed on the image's index.
+    batch_size: Union[Literal["auto"], int] = "auto"
+    seed: int = 0  # seeds the image subsets, the noise, the corruptions and the attacks' random starts

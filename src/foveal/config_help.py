@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from . import config
 
@@ -56,37 +56,56 @@ def field_description(cls: type, name: str) -> str:
 
 
 def choices(tp: Any) -> tuple[Any, ...]:
-    """The allowed values of a Literal (or Optional[Literal]) type; () for other types."""
+    """The allowed values of a Literal, Optional[Literal] or list[Literal] type; () for other types
+    (Union[Literal['auto'], int] among them: 'auto' is not its only value)."""
     if typing.get_origin(tp) is Literal:
         return typing.get_args(tp)
-    for arg in typing.get_args(tp):
-        if typing.get_origin(arg) is Literal:
-            return typing.get_args(arg)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) == 1 and typing.get_origin(args[0]) is Literal:
+        return typing.get_args(args[0])
     return ()
 
 
 def format_value(value: Any) -> str:
     """A default as a user would type it on the command line."""
     if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) if value else "(empty)"
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if value else "(empty)"
     if isinstance(value, bool):
         return str(value).lower()
     return "unset" if value is None else str(value)
 
 
 def sections(cls: type = config.RunConfig) -> list[tuple[str, type, list[dict[str, Any]]]]:
-    """[(section name, its dataclass, [{path, name, type, description, default, choices}])] of `cls`."""
+    """[(section name, its dataclass, [{path, name, type, description, default, choices}])] of `cls`.
+
+    Each dataclass field of `cls` is a section of its leaf rows; the plain fields of `cls` itself,
+    if any, come first as section '' (ExportConfig: its own fields, then 'quant' and 'limits')."""
     hints = typing.get_type_hints(cls)
+    nested = [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])]
+    own = leaf_rows(cls, skip=nested)
+    out = [("", cls, own)] if own else []
     defaults = cls()
-    out = []
+    return out + [(name, hints[name], leaf_rows(hints[name], f"{name}.", getattr(defaults, name)))
+                  for name in nested]
+
+
+def leaf_rows(cls: type, prefix: str = "", defaults: Any = None,
+              skip: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """[{path, name, type, description, default, choices}] for every field of dataclass `cls`,
+    descending into nested dataclasses; `defaults` is an instance to read defaults from."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls() if defaults is None else defaults
+    rows = []
     for f in dataclasses.fields(cls):
-        sub = hints[f.name]
-        sub_hints = typing.get_type_hints(sub)
-        rows = [{"path": f"{f.name}.{g.name}", "name": g.name, "type": sub_hints[g.name],
-                 "description": field_description(sub, g.name), "default": getattr(getattr(defaults, f.name), g.name),
-                 "choices": choices(sub_hints[g.name])} for g in dataclasses.fields(sub)]
-        out.append((f.name, sub, rows))
-    return out
+        tp, value = hints[f.name], getattr(defaults, f.name)
+        if f.name in skip:
+            continue
+        if dataclasses.is_dataclass(tp):
+            rows += leaf_rows(tp, f"{prefix}{f.name}.", value)
+            continue
+        rows.append({"path": f"{prefix}{f.name}", "name": f.name, "type": tp, "default": value,
+                     "description": field_description(cls, f.name), "choices": choices(tp)})
+    return rows
 
 
 def help_line(row: dict[str, Any]) -> str:
@@ -97,4 +116,4 @@ def help_line(row: dict[str, Any]) -> str:
     return f"{row['description']} ({extra})" if row["description"] else f"({extra})"
 
 
-__all__ = ["sections", "section_title", "field_description", "choices", "format_value", "help_line"]
+__all__ = ["sections", "leaf_rows", "section_title", "field_description", "choices", "format_value", "help_line"]

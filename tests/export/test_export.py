@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from foveal.config import ExportConfig, ParityLimits
 from foveal.export.onnx_export import Preprocessed, export_onnx, read_onnx_meta
-from foveal.export.parity import ExportCheckError, ExportOptions, ParityLimits, export_run
+from foveal.export.parity import ExportCheckError, export_run
 from foveal.export.runtime import OnnxPredictor
 
 ARCHS = [("lenet5", 28, 1), ("resnet18", 16, 1), ("mobilenetv3_small", 32, 1), ("vit_tiny", 32, 1), ("vit_tiny", 16, 1)]
@@ -43,7 +44,7 @@ def test_random_weights_round_trip(name: str, size: int, chans: int, tmp_path: P
 @pytest.mark.parametrize("model", TRAINED)
 def test_export_parity_on_digits(model: str, digits_run):
     run = digits_run(model)
-    report = export_run(run, ExportOptions(calib_images=256))
+    report = export_run(run, ExportConfig(calib_images=256))
     print(model, json.dumps({k: report[k] for k in ("eager", "onnx", "int8")}, indent=1))
     assert report["eager"]["accuracy"] >= 0.5, "the model did not train; the int8 check would be meaningless"
     assert report["onnx"]["top1_agreement"] == 1.0 and report["onnx"]["max_logit_diff_rel"] <= 1e-3
@@ -55,7 +56,7 @@ def test_export_parity_on_digits(model: str, digits_run):
 def test_failed_check_raises_and_is_recorded(digits_run, tmp_path: Path):
     """A threshold no int8 model can meet: the export must fail loudly and say why in parity.json."""
     with pytest.raises(ExportCheckError, match="int8 loses"):
-        export_run(digits_run("lenet5"), ExportOptions(out_dir=str(tmp_path), calib_images=64,
+        export_run(digits_run("lenet5"), ExportConfig(out_dir=str(tmp_path), calib_images=64,
                                                        limits=ParityLimits(max_int8_drop=-100.0)))
     report = json.loads((tmp_path / "parity.json").read_text())
     assert not report["passed"] and "int8 loses" in report["failures"][0]

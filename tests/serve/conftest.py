@@ -56,10 +56,11 @@ def live_server(tiny_run: Path):
     """The app served by uvicorn in a background thread; yields its base URL."""
     import uvicorn
 
-    from foveal.serve.app import ServeSettings, create_app
+    from foveal.config import ServeConfig
+    from foveal.serve.app import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_run, ServeSettings(max_wait_ms=2)), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(tiny_run, ServeConfig(max_wait_ms=2)), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -13,12 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from foveal.serve.app import ServeSettings, create_app
+from foveal.config import ServeConfig
+from foveal.serve.app import create_app
 
 
 @pytest.fixture(scope="module", params=["torch", "onnx"])
 def client(request, tiny_run: Path):
-    app = create_app(tiny_run, ServeSettings(backend=request.param, max_upload_mb=5, max_wait_ms=2))
+    app = create_app(tiny_run, ServeConfig(backend=request.param, max_upload_mb=5, max_wait_ms=2))
     with TestClient(app) as c:
         yield c
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from foveal.serve.app import ServeSettings, create_app
+from foveal.config import ServeConfig
+from foveal.serve.app import create_app
 from foveal.serve.batcher import BatcherStopped, MicroBatcher
 
 MIB = 1024 * 1024
@@ -61,7 +62,7 @@ def _cancel(task: asyncio.Task) -> None:
 
 
 def _app(tiny_run: Path, **settings: Any) -> Any:
-    return create_app(tiny_run, ServeSettings(backend="onnx", max_wait_ms=2, **settings))
+    return create_app(tiny_run, ServeConfig(backend="onnx", max_wait_ms=2, **settings))
 
 
 # --- a dead batcher -------------------------------------------------------------------------
@@ -158,20 +159,20 @@ def test_requests_waiting_when_batcher_dies_get_503(tiny_run: Path, digit_pngs: 
 
 def test_budget_below_upload_cap_is_refused_with_both_settings_named(tiny_run: Path):
     with pytest.raises(ValueError, match=r"max_uploads_in_flight_mb \(10\) is below max_upload_mb \(20"):
-        create_app(tiny_run, ServeSettings(max_upload_mb=20, max_uploads_in_flight_mb=10))
+        create_app(tiny_run, ServeConfig(max_upload_mb=20, max_uploads_in_flight_mb=10))
 
 
 def test_default_budget_lives_in_settings_and_cli_can_set_it(monkeypatch):
     from foveal.cli import deploy
     from foveal.cli.main import build_parser
 
-    seen: list[ServeSettings] = []
+    seen: list[ServeConfig] = []
     monkeypatch.setattr("foveal.serve.app.run_server", lambda model, s, **kw: seen.append(s))
-    for extra, expected in (([], ServeSettings().max_uploads_in_flight_mb), (["--max-uploads-in-flight-mb", "64"], 64)):
+    for extra, expected in (([], ServeConfig().max_uploads_in_flight_mb), (["--max-uploads-in-flight-mb", "64"], 64)):
         args = build_parser().parse_args(["serve", "m.onnx", *extra])
         assert deploy._cmd_serve(args) == 0
         assert seen[-1].max_uploads_in_flight_mb == expected
-    assert ServeSettings().max_uploads_in_flight_mb == 256
+    assert ServeConfig().max_uploads_in_flight_mb == 256
 
 
 @pytest.fixture(scope="module")

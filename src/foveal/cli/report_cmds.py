@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--split", default="test", help="split to embed (default: test; a folder without splits: all)")
     sp.add_argument("--map", default="pca", choices=["pca", "tsne"], help="2-D map drawn in the report")
     sp.add_argument("--out", help="output folder (default: the run folder, so the report shows the map)")
-    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--batch-size", default="auto", help="images per forward pass (default: auto, sized by memory)")
     sp.add_argument("--device", default="auto")
     sp.set_defaults(handler=cmd_embed)
 

@@ -7,66 +7,47 @@ import json
 import sys
 from pathlib import Path
 
-
-def _floats(s: str) -> list[float]:
-    try:
-        return [float(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+# Flag spellings kept from before the flags were built from config.py: {flag: field path}.
+ROBUST_FLAGS = {"eps": "eps_linf", "noise": "noise_stds"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..config import RobustConfig
+    from .config_args import add_dataclass_flags
+
     sp = sub.add_parser("robust", help="robustness: common corruptions, noise/occlusion sweeps, FGSM/PGD attacks")
     sp.add_argument("run", help="run folder or weights file")
     sp.add_argument("--data", help="dataset name, image folder or CSV (default: the run's own data)")
     sp.add_argument("--data-dir", help="folder with the official files of a named dataset")
-    sp.add_argument("--split", default="test")
-    sp.add_argument("--limit", type=int, default=2000, help="evaluate on N images drawn at random, every class in its share (default 2000)")
-    sp.add_argument("--attack-limit", type=int, default=500, help="attack N of those, drawn the same way (default 500)")
-    sp.add_argument("--corruptions", help="comma-separated subset of the 15 corruptions (default: all)")
-    sp.add_argument("--severities", default="1,2,3,4,5")
-    sp.add_argument("--eps", type=_floats, help="L-inf epsilons in pixel units, e.g. 0,0.1,0.2,0.3")
-    sp.add_argument("--eps-l2", type=_floats, help="L2 epsilons in pixel units")
-    sp.add_argument("--noise", type=_floats, help="Gaussian noise stds, e.g. 0,0.1,0.2")
-    sp.add_argument("--pgd-steps", type=int, default=20)
-    sp.add_argument("--skip", default="", help="comma-separated: corruptions,noise,occlusion,attacks")
     sp.add_argument("--reference", help="baseline run (with robustness.json) for corruption error (CE, mCE)")
-    sp.add_argument("--device", default="auto")
-    sp.add_argument("--batch-size", type=int, default=256)
-    sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", help="folder for robustness.json and plots (default: the run folder)")
     sp.add_argument("--json", action="store_true", help="print robustness.json")
+    add_dataclass_flags(sp, RobustConfig, ROBUST_FLAGS)
     sp.set_defaults(handler=cmd_robust)
 
 
 def cmd_robust(args: argparse.Namespace) -> int:
+    from ..config import RobustConfig
     from ..engine.checkpoint import load_model
     from ..engine.device import resolve_device
     from ..engine.inference import eval_data
-    from ..robustness.corruptions import CORRUPTIONS
-    from ..robustness.measure import RobustSpec, evaluate_robustness, load_reference, spread_subset, write_robustness
+    from ..robustness.measure import check_config, evaluate_robustness, load_reference, spread_subset, write_robustness
+    from .config_args import dataclass_from_args
 
-    device = resolve_device(args.device)
+    cfg = dataclass_from_args(RobustConfig, args)
+    check_config(cfg)  # before loading anything: a typo should cost nothing
+    device = resolve_device(cfg.device)
     model, meta = load_model(args.run, device)
-    bundle = eval_data(meta, args.data, args.split, args.data_dir)
+    bundle = eval_data(meta, args.data, cfg.split, args.data_dir)
     (split, part), = bundle.splits.items()
-    n = min(args.limit, len(part.labels)) if args.limit else len(part.labels)
-    pick = spread_subset(part.labels, n, args.seed)  # not the first n: splits are often sorted by class
-    names = tuple(c.strip() for c in args.corruptions.split(",")) if args.corruptions else CORRUPTIONS
-    unknown = [c for c in names if c not in CORRUPTIONS]
-    if unknown:
-        raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
-    kw = {k: tuple(v) for k, v in (("eps_linf", args.eps), ("eps_l2", args.eps_l2), ("noise_stds", args.noise))
-          if v is not None}
-    spec = RobustSpec(corruptions=names, severities=tuple(int(s) for s in args.severities.split(",")),
-                      pgd_steps=args.pgd_steps, attack_limit=args.attack_limit, batch_size=args.batch_size,
-                      seed=args.seed, skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()), **kw)
+    n = min(cfg.limit, len(part.labels)) if cfg.limit else len(part.labels)
+    pick = spread_subset(part.labels, n, cfg.seed)  # not the first n: splits are often sorted by class
     reference = load_reference(args.reference) if args.reference else None
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     images, kept, errors = part.images.load_readable(pick)  # a streamed split may hold unreadable files
     for e in errors:
         print(f"robust: skipped unreadable image {e}", file=sys.stderr)
-    result = evaluate_robustness(model, meta, images, part.labels[pick][kept], spec, device, reference,
+    result = evaluate_robustness(model, meta, images, part.labels[pick][kept], cfg, device, reference,
                                  args.reference or "", log)
     result["split"] = split
     out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path("."))

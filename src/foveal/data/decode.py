@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..config import DataConfig
+
 if TYPE_CHECKING:
     import torch
 
@@ -66,7 +68,7 @@ def _to_mode(img: Image.Image, in_chans: int) -> Image.Image:
     return img if img.mode == target else img.convert(target)
 
 
-def open_image(path: str | Path, max_pixels: int = 64_000_000, draft_size: int | None = None) -> Image.Image:
+def open_image(path: str | Path, max_pixels: int = DataConfig.max_pixels, draft_size: int | None = None) -> Image.Image:
     """Open, orient (EXIF) and fully decode an image, or raise DecodeError naming `path`.
 
     `draft_size` lets JPEG decode at a reduced scale (1/2, 1/4, 1/8) no smaller than it.
@@ -122,7 +124,7 @@ def pil_to_array(img: Image.Image, img_size: int, in_chans: int, resize: str = "
 
 
 def read_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
-               max_pixels: int = 64_000_000, crop_pct: float = 1.0) -> np.ndarray:
+               max_pixels: int = DataConfig.max_pixels, crop_pct: float = 1.0) -> np.ndarray:
     """Read `path` as a (in_chans, img_size, img_size) uint8 array, or raise DecodeError."""
     # Draft keeps both sides >= img_size / crop_pct, so the centre crop still covers img_size.
     crop = crop_pct if resize == "crop" else 1.0
@@ -133,7 +135,7 @@ def read_image(path: str | Path, img_size: int, in_chans: int, resize: str = "sq
         raise DecodeError(f"'{path}': cannot convert ({type(e).__name__}: {e})") from None
 
 
-def read_for(meta: dict, path: str | Path, max_pixels: int = 64_000_000) -> np.ndarray:
+def read_for(meta: dict, path: str | Path, max_pixels: int = DataConfig.max_pixels) -> np.ndarray:
     """`read_image` as the weights' metadata says (img_size, in_chans, resize, crop_pct): what predict,
     serve and the ONNX runtime decode, the same way training decoded."""
     return read_image(path, meta["img_size"], meta["in_chans"], meta.get("resize", "squash"), max_pixels,
@@ -141,7 +143,7 @@ def read_for(meta: dict, path: str | Path, max_pixels: int = 64_000_000) -> np.n
 
 
 def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
-               max_pixels: int = 64_000_000, crop_pct: float = 1.0) -> "torch.Tensor":
+               max_pixels: int = DataConfig.max_pixels, crop_pct: float = 1.0) -> "torch.Tensor":
     """`read_image` as a (in_chans, img_size, img_size) uint8 tensor."""
     import torch
 

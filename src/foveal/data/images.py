@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import DataConfig
 from .decode import DecodeError, load_image
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, RGB -> gray
@@ -161,7 +162,7 @@ class FileImages(ImageStore):
     chans: int
     size: int
     resize: str = "squash"
-    max_pixels: int = 64_000_000
+    max_pixels: int = DataConfig.max_pixels
     workers: int = 2  # decode threads of `load` and `sample`
     crop_pct: float = 1.0  # 'crop': centre square side / shorter side
     in_memory = False  # class attribute, not a field (no annotation)

@@ -45,14 +45,17 @@ class EmbedResult:
 
 @torch.no_grad()
 def embed_split(model: torch.nn.Module, images: Any, mean: list[float], std: list[float], device: torch.device,
-                batch_size: int = 256) -> np.ndarray:
-    """(N, D) float32 pre-logit features of uint8 (N, C, H, W) images (a tensor or streamed files)."""
+                batch_size: int | str = "auto") -> np.ndarray:
+    """(N, D) float32 pre-logit features of uint8 (N, C, H, W) images (a tensor or streamed files);
+    batch_size 'auto' is sized by memory (foveal.batching)."""
+    from ..batching import resolve_batch_size
     from ..data.bundle import Split
     from ..data.stream import make_loader
 
     model.eval()
     split = Split(images, torch.zeros(len(images), dtype=torch.long))
     out = []
+    batch_size = resolve_batch_size(batch_size, model, tuple(images.shape[1:]), device)
     for x, _ in make_loader(split, batch_size, device, mean, std):
         out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().flatten(1).cpu())
     feats = torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
@@ -84,7 +87,7 @@ def map_2d(emb: np.ndarray, method: Literal["pca", "tsne"] = "pca", seed: int = 
 
 
 def embed_run(source: str | Path, data: Optional[str] = None, split: str = "test", out: Optional[str | Path] = None,
-              method: Literal["pca", "tsne"] = "pca", device: str = "auto", batch_size: int = 256,
+              method: Literal["pca", "tsne"] = "pca", device: str = "auto", batch_size: int | str = "auto",
               data_dir: Optional[str] = None) -> EmbedResult:
     """Embed a split with a trained model and write the files listed in the module docstring."""
     dev = resolve_device(device)

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from ..batching import resolve_batch_size
 from ..config import DataConfig, from_dict
 from ..data import load_source
 from ..data.decode import DecodeError, list_images, read_for  # list_images: re-exported
@@ -22,7 +23,7 @@ from ..metrics import ConfusionMeter
 from ..metrics.groups import add_group_metrics
 from .checkpoint import load_model
 from .device import resolve_device
-from .prepare import match_channels, match_size
+from .prepare import match_format
 from .scoring import score_with_logits
 from .tta import check_views, tta_logits
 
@@ -37,6 +38,7 @@ class Predictor:
         self.std = torch.tensor(meta["std"], device=device).view(1, -1, 1, 1)
         self.temperature = float(meta.get("temperature", 1.0))  # fitted by calibration, 1.0 if not
         self.tta: list[str] = check_views(meta.get("tta", []))  # test-time views the run was evaluated with
+        self._auto_batch: Optional[int] = None  # 'auto' resolved once: the server calls per micro-batch
 
     @classmethod
     def load(cls, source: str | Path, device: str = "auto") -> "Predictor":
@@ -47,9 +49,20 @@ class Predictor:
     def load_images(self, paths: Iterable[Path]) -> torch.Tensor:
         return torch.stack([torch.from_numpy(read_for(self.meta, p)) for p in paths])
 
+    def batch_size(self, batch_size: int | str = "auto") -> int:
+        """`batch_size`, or for 'auto' the evaluation batch sized by memory (foveal.batching)."""
+        if batch_size != "auto":
+            return int(batch_size)
+        if self._auto_batch is None:
+            m = self.meta
+            self._auto_batch = resolve_batch_size("auto", self.model, (m["in_chans"], m["img_size"], m["img_size"]),
+                                                  self.device)
+        return self._auto_batch
+
     @torch.no_grad()
-    def probabilities(self, images_u8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def probabilities(self, images_u8: torch.Tensor, batch_size: int | str = "auto") -> torch.Tensor:
         """(N, C, H, W) uint8 -> (N, K) class probabilities (temperature-scaled)."""
+        batch_size = self.batch_size(batch_size)
         out = []
         for i in range(0, len(images_u8), batch_size):
             x = normalize_u8(images_u8[i:i + batch_size].to(self.device), self.mean, self.std)
@@ -57,7 +70,8 @@ class Predictor:
             out.append(torch.softmax(logits / self.temperature, dim=1).cpu())
         return torch.cat(out)
 
-    def predict(self, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 256) -> list[dict[str, Any]]:
+    def predict(self, inputs: Sequence[str | Path], topk: int = 5,
+                batch_size: int | str = "auto") -> list[dict[str, Any]]:
         """One record per image: path and top-k (class, probability); unreadable files get an 'error'."""
         paths = list_images(inputs)
         records: list[dict[str, Any]] = []
@@ -106,7 +120,7 @@ def eval_data(meta: dict[str, Any], data: Optional[str], split: str, data_dir: O
     out = DataBundle(bundle.name, bundle.classes, chosen, bundle.problems)
     if meta["classes"] and out.classes != meta["classes"]:  # no classes: a pretrained backbone
         out = remap_classes(out, meta["classes"])
-    return match_size(match_channels(out, meta["in_chans"]), meta["img_size"])
+    return match_format(out, meta["in_chans"], meta["img_size"])
 
 
 def remap_classes(bundle: DataBundle, classes: list[str]) -> DataBundle:
@@ -121,14 +135,15 @@ def remap_classes(bundle: DataBundle, classes: list[str]) -> DataBundle:
 
 
 def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = "test", device: str = "auto",
-                   batch_size: int = 256, data_dir: Optional[str] = None) -> tuple[dict[str, Any], torch.Tensor, DataBundle]:
+                   batch_size: int | str = "auto",
+                   data_dir: Optional[str] = None) -> tuple[dict[str, Any], torch.Tensor, DataBundle]:
     """Metrics of a trained model on a split: (metrics, logits (N, K), the data evaluated)."""
     pred = Predictor.load(source, device)
     bundle = eval_data(pred.meta, data, split, data_dir)
     (name, part), = bundle.splits.items()
     from ..data.stream import make_loader  # streams when the data is too large to hold in memory
 
-    loader = make_loader(part, batch_size, pred.device, pred.meta["mean"], pred.meta["std"])
+    loader = make_loader(part, pred.batch_size(batch_size), pred.device, pred.meta["mean"], pred.meta["std"])
     meter, logits, labels = score_with_logits(pred.model, loader, len(pred.classes), pred.device, tta=pred.tta)
     if len(labels) != len(part):  # the report pairs logits with the split's files one to one
         raise ValueError(f"{len(part) - len(labels)} of {len(part)} images in '{data or name}' could not be decoded: "

@@ -22,12 +22,15 @@ from .scoring import score_with_logits
 from .trainer import RunResult, Trainer
 
 
-def upsample_errors(result: RunResult, upweight: int, batch_size: int = 512) -> tuple[DataBundle, int]:
+def upsample_errors(result: RunResult, upweight: int, batch_size: int | str = "auto") -> tuple[DataBundle, int]:
     """The stage-1 run's data with its training errors repeated `upweight` times in 'train'
-    (val and test unchanged); and the number of errors found."""
+    (val and test unchanged); and the number of errors found. batch_size 'auto': sized by memory."""
+    from ..batching import resolve_batch_size
+
     data, meta = result.data, result.meta
     train = data.splits["train"]
     device = next(result.model.parameters()).device
+    batch_size = resolve_batch_size(batch_size, result.model, tuple(train.images.shape[1:]), device)
     loader = make_loader(train, batch_size, device, meta["mean"], meta["std"])  # unshuffled: rows in split order
     _, logits, labels = score_with_logits(result.model, loader, len(data.classes), device)
     if len(labels) != len(train):

@@ -22,20 +22,13 @@ def default_img_size(cfg: RunConfig) -> int:
     return model_info(cfg.model.name)["default_img_size"]
 
 
-def match_channels(bundle: DataBundle, in_chans: int) -> DataBundle:
-    """Convert every split to `in_chans` (gray->RGB repeats; RGB->gray by ITU-R 601 luma)."""
-    if bundle.in_chans == in_chans:
+def match_format(bundle: DataBundle, in_chans: int, img_size: int) -> DataBundle:
+    """Every split converted to `in_chans` (gray->RGB repeats; RGB->gray by ITU-R 601 luma), then
+    resized to `img_size`; the bundle itself when it already has both."""
+    change = {k: v for k, v in (("in_chans", in_chans), ("img_size", img_size)) if getattr(bundle, k) != v}
+    if not change:
         return bundle
-    splits = {k: Split(s.images.with_format(in_chans=in_chans), s.labels, s.paths, s.groups)
-              for k, s in bundle.splits.items()}
-    return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
-
-
-def match_size(bundle: DataBundle, img_size: int) -> DataBundle:
-    if bundle.img_size == img_size:
-        return bundle
-    splits = {k: Split(s.images.with_format(img_size=img_size), s.labels, s.paths, s.groups)
-              for k, s in bundle.splits.items()}
+    splits = {k: Split(s.images.with_format(**change), s.labels, s.paths, s.groups) for k, s in bundle.splits.items()}
     return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
 
 
@@ -49,7 +42,7 @@ def prepare_data(cfg: RunConfig, bundle: Optional[DataBundle] = None,
     for p in bundle.problems:
         log(f"data: {p}")
     bundle = make_splits(bundle, d, cfg.train.seed)
-    bundle = match_size(match_channels(bundle, d.in_chans or bundle.in_chans), img_size)
+    bundle = match_format(bundle, d.in_chans or bundle.in_chans, img_size)
     mean, std = d.mean, d.std
     if (mean is None or std is None) and weights_pre is not None:
         mean, std = weights_pre

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import malloc
+from ..batching import resolve_batch_size
 from ..config import RunConfig, to_dict
 from ..data import Compose, DataBundle
 from ..data.augment import MixBatch
@@ -181,9 +182,12 @@ class Trainer:
                                  "manifest with a 'group' column, or a dataset that defines groups (colored-mnist)")
             self.val_group_names, ids = self.data.splits["val"].group_index()
             val_groups = {"groups": ids}
-        self.val_loader = make_loader(self.data.splits["val"], cfg.train.eval_batch_size, **common, **shard,
+        # 'auto': sized by memory on the CPU (foveal.batching); the same on every rank (same model and shape)
+        self.eval_batch_size = resolve_batch_size(cfg.train.eval_batch_size, self.model,
+                                                  (d.in_chans, d.img_size, d.img_size), self.device)
+        self.val_loader = make_loader(self.data.splits["val"], self.eval_batch_size, **common, **shard,
                                       **val_groups)
-        self.test_loader = make_loader(self.data.splits["test"], cfg.train.eval_batch_size, **common)
+        self.test_loader = make_loader(self.data.splits["test"], self.eval_batch_size, **common)
 
     def meta(self, extra: Optional[dict] = None) -> dict[str, Any]:
         d = self.cfg.data
@@ -368,7 +372,7 @@ class Trainer:
     def calibrate(self, model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         """Fit the softmax temperature on the validation split and store it with the best weights."""
         d = self.cfg.data
-        full_val = make_loader(self.data.splits["val"], self.cfg.train.eval_batch_size, self.device, d.mean, d.std,
+        full_val = make_loader(self.data.splits["val"], self.eval_batch_size, self.device, d.mean, d.std,
                                workers=d.workers)
         _, val_logits, val_labels = score_with_logits(model, full_val, len(self.data.classes), self.device,
                                                       tta=self.cfg.train.tta)  # fp32, as predict and serve

@@ -15,8 +15,13 @@ from torch import nn
 from .core import EXPLAINERS, normalize_maps, target_score
 
 
-def input_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """d target logit / d x, (B, C, H, W), computed `chunk` images at a time."""
+def input_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                    chunk: int | str = "auto") -> torch.Tensor:
+    """d target logit / d x, (B, C, H, W), computed `chunk` images at a time ('auto': sized by
+    memory, foveal.batching)."""
+    from ..batching import resolve_batch_size
+
+    chunk = resolve_batch_size(chunk, model, tuple(x.shape[1:]), x.device, grad=True)
     out = []
     for i in range(0, len(x), chunk):
         xi = x[i:i + chunk].detach().requires_grad_(True)

@@ -21,10 +21,14 @@ def _windows(size: int, window: int, stride: int) -> list[int]:
 @EXPLAINERS.register("occlusion")
 @torch.no_grad()
 def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, window: int | None = None,
-              stride: int | None = None, chunk: int = 256) -> torch.Tensor:
+              stride: int | None = None, chunk: int | str = "auto") -> torch.Tensor:
     """Per-pixel mean probability drop over the windows covering it; window defaults to 1/4 of
-    the side (stride half of it): 49 forward passes per image."""
+    the side (stride half of it): 49 forward passes per image, `chunk` occluded images per pass
+    ('auto': sized by memory, foveal.batching)."""
+    from ..batching import resolve_batch_size
+
     B, C, H, W = x.shape
+    chunk = resolve_batch_size(chunk, model, (C, H, W), x.device)
     window = window or max(1, min(H, W) // 4)
     stride = stride or max(1, window // 2)
     boxes = [(i, j) for i in _windows(H, window, stride) for j in _windows(W, window, stride)]

@@ -21,15 +21,16 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from ..config import QuantConfig
 from .onnx_export import Preprocessed, export_onnx
-from .quantize import QuantSettings, quantize_int8
+from .quantize import quantize_int8
 from .runtime import make_session
 
-INT8_VARIANTS: dict[str, QuantSettings] = {
-    "qdq": QuantSettings(format="qdq", per_channel=True),
-    "qdq_reduce_range": QuantSettings(format="qdq", per_channel=True, reduce_range=True),
-    "qoperator": QuantSettings(format="qoperator", per_channel=True),
-    "qoperator_reduce_range": QuantSettings(format="qoperator", per_channel=True, reduce_range=True),
+INT8_VARIANTS: dict[str, QuantConfig] = {
+    "qdq": QuantConfig(),  # the default: QDQ, per-channel weights
+    "qdq_reduce_range": QuantConfig(reduce_range=True),
+    "qoperator": QuantConfig(format="qoperator"),
+    "qoperator_reduce_range": QuantConfig(format="qoperator", reduce_range=True),
 }
 
 

@@ -9,41 +9,22 @@ a broken export never ships silently.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from ..config import ExportConfig, ParityLimits
 from ..io import write_json
 from .onnx_export import Preprocessed, export_onnx
-from .quantize import QuantSettings, copy_meta, quantize_int8
+from .quantize import copy_meta, quantize_int8
 from .runtime import OnnxPredictor, median_latency_ms
 
 
 class ExportCheckError(ValueError):
     """An exported model disagrees with the eager one beyond the allowed thresholds."""
-
-
-@dataclass
-class ParityLimits:
-    """Thresholds of the parity check."""
-
-    min_fp32_agreement: float = 1.0  # top-1 agreement of float32 ONNX with eager (fraction)
-    max_fp32_logit_diff: float = 1e-3  # relative to max |logit| (and at least 1e-3 absolute)
-    max_int8_drop: float = 1.0  # accuracy points int8 may lose against eager
-
-
-@dataclass
-class ExportOptions:
-    formats: tuple[str, ...] = ("onnx", "int8")
-    out_dir: Optional[str] = None  # default: RUN/export
-    calib_images: int = 256  # training images for int8 calibration
-    eval_limit: Optional[int] = None  # evaluate on at most this many test images (None: all)
-    threads: Optional[int] = None  # ORT intra-op threads for the check
-    quant: QuantSettings = field(default_factory=QuantSettings)
-    limits: ParityLimits = field(default_factory=ParityLimits)
 
 
 def _split_arrays(meta: dict[str, Any], split: str, limit: Optional[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +42,11 @@ def _split_arrays(meta: dict[str, Any], split: str, limit: Optional[int], seed: 
 
 
 @torch.inference_mode()
-def eager_logits(wrapped: torch.nn.Module, images_u8: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def eager_logits(wrapped: torch.nn.Module, images_u8: np.ndarray, batch_size: int | str = "auto") -> np.ndarray:
+    """Logits of the eager model on uint8 images; batch_size 'auto' is sized by memory (foveal.batching)."""
+    from ..batching import resolve_batch_size
+
+    batch_size = resolve_batch_size(batch_size, wrapped, images_u8.shape[1:], "cpu")
     return np.concatenate([wrapped(torch.from_numpy(images_u8[i:i + batch_size])).numpy()
                            for i in range(0, len(images_u8), batch_size)])
 
@@ -95,14 +80,14 @@ def check(report: dict[str, Any], limits: ParityLimits) -> list[str]:
     return fails
 
 
-def export_run(run: str | Path, opts: ExportOptions | None = None) -> dict[str, Any]:
-    """Export `run` in `opts.formats`, check parity, write `parity.json`; returns the report.
+def export_run(run: str | Path, opts: ExportConfig | None = None) -> dict[str, Any]:
+    """Export `run` to float32 ONNX and `opts.formats`, check parity, write `parity.json`; returns the report.
 
     Raises ExportCheckError (after writing the files and the report) when a check fails.
     """
     from ..engine.checkpoint import load_model
 
-    opts = opts or ExportOptions()
+    opts = opts or ExportConfig()
     unknown = set(opts.formats) - {"onnx", "int8"}
     if unknown:
         raise ValueError(f"unknown export format(s) {', '.join(sorted(unknown))}; choose from onnx, int8")

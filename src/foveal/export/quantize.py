@@ -9,30 +9,18 @@ kernels on x86 and ARM alike; QOperator is kept as an option for the latency com
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import numpy as np
 
+from ..config import QuantConfig
 from ..io import atomic_path
 from .runtime import INPUT_NAME, ONNX_META_KEY
 
 # Ops whose int8 kernels are both fast and accurate; LayerNorm/Softmax/GELU stay float (quantizing
 # them costs ViTs accuracy for no speed on CPU).
 QUANT_OPS = ["Conv", "MatMul", "Gemm"]
-
-
-@dataclass
-class QuantSettings:
-    """How to quantize; the defaults are what `foveal export --format int8` uses."""
-
-    format: Literal["qdq", "qoperator"] = "qdq"
-    per_channel: bool = True
-    reduce_range: bool = False  # 7-bit weights: avoids VPMADDUBSW saturation on pre-VNNI x86, costs a little accuracy
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-    batch_size: int = 16  # images per calibration run
-    float_ends: bool = True  # keep the first and last quantizable layers in float (the usual accuracy fix)
 
 
 class _Reader:
@@ -48,13 +36,13 @@ class _Reader:
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_u8: np.ndarray,
-                  settings: QuantSettings | None = None) -> Path:
+                  settings: QuantConfig | None = None) -> Path:
     """Write the int8 version of `fp32_path` to `out_path`, calibrated on `calib_u8` (N, C, H, W)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    s = settings or QuantSettings()
+    s = settings or QuantConfig()
     if len(calib_u8) == 0:
         raise ValueError("int8 quantization needs calibration images, and none were given")
     out_path = Path(out_path)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
+
+from ..config import BatchSizing, DataConfig
 
 ONNX_META_KEY = "foveal"  # key of our JSON metadata in the ONNX metadata_props
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -116,26 +118,29 @@ class OnnxPredictor:
         sess = make_session(path, threads)
         return cls(sess, _meta_from_session(sess, path))
 
-    def read_image(self, path: str | Path, max_pixels: int = 64_000_000) -> np.ndarray:
+    def read_image(self, path: str | Path, max_pixels: int = DataConfig.max_pixels) -> np.ndarray:
         """(C, H, W) uint8 for one file, by the training/`Predictor` decoder; raises DecodeError."""
         from ..data.decode import read_for
 
         return read_for(self.meta, path, max_pixels)
 
-    def logits(self, images_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def logits(self, images_u8: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) float32 logits of the plain graph (no test-time views), run in
-        chunks of `batch_size`: what the export parity check compares with the eager model."""
+        chunks of `batch_size` (None: BatchSizing.onnx_batch): what the export parity check compares
+        with the eager model."""
+        batch_size = batch_size or BatchSizing().onnx_batch
         images_u8 = np.ascontiguousarray(images_u8, dtype=np.uint8)
         outs = [self.session.run(None, {INPUT_NAME: images_u8[i:i + batch_size]})[0]
                 for i in range(0, len(images_u8), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
 
-    def tta_logits(self, images_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def tta_logits(self, images_u8: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) float32 logits averaged over the run's test-time views, as
         `Predictor` computes them; each chunk of `batch_size` images goes through the session once,
         all its views stacked (V * B images)."""
         if not self.tta:
             return self.logits(images_u8, batch_size)
+        batch_size = batch_size or BatchSizing().onnx_batch
         images_u8 = np.asarray(images_u8, dtype=np.uint8)
         outs = []
         for i in range(0, len(images_u8), batch_size):
@@ -145,11 +150,12 @@ class OnnxPredictor:
             outs.append(np.einsum("v,vnk->nk", np.asarray(weights, np.float32), out))  # (B, K)
         return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
 
-    def probabilities(self, images_u8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def probabilities(self, images_u8: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) temperature-scaled probabilities of the TTA-averaged logits."""
         return softmax(self.tta_logits(images_u8, batch_size), self.temperature)
 
-    def predict(self, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 64) -> list[dict[str, Any]]:
+    def predict(self, inputs: Sequence[str | Path], topk: int = 5,
+                batch_size: Optional[int] = None) -> list[dict[str, Any]]:
         """One record per image file: path and top-k; unreadable files get an 'error'."""
         from ..data.decode import DecodeError, list_images
 

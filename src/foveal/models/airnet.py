@@ -113,30 +113,32 @@ class AirNet(FovealModel):
         self.whiten.weight.copy_(w)
 
 
-def _airnet(widths: tuple[int, int, int], num_classes: int, in_chans: int, img_size: int, drop_rate: float,
-            **kw) -> AirNet:
-    return AirNet(num_classes, in_chans, img_size, drop_rate, widths=widths, **kw)
+def _airnet(widths: tuple[int, int, int], chans: int, size: int, **kw) -> AirNet:
+    """An AirNet of `widths`; `chans` and `size` are the variant's defaults of in_chans and img_size."""
+    kw = {"num_classes": 10, "in_chans": chans, "img_size": size, **kw}
+    kw.pop("drop_path_rate", None)  # no residual blocks
+    return AirNet(widths=widths, **kw)
 
 
 @register_model(family="airnet", default_img_size=32, min_img_size=16)
-def airnet94(num_classes=10, in_chans=3, img_size=32, drop_rate=0.0, drop_path_rate=0.0, **kw):
+def airnet94(**kw):
     """The airbench94-sized net (widths 64/256/256; 2x2 whitening for colour): ~2M parameters."""
-    return _airnet((64, 256, 256), num_classes, in_chans, img_size, drop_rate, **kw)
+    return _airnet((64, 256, 256), 3, 32, **kw)
 
 
 @register_model(family="airnet", default_img_size=28, min_img_size=16)
-def airnet_mnist(num_classes=10, in_chans=1, img_size=28, drop_rate=0.0, drop_path_rate=0.0, **kw):
+def airnet_mnist(**kw):
     """The airbench94-sized net meant for 1-channel 28-px MNIST / Fashion-MNIST (3x3 whitening: 18 filters)."""
-    return _airnet((64, 256, 256), num_classes, in_chans, img_size, drop_rate, **kw)
+    return _airnet((64, 256, 256), 1, 28, **kw)
 
 
 @register_model(family="airnet", default_img_size=28, min_img_size=16)
-def airnet_small(num_classes=10, in_chans=1, img_size=28, drop_rate=0.0, drop_path_rate=0.0, **kw):
+def airnet_small(**kw):
     """Half the airbench94 widths (32/128/128): ~1/3 of its cost, for CPU-budget recipes (Fashion-MNIST in minutes)."""
-    return _airnet((32, 128, 128), num_classes, in_chans, img_size, drop_rate, **kw)
+    return _airnet((32, 128, 128), 1, 28, **kw)
 
 
 @register_model(family="airnet", default_img_size=28, min_img_size=16)
-def airnet_tiny(num_classes=10, in_chans=1, img_size=28, drop_rate=0.0, drop_path_rate=0.0, **kw):
+def airnet_tiny(**kw):
     """A narrow variant (widths 16/32/32) for CPU tests and smoke runs."""
-    return _airnet((16, 32, 32), num_classes, in_chans, img_size, drop_rate, **kw)
+    return _airnet((16, 32, 32), 1, 28, **kw)

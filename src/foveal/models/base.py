@@ -106,6 +106,58 @@ class FovealModel(nn.Module):
         self.num_classes = num_classes
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def transform_to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """(x * std + mean) * 2 - 1 per channel: ImageNet-normalized RGB -> [-1, 1]."""
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    return (x * std + mean - 0.5) / 0.5
+
+
+class AuxLogitsModel(FovealModel):
+    """A CNN with optional auxiliary classifiers on intermediate maps (GoogLeNet, Inception-v3).
+
+    Subclasses set `aux_logits` and `transform_input` (map ImageNet-normalized input to the
+    [-1, 1] range of torchvision's ported weights), define `_features(x, with_aux)` ->
+    (features, [auxiliary logits]) and name the auxiliary heads' state_dict prefixes in
+    `aux_prefixes`. `forward` returns the logits alone; `forward_aux` also the auxiliary ones,
+    for the papers' weighted auxiliary loss.
+    """
+
+    aux_prefixes: tuple[str, ...] = ()
+    aux_logits: bool = False
+    transform_input: bool = False
+
+    def _features(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        raise NotImplementedError
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return transform_to_unit_range(x) if self.transform_input else x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features(self._input(x), with_aux=False)[0]
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(logits, [auxiliary logits, shallowest first]); the list is empty without auxiliary heads."""
+        feats, aux = self._features(self._input(x), with_aux=True)
+        return self.forward_head(feats), aux
+
+    def init_normal(self, std: float) -> None:
+        """Convolution and linear weights ~ N(0, std^2), the papers' init."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                # trunc_normal_ with its +-2 bounds never truncates at this std; normal_ is ~10x faster
+                nn.init.normal_(m.weight, std=std)
+
+    def remap_state_dict(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Drop the auxiliary heads' tensors when this model has none (they only serve training)."""
+        if self.aux_logits:
+            return sd
+        return {k: v for k, v in sd.items() if not k.startswith(self.aux_prefixes)}
+
+
 def needs_data_init(model: nn.Module) -> bool:
     """Whether `model` overrides `FovealModel.init_from_data` (so the Trainer must give it images)."""
     fn = getattr(type(model), "init_from_data", None)

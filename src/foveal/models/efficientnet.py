@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .base import FovealModel, is_small_input, make_head
-from .layers import ConvNormAct, InvertedResidual, drop_path_rates, make_divisible
+from .layers import ConvNormAct, InvertedResidual, drop_path_rates, init_conv_linear, make_divisible
 from .registry import register_model
 
 # (expansion, kernel, stride, in, out, repeats) per stage, Table 1 of the paper (B0).
@@ -51,18 +51,7 @@ class EfficientNet(FovealModel):
         self.features = nn.Sequential(*features)
         self.cam_layer = f"features.{len(features) - 1}"  # (B, num_features, h, w)
         self.classifier = nn.Sequential(nn.Dropout(drop_rate), make_head(self.num_features, num_classes))
-        self._init()
-
-    def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.out_features)
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+        init_conv_linear(self, linear_std=None)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, C, H/32, W/32); (B, C, H/8, W/8) if small

@@ -20,18 +20,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import FovealModel, is_small_input, make_head
+from .base import AuxLogitsModel, is_small_input, make_head
 from .layers import BasicConv2d
 from .registry import register_model
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def transform_to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """(x * std + mean) * 2 - 1 per channel: ImageNet-normalized RGB -> [-1, 1]."""
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    return (x * std + mean - 0.5) / 0.5
 
 
 class Inception(nn.Module):
@@ -76,9 +67,10 @@ BLOCKS = {
 }
 
 
-class GoogLeNet(FovealModel):
+class GoogLeNet(AuxLogitsModel):
     classifier_name = "fc"
     cam_layer = "inception5b"  # (B, 1024, h, w)
+    aux_prefixes = ("aux1.", "aux2.")
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, img_size: int = 224, drop_rate: float = 0.0,
                  aux_logits: bool = False, transform_input: bool = False):
@@ -100,17 +92,9 @@ class GoogLeNet(FovealModel):
         self.aux2 = InceptionAux(528, num_classes) if aux_logits else None
         self.num_features = 1024
         self.fc = make_head(1024, num_classes)
-        self._init()
-
-    def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                # trunc_normal_ with its +-2 bounds never truncates at this std; normal_ is ~10x faster
-                nn.init.normal_(m.weight, std=0.01)
+        self.init_normal(0.01)
 
     def _features(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if self.transform_input:
-            x = transform_to_unit_range(x)
         x = self.maxpool1(self.conv1(x))  # (B, 64, H/4, W/4); full size if small
         x = self.maxpool2(self.conv3(self.conv2(x)))  # (B, 192, H/8, W/8)
         x = self.maxpool3(self.inception3b(self.inception3a(x)))  # (B, 480, H/16, W/16)
@@ -124,26 +108,11 @@ class GoogLeNet(FovealModel):
         x = self.maxpool4(self.inception4e(x))  # (B, 832, H/32, W/32)
         return self.inception5b(self.inception5a(x)), aux  # (B, 1024, H/32, W/32)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._features(x, with_aux=False)[0]
-
-    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(logits, [aux1 logits, aux2 logits]); the list is empty without aux heads."""
-        feats, aux = self._features(x, with_aux=True)
-        return self.forward_head(feats), aux
-
     def reset_classifier(self, num_classes: int) -> None:
         super().reset_classifier(num_classes)
         for aux in (self.aux1, self.aux2):
             if aux is not None:
                 aux.fc2 = make_head(1024, num_classes).to(aux.fc1.weight.device)
-
-    def remap_state_dict(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Drop auxiliary-head tensors when this model has no auxiliary heads (they only
-        serve training)."""
-        if self.aux_logits:
-            return sd
-        return {k: v for k, v in sd.items() if not k.startswith(("aux1.", "aux2."))}
 
 
 @register_model(family="googlenet", default_img_size=224, min_img_size=16)

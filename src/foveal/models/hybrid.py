@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import FovealModel, is_small_input, make_head
-from .layers import ConvNormAct, InvertedResidual, LayerNorm2d, TransformerBlock, drop_path_rates
+from .layers import ConvNormAct, InvertedResidual, LayerNorm2d, TransformerBlock, drop_path_rates, init_conv_linear
 from .registry import register_model
 
 HEAD_DIM = 32  # channels per attention head
@@ -84,16 +84,8 @@ class HybridNet(FovealModel):
         self.cam_layer = f"stages.3.blocks.{depths[3] - 1}"  # (B, N, D) tokens
         self.num_features = cin
         self.head = make_head(cin, num_classes)
-        self._init()
-
-    def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.Linear):
-                # trunc_normal_ with its +-2 bounds never truncates at this std; normal_ is ~10x faster
-                nn.init.normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        # linear: trunc_normal_ with its +-2 bounds never truncates at this std; normal_ is ~10x faster
+        init_conv_linear(self, linear_std=0.02, zero_conv_bias=False)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))  # (B, D, H/32, W/32); (B, D, H/8, W/8) if small

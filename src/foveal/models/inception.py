@@ -17,8 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import FovealModel, is_small_input, make_head
-from .googlenet import transform_to_unit_range
+from .base import AuxLogitsModel, is_small_input, make_head
 from .layers import BasicConv2d
 from .registry import register_model
 
@@ -146,9 +145,10 @@ class InceptionAux(nn.Module):
         return self.fc(x.flatten(1))
 
 
-class Inception3(FovealModel):
+class Inception3(AuxLogitsModel):
     classifier_name = "fc"
     cam_layer = "Mixed_7c"  # (B, 2048, h, w)
+    aux_prefixes = ("AuxLogits.",)
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, img_size: int = 299, drop_rate: float = 0.0,
                  aux_logits: bool = False, transform_input: bool = False):
@@ -171,17 +171,9 @@ class Inception3(FovealModel):
         self.Mixed_7a, self.Mixed_7b, self.Mixed_7c = InceptionD(768), InceptionE(1280), InceptionE(2048)
         self.num_features = 2048
         self.fc = make_head(2048, num_classes)
-        self._init()
-
-    def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                # trunc_normal_ with its +-2 bounds never truncates at this std; normal_ is ~10x faster
-                nn.init.normal_(m.weight, std=0.1)
+        self.init_normal(0.1)
 
     def _features(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if self.transform_input:
-            x = transform_to_unit_range(x)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))  # (B, 64, 147, 147) at 299 px
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(self.maxpool1(x)))  # (B, 192, 71, 71)
         x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(self.maxpool2(x))))  # (B, 288, 35, 35)
@@ -191,24 +183,10 @@ class Inception3(FovealModel):
         x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))  # (B, 2048, 8, 8)
         return x, aux
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._features(x, with_aux=False)[0]
-
-    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(logits, [aux logits]); the list is empty without the auxiliary head."""
-        feats, aux = self._features(x, with_aux=True)
-        return self.forward_head(feats), aux
-
     def reset_classifier(self, num_classes: int) -> None:
         super().reset_classifier(num_classes)
         if self.AuxLogits is not None:
             self.AuxLogits.fc = make_head(768, num_classes).to(self.AuxLogits.conv0.conv.weight.device)
-
-    def remap_state_dict(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Drop the auxiliary head's tensors when this model has none (it only serves training)."""
-        if self.aux_logits:
-            return sd
-        return {k: v for k, v in sd.items() if not k.startswith("AuxLogits.")}
 
 
 @register_model(family="inception", default_img_size=299, min_img_size=16)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .base import FovealModel, is_small_input, make_head
-from .layers import ConvNormAct, InvertedResidual, drop_path_rates, make_divisible
+from .layers import ConvNormAct, InvertedResidual, drop_path_rates, init_conv_linear, make_divisible
 from .registry import register_model
 
 # (expansion t, channels c, repeats n, stride s) per stage, Table 2 of the paper.
@@ -45,15 +45,7 @@ class MobileNetV2(FovealModel):
         self.features = nn.Sequential(*features)
         self.cam_layer = f"features.{len(features) - 1}"  # (B, 1280, h, w)
         self.classifier = nn.Sequential(nn.Dropout(drop_rate), make_head(self.num_features, num_classes))
-        self._init()
-
-    def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_conv_linear(self)  # its convs have no bias
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, 1280, H/32, W/32); (B, 1280, H/8, W/8) if small

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .base import FovealModel, is_small_input, make_head
-from .layers import ConvNormAct, InvertedResidual, drop_path_rates, make_divisible
+from .layers import ConvNormAct, InvertedResidual, drop_path_rates, init_conv_linear, make_divisible
 from .registry import register_model
 
 # (kernel, expanded, out, SE, activation "RE"/"HS", stride) per block; input of each is the
@@ -64,17 +64,7 @@ class MobileNetV3(FovealModel):
         self.num_features = make_divisible(last_channel * width_mult)
         self.classifier = nn.Sequential(nn.Linear(6 * cin, self.num_features), nn.Hardswish(inplace=True),
                                         nn.Dropout(drop_rate), make_head(self.num_features, num_classes))
-        self._init()
-
-    def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_conv_linear(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, 6 * C, H/32, W/32); (B, 6 * C, H/8, W/8) if small

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .base import FovealModel, is_small_input
+from .layers import init_conv_linear
 from .registry import register_model
 
 # Conv widths per stage; "M" is a 2x2 max-pool.
@@ -59,16 +60,7 @@ class VGG(FovealModel):
             nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity(),
         )
         self.num_features = hidden
-        self._init()
-
-    def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_conv_linear(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, 512, H/32, W/32); (B, 512, H/16, W/16) if small

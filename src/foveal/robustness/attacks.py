@@ -19,6 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import draws as D
+from .draws import Gen, ImageDraws
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -63,13 +66,13 @@ def _project(delta: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch
     return delta * torch.clamp(torch.as_tensor(eps) / n.clamp_min(1e-12), max=1.0)
 
 
-def random_start(x: torch.Tensor, eps: float, norm: str, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def random_start(x: torch.Tensor, eps: float, norm: str, generator: Gen = None) -> torch.Tensor:
     """A uniform draw from the ε-ball (L-inf: per pixel; L2: uniform in the ball), as a delta."""
     if norm == "linf":
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        u = D.rand(x.shape, generator, x.device, x.dtype)
         return (2 * u - 1) * eps
-    d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    r = torch.rand(len(x), generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / x[0].numel())
+    d = D.randn(x.shape, generator, x.device, x.dtype)
+    r = D.rand(len(x), generator, x.device, x.dtype) ** (1.0 / x[0].numel())
     return _l2_normalize(d) * (r * eps).view(-1, *([1] * (x.ndim - 1)))
 
 
@@ -89,17 +92,15 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: s
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: Optional[float] = None,
         steps: int = 40, norm: str = "linf", rand_init: bool = True, restarts: int = 1,
-        loss_fn: Optional[LossFn] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        loss_fn: Optional[LossFn] = None, generator: Gen = None) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2018) from a random start in the ε-ball.
 
     `alpha` defaults to 2.5 ε / steps (Madry's rule). With several restarts each sample keeps
     the perturbation of highest loss, so more restarts never make the attack weaker.
     """
     _check_norm(norm)
-    if eps == 0:  # every step projects back onto x: skip the gradient passes, but draw the random starts so
-        for _ in range(max(restarts, 1) if rand_init else 0):  # the generator (and later attacks) move as before
-            random_start(x, eps, norm, generator)
-        return x.clamp(0, 1).detach()
+    if eps == 0:  # every step projects back onto x: the same result without the gradient passes (random starts
+        return x.clamp(0, 1).detach()  # are keyed per image and stream, so skipping these draws moves no other)
     alpha = 2.5 * eps / steps if alpha is None else alpha
     best_x, best_loss = x.detach(), torch.full((len(x),), -float("inf"), device=x.device)
     for _ in range(max(restarts, 1)):
@@ -138,7 +139,7 @@ class AttackSpec:
         return f"{self.method}_{self.norm}"
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+            generator: Gen = None) -> torch.Tensor:
         if self.method == "fgsm":
             return fgsm(model, x, y, eps, self.norm)
         if self.method == "pgd":
@@ -154,58 +155,74 @@ DEFAULT_ATTACKS = (AttackSpec("fgsm", "linf"), AttackSpec("pgd", "linf", 20), At
 
 
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device):
+    """(first index, images, labels) of each batch, moved to `device`."""
     for i in range(0, len(x), batch_size):
-        yield x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        yield i, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
 
 
 def _acc_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(correct count, loss sum) of one batch as a 2-vector on the device (no sync)."""
+    """(B, 2): per image (correct, loss), on the device (no sync). Kept per image and summed once at
+    the end, so the totals do not depend on how the images were batched."""
     with torch.no_grad():
         logits = model(x)
-        return torch.stack([(logits.argmax(1) == y).sum().float(), F.cross_entropy(logits, y, reduction="sum")])
+        return torch.stack([(logits.argmax(1) == y).float(), F.cross_entropy(logits, y, reduction="none")], 1)
+
+
+def _mean(rows: list[torch.Tensor]) -> torch.Tensor:
+    """(2,) mean (accuracy, loss) over the images of every batch's (B, 2) rows, in float64 (an
+    accuracy reads as count / n, as a Python division gives it). On the host: MPS has no float64,
+    and the caller reads the result right away (its one sync)."""
+    return torch.cat(rows).cpu().double().mean(0)
 
 
 def attack_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_linf: Sequence[float],
                  eps_l2: Sequence[float] = (), attacks: Sequence[AttackSpec] = DEFAULT_ATTACKS,
-                 batch_size: int = 256, seed: int = 0, huge_eps: Optional[float] = 1.0) -> dict:
+                 batch_size: int | str = "auto", seed: int = 0, huge_eps: Optional[float] = 1.0) -> dict:
     """Robust accuracy and mean attack loss per attack and ε, plus the masking guard's verdict.
 
     `model` takes pixels in [0, 1] (see :class:`PixelModel`) and is put in eval mode; `x` are
     (N, C, H, W) pixels, `y` (N,) labels, on any device (batches move to the model's device).
+    `batch_size` 'auto' is sized by memory (foveal.batching); the result does not depend on it,
+    since every random start is drawn per image (foveal.robustness.draws).
     """
+    from ..batching import resolve_batch_size
+
     model.eval()
     device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    clean = torch.zeros(2, device=device)
-    noise = {}  # eps -> (correct, loss) under a random L-inf start: the baseline an attack must beat
+    bs = resolve_batch_size(batch_size, model, tuple(x.shape[1:]), device, grad=True)
+
+    def draws(stream: str, i: int, n: int) -> ImageDraws:
+        return ImageDraws(seed, stream, range(i, i + n), device)
+
+    clean: list[torch.Tensor] = []
+    noise: dict[float, list[torch.Tensor]] = {}  # eps -> rows under a random L-inf start: the baseline to beat
     zero_grad = torch.zeros((), device=device)
-    for xb, yb in _batches(x, y, batch_size, device):
-        clean += _acc_loss(model, xb, yb)
+    for i, xb, yb in _batches(x, y, bs, device):
+        clean.append(_acc_loss(model, xb, yb))
         g = input_grad(model, xb, yb)
         zero_grad += (g.flatten(1).abs().amax(1) == 0).sum()
         for e in eps_linf:
-            noisy = (xb + random_start(xb, e, "linf", gen)).clamp(0, 1)
-            noise[e] = noise.get(e, torch.zeros(2, device=device)) + _acc_loss(model, noisy, yb)
+            noisy = (xb + random_start(xb, e, "linf", draws(f"noise:{e}", i, len(xb)))).clamp(0, 1)
+            noise.setdefault(e, []).append(_acc_loss(model, noisy, yb))
     out_acc: dict[str, dict[str, float]] = {}
     out_loss: dict[str, dict[str, float]] = {}
     for spec in attacks:
         eps_list = eps_linf if spec.norm == "linf" else eps_l2
         for e in eps_list:
-            tot = torch.zeros(2, device=device)
-            for xb, yb in _batches(x, y, batch_size, device):
-                tot += _acc_loss(model, spec.run(model, xb, yb, e, gen), yb)
-            acc, loss = (tot / len(x)).tolist()  # deliberate sync: one per (attack, ε)
+            rows = [_acc_loss(model, spec.run(model, xb, yb, e, draws(f"{spec.name}:{e}", i, len(xb))), yb)
+                    for i, xb, yb in _batches(x, y, bs, device)]
+            acc, loss = _mean(rows).tolist()  # deliberate sync: one per (attack, ε)
             out_acc.setdefault(spec.name, {})[_key(e)] = acc
             out_loss.setdefault(spec.name, {})[_key(e)] = loss
-    clean_acc, clean_loss = (clean / len(x)).tolist()
+    clean_acc, clean_loss = _mean(clean).tolist()
     result = {"clean_accuracy": clean_acc, "clean_loss": clean_loss, "n": len(x),
               "zero_grad_fraction": float(zero_grad) / len(x), "attacks": out_acc, "attack_loss": out_loss,
-              "noise_loss": {_key(e): float(v[1]) / len(x) for e, v in noise.items()}}
+              "noise_loss": {_key(e): float(_mean(v)[1]) for e, v in noise.items()}}
     if huge_eps:
-        tot = torch.zeros(2, device=device)
-        for xb, yb in _batches(x, y, batch_size, device):
-            tot += _acc_loss(model, pgd(model, xb, yb, huge_eps, huge_eps / 4, 10, "linf", generator=gen), yb)
-        result["huge_eps"] = {"eps": huge_eps, "accuracy": float(tot[0]) / len(x)}
+        rows = [_acc_loss(model, pgd(model, xb, yb, huge_eps, huge_eps / 4, 10, "linf",
+                                     generator=draws("huge", i, len(xb))), yb)
+                for i, xb, yb in _batches(x, y, bs, device)]
+        result["huge_eps"] = {"eps": huge_eps, "accuracy": float(_mean(rows)[0])}
     result["warnings"] = masking_warnings(result, num_classes=_num_classes(model, x[:1].to(device)))
     result["suspect_gradient_masking"] = bool(result["warnings"])
     return result

@@ -5,9 +5,10 @@ size, and returns the corrupted batch in [0, 1] on the same device. The constant
 of the `imagecorruptions` package (the reference used in the tests); each function says
 how it maps onto the reference code. Random parameters (noise, angles, crops, shuffles) are
 keyword arguments drawn from `generator` when not given, so tests can pass the reference's
-own draws. Gray images follow the reference's path for gray input (replicated to RGB),
-which for every corruption but frost keeps the three channels equal; frost uses the
-luma of its texture.
+own draws; `generator` is one torch.Generator for the batch or per-image draws
+(foveal.robustness.draws.ImageDraws), which make each image's corruption independent of its
+batch. Gray images follow the reference's path for gray input (replicated to RGB), which for
+every corruption but frost keeps the three channels equal; frost uses the luma of its texture.
 
 Why by hand: `imagecorruptions` works one uint8 image at a time with numpy, scipy, OpenCV
 and PIL on the CPU; this runs a batch at once on the model's device.
@@ -22,14 +23,15 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from . import draws as D
 from . import kernels as K
+from .draws import Gen
 from .jpeg import jpeg_roundtrip
 
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
                "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
                "jpeg_compression")
 SEVERITIES = (1, 2, 3, 4, 5)
-Gen = Optional[torch.Generator]
 
 
 def _c(table: list, severity: int):
@@ -39,11 +41,11 @@ def _c(table: list, severity: int):
 
 
 def _rand(shape, gen: Gen, x: torch.Tensor) -> torch.Tensor:
-    return torch.rand(shape, generator=gen, device=x.device, dtype=torch.float32)
+    return D.rand(shape, gen, x.device)
 
 
 def _randn(shape, gen: Gen, x: torch.Tensor) -> torch.Tensor:
-    return torch.randn(shape, generator=gen, device=x.device, dtype=torch.float32)
+    return D.randn(shape, gen, x.device)
 
 
 # ---- noise -----------------------------------------------------------------------------------------
@@ -58,7 +60,7 @@ def gaussian_noise(x: torch.Tensor, severity: int, gen: Gen = None, *, z: Option
 def shot_noise(x: torch.Tensor, severity: int, gen: Gen = None):
     """Poisson(x c) / c per element."""
     c = _c([60, 25, 12, 5, 3], severity)
-    return (torch.poisson(x * c, generator=gen) / c).clamp(0, 1)
+    return (D.poisson(x * c, gen) / c).clamp(0, 1)
 
 
 def impulse_noise(x: torch.Tensor, severity: int, gen: Gen = None):
@@ -109,8 +111,7 @@ def glass_blur(x: torch.Tensor, severity: int, gen: Gen = None, *, shifts: Optio
     interior = ((hh >= d + 1) & (hh <= H - d) & (ww >= d + 1) & (ww <= W - d)).reshape(-1)  # (HW,)
     idx = torch.arange(H * W, device=x.device)
     for it in range(iters):
-        sh = shifts[it].to(x.device) if shifts is not None else torch.randint(-d, d, (B, 2, H, W), generator=gen,
-                                                                                 device=x.device)
+        sh = shifts[it].to(x.device) if shifts is not None else D.randint(-d, d, (B, 2, H, W), gen, x.device)
         q = ((hh + sh[:, 0]).clamp(0, H - 1) * W + (ww + sh[:, 1]).clamp(0, W - 1)).reshape(B, -1)  # (B, HW)
         q = torch.where(interior, q, idx)  # border pixels are never written: they keep their own value
         done = ~(interior & interior[q] & (q > idx))  # (B, HW): p's value is old[q] (True) or new[q] (False)
@@ -220,13 +221,14 @@ def frost(x: torch.Tensor, severity: int, gen: Gen = None, *, idx: Optional[torc
     c0, c1 = _c([(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)], severity)
     B, C, H, W = x.shape
     texs = _scaled_frost(H, W, str(x.device))
-    idx = torch.randint(0, 5, (B,), generator=gen, device=x.device) if idx is None else idx
+    idx = D.randint(0, 5, (B,), gen, x.device) if idx is None else idx
     crops = []
     for b, i in enumerate(idx.tolist()):  # one host read of B small ints: crop corners differ per texture size
         t = texs[i]
         if offsets is None:
-            r0 = int(torch.randint(0, t.shape[1] - H, (1,), generator=gen, device=x.device))
-            c0_ = int(torch.randint(0, t.shape[2] - W, (1,), generator=gen, device=x.device))
+            g = D.image_generator(gen, b)
+            r0 = int(torch.randint(0, t.shape[1] - H, (1,), generator=g, device=x.device))
+            c0_ = int(torch.randint(0, t.shape[2] - W, (1,), generator=g, device=x.device))
         else:
             r0, c0_ = (int(v) for v in offsets[b])
         crops.append(t[:, r0:r0 + H, c0_:c0_ + W])
@@ -256,7 +258,10 @@ def fog(x: torch.Tensor, severity: int, gen: Gen = None, *, plasma: Optional[tor
     c0, decay = _c([(1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)], severity)
     B, C, H, W = x.shape
     M = 1 << (max(H, W, C) - 1).bit_length()  # next power of 2, as the reference
-    plasma = K.plasma_fractal(B, M, decay, gen, x.device) if plasma is None else plasma
+    if plasma is None and isinstance(gen, D.ImageDraws):
+        plasma = torch.cat([K.plasma_fractal(1, M, decay, g, x.device) for g in gen.generators])
+    elif plasma is None:
+        plasma = K.plasma_fractal(B, M, decay, gen, x.device)
     mx = x.amax(dim=(1, 2, 3), keepdim=True)
     y = x + c0 * plasma[:, None, :H, :W].to(x)
     return (y * mx / (mx + c0)).clamp(0, 1)

@@ -25,39 +25,34 @@ Plots: robustness_corruptions.png, robustness_noise_occlusion.png, robustness_at
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
+from ..config import RobustConfig
 from ..io import read_json, write_json
 from .attacks import AttackSpec, PixelModel, attack_sweep
-from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from .corruptions import CORRUPTIONS, corrupt
+from .draws import ImageDraws, randn
+
+# What one batch's transform gets: the batch (B, C, H, W) in [0, 1] and the index of its first image.
+Transform = Callable[[torch.Tensor, int], torch.Tensor]
 
 
-@dataclass
-class RobustSpec:
-    """What to measure; the defaults suit 28-64 px data sets (MNIST, CIFAR)."""
-
-    corruptions: Sequence[str] = CORRUPTIONS
-    severities: Sequence[int] = SEVERITIES
-    noise_stds: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
-    occlusion_sizes: Sequence[float] = (0.25, 0.5)  # patch side as a fraction of the image side
-    occlusion_grid: int = 3  # positions per axis
-    occlusion_fill: float = 0.5
-    eps_linf: Sequence[float] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 0.1, 0.2, 0.3)
-    eps_l2: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0)
-    pgd_steps: int = 20
-    attack_limit: int = 500  # attack N images (a seeded random subset) (attacks cost steps x a forward-backward each)
-    batch_size: int = 256
-    seed: int = 0
-    skip: Sequence[str] = field(default_factory=tuple)  # any of 'corruptions', 'noise', 'occlusion', 'attacks'
+def check_config(cfg: RobustConfig) -> None:
+    """Raise ValueError naming what is wrong (an unknown corruption, a severity out of 1..5)."""
+    unknown = [c for c in cfg.corruptions if c not in CORRUPTIONS]
+    if unknown:
+        raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
+    bad = [s for s in cfg.severities if not 1 <= s <= 5]
+    if bad:
+        raise ValueError(f"corruption severities {bad} are not in 1..5")
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int, device: torch.device,
-              transform: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None) -> float:
+              transform: Optional[Transform] = None) -> float:
     """Top-1 accuracy of pixel-space `model` on (x, y), each batch optionally transformed on the device."""
     correct = torch.zeros((), device=device)
     with torch.no_grad():
@@ -69,51 +64,52 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int, devic
     return float(correct) / len(x)  # one sync per call
 
 
-def corruption_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: RobustSpec,
+def corruption_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RobustConfig, bs: int,
                         device: torch.device) -> dict[str, dict[str, float]]:
+    """Accuracy per corruption and severity; image i's corruption is drawn from (seed, name, severity, i)
+    alone, so every model and every batch size sees the same corrupted images."""
     out: dict[str, dict[str, float]] = {}
-    for name in spec.corruptions:
-        for s in spec.severities:
+    for name in cfg.corruptions or CORRUPTIONS:
+        for s in cfg.severities:
             def tf(xb: torch.Tensor, i: int, name=name, s=s) -> torch.Tensor:
-                g = torch.Generator(device=device).manual_seed(spec.seed * 7919 + i)  # same draws for every model
-                return corrupt(xb, name, s, g)
+                return corrupt(xb, name, s, ImageDraws(cfg.seed, f"{name}:{s}", range(i, i + len(xb)), device))
 
-            out.setdefault(name, {})[str(s)] = _accuracy(model, x, y, spec.batch_size, device, tf)
+            out.setdefault(name, {})[str(s)] = _accuracy(model, x, y, bs, device, tf)
     return out
 
 
-def noise_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: RobustSpec,
+def noise_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RobustConfig, bs: int,
                 device: torch.device) -> dict[str, float]:
-    def tf_for(std: float):
+    """Accuracy under Gaussian noise of each std (pixel units); the noise of image i is keyed on i."""
+    def tf_for(std: float) -> Transform:
         def tf(xb: torch.Tensor, i: int) -> torch.Tensor:
-            g = torch.Generator(device=device).manual_seed(spec.seed + i)
-            z = torch.randn(xb.shape, generator=g, device=device)
+            z = randn(xb.shape, ImageDraws(cfg.seed, "noise", range(i, i + len(xb)), device), device)
             return (xb + std * z).clamp(0, 1)
         return tf
 
-    return {f"{s:g}": _accuracy(model, x, y, spec.batch_size, device, tf_for(s)) for s in spec.noise_stds}
+    return {f"{s:g}": _accuracy(model, x, y, bs, device, tf_for(s)) for s in cfg.noise_stds}
 
 
-def occlusion_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: RobustSpec,
+def occlusion_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RobustConfig, bs: int,
                     device: torch.device) -> dict[str, Any]:
     """Accuracy with a gray square of each size at each position of a grid x grid layout."""
     H, W = x.shape[-2:]
     acc: dict[str, dict[str, float]] = {}
-    for frac in spec.occlusion_sizes:
+    for frac in cfg.occlusion_sizes:
         ph, pw = max(1, round(H * frac)), max(1, round(W * frac))
-        for r in range(spec.occlusion_grid):
-            for c in range(spec.occlusion_grid):
-                top = round(r * (H - ph) / max(spec.occlusion_grid - 1, 1))
-                left = round(c * (W - pw) / max(spec.occlusion_grid - 1, 1))
+        for r in range(cfg.occlusion_grid):
+            for c in range(cfg.occlusion_grid):
+                top = round(r * (H - ph) / max(cfg.occlusion_grid - 1, 1))
+                left = round(c * (W - pw) / max(cfg.occlusion_grid - 1, 1))
 
                 def tf(xb: torch.Tensor, i: int, top=top, left=left, ph=ph, pw=pw) -> torch.Tensor:
                     xb = xb.clone()
-                    xb[..., top:top + ph, left:left + pw] = spec.occlusion_fill
+                    xb[..., top:top + ph, left:left + pw] = cfg.occlusion_fill
                     return xb
 
-                acc.setdefault(f"{frac:g}", {})[f"{r},{c}"] = _accuracy(model, x, y, spec.batch_size, device, tf)
+                acc.setdefault(f"{frac:g}", {})[f"{r},{c}"] = _accuracy(model, x, y, bs, device, tf)
     mean = {k: sum(v.values()) / len(v) for k, v in acc.items()}
-    return {"fill": spec.occlusion_fill, "grid": spec.occlusion_grid, "size_is_fraction_of_side": True,
+    return {"fill": cfg.occlusion_fill, "grid": cfg.occlusion_grid, "size_is_fraction_of_side": True,
             "accuracy": acc, "mean": mean}
 
 
@@ -131,33 +127,41 @@ def corruption_error(result: dict[str, Any], reference: dict[str, Any], ref_name
 
 
 def evaluate_robustness(model: nn.Module, meta: dict[str, Any], images: torch.Tensor, labels: torch.Tensor,
-                        spec: RobustSpec = RobustSpec(), device: torch.device | str = "cpu",
+                        cfg: Optional[RobustConfig] = None, device: torch.device | str = "cpu",
                         reference: Optional[dict[str, Any]] = None, ref_name: str = "",
                         log: Callable[[str], None] = print) -> dict[str, Any]:
-    """All measurements on uint8 `images` (N, C, H, W) with `labels` (N,); returns the robustness.json dict."""
+    """All measurements on uint8 `images` (N, C, H, W) with `labels` (N,); returns the robustness.json dict.
+
+    The result does not depend on cfg.batch_size: every random draw is keyed on the image's index."""
+    from ..batching import resolve_batch_size
+
+    cfg = cfg or RobustConfig()
+    check_config(cfg)
     device = torch.device(device)
     net = PixelModel(model, meta["mean"], meta["std"]).to(device).eval()
-    res: dict[str, Any] = {"n": len(images), "clean_accuracy": _accuracy(net, images, labels, spec.batch_size, device)}
+    bs = resolve_batch_size(cfg.batch_size, net, tuple(images.shape[1:]), device)
+    log(f"evaluating in batches of {bs} images")
+    res: dict[str, Any] = {"n": len(images), "clean_accuracy": _accuracy(net, images, labels, bs, device)}
     log(f"clean accuracy {res['clean_accuracy']:.4f} on {len(images)} images")
-    if "corruptions" not in spec.skip:
-        res["corruptions"] = corruption_accuracy(net, images, labels, spec, device)
+    if "corruptions" not in cfg.skip:
+        res["corruptions"] = corruption_accuracy(net, images, labels, cfg, bs, device)
         vals = [a for d in res["corruptions"].values() for a in d.values()]
         res["mean_corruption_accuracy"] = sum(vals) / len(vals)
         log(f"mean corruption accuracy {res['mean_corruption_accuracy']:.4f}")
         if reference is not None:
             res["corruption_error"] = corruption_error(res, reference, ref_name)
-    if "noise" not in spec.skip:
-        res["noise"] = noise_sweep(net, images, labels, spec, device)
-    if "occlusion" not in spec.skip:
-        res["occlusion"] = occlusion_sweep(net, images, labels, spec, device)
+    if "noise" not in cfg.skip:
+        res["noise"] = noise_sweep(net, images, labels, cfg, bs, device)
+    if "occlusion" not in cfg.skip:
+        res["occlusion"] = occlusion_sweep(net, images, labels, cfg, bs, device)
     res["warnings"] = []
-    if "attacks" not in spec.skip:
-        n = min(spec.attack_limit, len(images))
-        pick = spread_subset(labels, n, spec.seed)  # not a prefix: splits are often sorted by class
+    if "attacks" not in cfg.skip:
+        n = min(cfg.attack_limit, len(images))
+        pick = spread_subset(labels, n, cfg.seed)  # not a prefix: splits are often sorted by class
         x = images[pick].float() / 255
-        attacks = (AttackSpec("fgsm", "linf"), AttackSpec("pgd", "linf", spec.pgd_steps),
-                   AttackSpec("fgsm", "l2"), AttackSpec("pgd", "l2", spec.pgd_steps))
-        sweep = attack_sweep(net, x, labels[pick], spec.eps_linf, spec.eps_l2, attacks, spec.batch_size, spec.seed)
+        attacks = (AttackSpec("fgsm", "linf"), AttackSpec("pgd", "linf", cfg.pgd_steps),
+                   AttackSpec("fgsm", "l2"), AttackSpec("pgd", "l2", cfg.pgd_steps))
+        sweep = attack_sweep(net, x, labels[pick], cfg.eps_linf, cfg.eps_l2, attacks, cfg.batch_size, cfg.seed)
         res.update({k: sweep[k] for k in ("attacks", "attack_loss", "clean_loss", "zero_grad_fraction", "huge_eps",
                                           "warnings", "suspect_gradient_masking")})
         res["attack_n"] = n

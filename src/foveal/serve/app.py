@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,24 +24,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
+from ..config import ServeConfig
 from .backend import Backend, load_backend
 from .batcher import BatcherStopped, MicroBatcher
 from .page import PAGE_HTML
-
-
-@dataclass
-class ServeSettings:
-    max_batch: int = 32  # images per model call; 1 serves one at a time
-    max_wait_ms: float = 5.0  # longest the first image of a batch waits for company
-    backend: Optional[str] = None  # 'torch' | 'onnx'; None: from the model file
-    max_upload_mb: float = 20.0  # whole request body
-    max_uploads_in_flight_mb: float = 256.0  # request bodies held at once, all requests together; past it 503
-    max_pixels: int = 40_000_000  # per image, checked from the header before decoding
-    max_files: int = 64  # images per request
-    max_in_flight: int = 512  # concurrent /predict requests before 503
-    threads: Optional[int] = None  # inference threads
-    topk: int = 5
-
 
 MIB = 1024 * 1024
 
@@ -65,9 +51,9 @@ class UploadsBusy(BodyRefused):
 class UploadBudget:
     """Bytes of request bodies held at once, all requests together, capped at `limit`.
 
-    512 requests in flight x a 20 MB cap could hold ~10 GB before any decoding; this bounds
-    the sum. Touched only on the event loop, with no await between check and add, so a plain
-    counter needs no lock.
+    With ServeConfig's default limits, max_in_flight requests x the upload cap could hold ~10 GB
+    before any decoding; this bounds the sum. Touched only on the event loop, with no await between
+    check and add, so a plain counter needs no lock.
     """
 
     def __init__(self, limit: int):
@@ -177,7 +163,7 @@ def _decode_upload(backend: Backend, upload: Any, max_pixels: int) -> np.ndarray
         Path(tmp).unlink(missing_ok=True)
 
 
-def _upload_budget(s: ServeSettings) -> UploadBudget:
+def _upload_budget(s: ServeConfig) -> UploadBudget:
     """The shared budget of upload bytes; refuses settings under which a body the upload cap
     allows could never fit, since such a request would get 'retry later' forever."""
     if s.max_uploads_in_flight_mb < s.max_upload_mb:
@@ -187,9 +173,9 @@ def _upload_budget(s: ServeSettings) -> UploadBudget:
     return UploadBudget(int(s.max_uploads_in_flight_mb * MIB))
 
 
-def create_app(model: str | Path | Backend, settings: Optional[ServeSettings] = None) -> FastAPI:
+def create_app(model: str | Path | Backend, settings: Optional[ServeConfig] = None) -> FastAPI:
     """The FastAPI app serving `model` (run folder, weights, .onnx, or a loaded Backend)."""
-    s = settings or ServeSettings()
+    s = settings or ServeConfig()
     budget = _upload_budget(s)  # before loading: a settings mistake should cost nothing
     backend = model if isinstance(model, Backend) else load_backend(model, s.backend, s.threads)
     batcher = MicroBatcher(backend.probabilities, s.max_batch, s.max_wait_ms)
@@ -285,11 +271,11 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeSettings] = 
     return app
 
 
-def run_server(model: str | Path, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Load `model` and serve it with uvicorn until interrupted."""
+def run_server(model: str | Path, settings: ServeConfig) -> None:
+    """Load `model` and serve it with uvicorn on settings.host:settings.port until interrupted."""
     import uvicorn
 
     app = create_app(model, settings)
     print(f"serving {model} ({app.state.backend.name}, max batch {settings.max_batch}, "
-          f"max wait {settings.max_wait_ms} ms) on http://{host}:{port}/", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+          f"max wait {settings.max_wait_ms} ms) on http://{settings.host}:{settings.port}/", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

@@ -26,9 +26,10 @@ class BatcherStopped(RuntimeError):
 
 
 class MicroBatcher:
-    """Collects (C, H, W) uint8 images into batches for `infer(batch) -> (N, K) probabilities`."""
+    """Collects (C, H, W) uint8 images into batches for `infer(batch) -> (N, K) probabilities`;
+    `max_batch` and `max_wait_ms` as ServeConfig's fields of those names."""
 
-    def __init__(self, infer: Callable[[np.ndarray], np.ndarray], max_batch: int = 32, max_wait_ms: float = 5.0):
+    def __init__(self, infer: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_ms: float):
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError(f"max_batch must be >= 1 and max_wait_ms >= 0 (got {max_batch}, {max_wait_ms})")
         self.infer, self.max_batch, self.max_wait = infer, int(max_batch), max_wait_ms / 1000.0

@@ -2,6 +2,7 @@
 
 from .conv import BasicConv2d, ConvNormAct, make_act, make_divisible
 from .drop import DropPath, drop_path, drop_path_rates
+from .init import init_conv_linear
 from .mbconv import InvertedResidual
 from .norm import LayerNorm2d
 from .se import SqueezeExcite
@@ -9,5 +10,5 @@ from .transformer import Attention, Mlp, TransformerBlock
 
 __all__ = [
     "BasicConv2d", "ConvNormAct", "make_act", "make_divisible", "DropPath", "drop_path", "drop_path_rates",
-    "InvertedResidual", "LayerNorm2d", "SqueezeExcite", "Attention", "Mlp", "TransformerBlock",
+    "init_conv_linear", "InvertedResidual", "LayerNorm2d", "SqueezeExcite", "Attention", "Mlp", "TransformerBlock",
 ]
