@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     p.add_argument("--rounds", type=int, default=3, help="measurements per tree and case, alternating")
     p.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads in each child")
+    p.add_argument("--steps", type=int, help="timed steps of the trainer cases (default: 20 for LeNet-5, 4 for Lite0)")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args(argv)
     trees = [str(Path(t).resolve()) for t in args.trees]
@@ -98,10 +99,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"trees": trees, "rounds": args.rounds, "threads": args.threads, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
+            case = {**CASES[name], **({"steps": args.steps} if args.steps and "steps" in CASES[name] else {})}
             times: list[list[float]] = [[], []]
             for r in range(args.rounds):
                 for k in ((0, 1) if r % 2 == 0 else (1, 0)):
-                    row = measure(trees[k], CASES[name], args.threads, str(Path(tmp) / f"{name}-{r}-{k}"))
+                    row = measure(trees[k], case, args.threads, str(Path(tmp) / f"{name}-{r}-{k}"))
                     times[k].append(row["step_s"])
                     print(f"{name} round {r + 1} tree {k + 1}: {1000 * row['step_s']:.1f} ms/step "
                           f"({row['steps']} steps)", file=sys.stderr, flush=True)
