@@ -347,6 +347,31 @@ def dump_yaml(cfg: Any) -> str:
 
 
 @dataclass
+class FastConfig:
+    """Hyper-parameters of the fast (speedrun) recipe, `foveal.engine.fast`; units as in the speedruns
+    (per 1024 examples). Its presets per data set are `fast.RECIPES`."""
+
+    model: str = "airnet_mnist"
+    epochs: float = 10.0  # may be fractional: the last epoch is cut short
+    batch_size: int = 1024
+    lr: float = 11.5  # per 1024 examples, on a loss summed over the batch
+    momentum: float = 0.85  # Nesterov
+    weight_decay: float = 0.0153  # per 1024 examples, decoupled from the lr
+    bias_scaler: float = 64.0  # lr multiplier (and wd divisor) for BN shifts and the whitening bias
+    label_smoothing: float = 0.2  # cross-entropy target smoothing
+    whiten_bias_epochs: float = 3.0  # the whitening bias trains this many epochs, then freezes
+    flip: bool = True  # horizontal flips (alternating per epoch); off for digits
+    translate: int = 2  # max px of random translation (reflect padding)
+    lookahead: bool = True  # every 5 steps pull the weights toward a slow EMA of themselves
+    tta: int = 2  # test-time augmentation: 0 none, 1 flip, 2 flip + 1-px translations
+    eval_batch_size: int = 2000  # images per forward pass of the test evaluation
+    amp: bool = True  # bf16 autocast (CUDA)
+    channels_last: bool = True  # NHWC weights and inputs (CUDA; NCHW on the CPU)
+    compile: bool = False  # torch.compile the model once, reused by every seeded run (CUDA)
+    compile_mode: str = "default"  # max-autotune-no-cudagraphs: maybe faster steps, minutes of autotuning
+
+
+@dataclass
 class SSLConfig:
     """Settings of self-supervised pretraining (saved as ssl.json in the run folder)."""
 

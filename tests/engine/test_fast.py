@@ -87,18 +87,23 @@ def _write_idx(path: Path, arr: np.ndarray) -> None:
         f.write(header + arr.astype(np.uint8).tobytes())
 
 
-def test_idx_reader_round_trip_and_clear_errors(tmp_path: Path) -> None:
+def test_idx_files_load_whole_through_the_data_reader(tmp_path: Path) -> None:
+    """The recipe reads the official splits with data/datasets.py (every training image, none held out)."""
     rng = np.random.default_rng(0)
+    arrays = {}
     for split, n in (("train", 12), ("t10k", 5)):
-        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+        arrays[split] = rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, (n,))
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", arrays[split][0])
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", arrays[split][1])
     data = fast.load_fast_data("mnist", str(tmp_path))
     assert data.train_x.shape == (12, 1, 28, 28) and data.test_y.shape == (5,)
+    assert np.array_equal(data.train_x[:, 0].numpy(), arrays["train"][0]) and data.train_x.dtype == torch.uint8
+    assert np.array_equal(data.test_y.numpy(), arrays["t10k"][1]) and data.test_y.dtype == torch.int64
     with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
         f.write(b"\x00\x00\x0d\x01" + (5).to_bytes(4, "big") + bytes(20))
-    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz' is not an uint8 IDX"):
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz': not an idx file of unsigned bytes"):
         fast.load_fast_data("mnist", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="official IDX"):
+    with pytest.raises(FileNotFoundError, match="fashion-mnist: files .* not found .*--data-dir"):
         fast.load_fast_data("fashion-mnist", str(tmp_path / "missing"))
 
 

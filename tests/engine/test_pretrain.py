@@ -168,3 +168,31 @@ def test_pretraining_an_airnet_whitens_its_first_layer_from_the_data(tmp_path: P
     assert (cov - torch.diag(cov.diag())).abs().max() < 0.02  # decorrelated
     # unit variance along the strong directions; the weakest are shrunk by the eps of 1 / sqrt(eigenvalue + eps)
     assert torch.allclose(cov.diag()[:6], torch.ones(6), atol=0.05) and (cov.diag() < 1.01).all()
+
+
+@pytest.mark.parametrize("setting,value", [("train.resume", True), ("train.tta", ["flip"]), ("train.devices", 2),
+                                           ("train.early_stop", 3), ("train.adv", "fgsm")])
+def test_pretrain_refuses_what_it_would_otherwise_ignore(tmp_path: Path, setting: str, value) -> None:
+    with pytest.raises(ValueError, match=f"cannot honour {setting}="):
+        pretrain(_cfg(tmp_path, **{setting: value}), SSLConfig(), log=lambda m: None)
+    assert not any(tmp_path.iterdir())  # refused before any work: no run folder
+
+
+def test_pretrain_honours_ema_and_compile(tmp_path: Path, monkeypatch) -> None:
+    """The pretrainer runs the Trainer's step: train.compile compiles the module the step calls, and
+    with train.ema the k-NN monitor and the saved backbone are the average's, not the live weights."""
+    from foveal.engine.pretrain import Pretrainer, SimCLR
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode, dynamic: compiled.append((model, mode)) or model)
+    p = Pretrainer(_cfg(tmp_path, **{"train.name": "ema", "train.epochs": 2, "train.ema": True,
+                                     "train.ema_decay": 0.9, "train.compile": True}),
+                   SSLConfig(knn_k=20, proj_hidden=64, proj_dim=16), log=lambda m: None)
+    res = p.fit()
+    assert len(compiled) == 1 and isinstance(compiled[0][0], SimCLR) and compiled[0][1] == "default"
+    saved, _ = load_tensors(res.run_dir / "last.safetensors")
+    average = p.train_step.ema.module.backbone.state_dict()
+    assert res.backbone is p.train_step.ema.module.backbone and int(p.train_step.ema.n_averaged) == p.train_step.count
+    assert all(torch.equal(saved[k], average[k]) for k in saved)
+    live = p.model.backbone.state_dict()
+    assert not all(torch.equal(saved[k], live[k]) for k in saved if saved[k].is_floating_point())

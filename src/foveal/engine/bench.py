@@ -21,7 +21,8 @@ from torch import nn
 
 from ..models import count_gflops, create_model
 from .device import autocast, cpu_has_native_bf16, resolve_device
-from .fast import Timer, accelerate, memory_format
+from .fast import Timer
+from .step import StepOptions, TrainStep, classify, memory_format
 
 # timm name -> foveal name, for the models of the speed comparison.
 TIMM_TO_OURS: dict[str, str] = {
@@ -62,28 +63,19 @@ def _synthetic(batch: int, in_chans: int, img_size: int, num_classes: int, devic
 def build_train_step(name: str, batch: int, img_size: int, device: torch.device, amp: bool = True,
                      channels_last: bool = True, compile: bool = False, compile_mode: str = "default",
                      num_classes: int = 1000, in_chans: int = 3,
-                     cpu_bf16: bool = False) -> tuple[Callable[[], None], float]:
-    """foveal's train step for model `name` on one synthetic batch, and the model's forward GFLOPs per image.
-
-    The step keeps everything on the device: no `.item()`, no logging, fused SGD on CUDA.
-    """
+                     cpu_bf16: bool = False) -> tuple[Callable[[], Any], float]:
+    """foveal's train step (`TrainStep`, as the Trainer runs it) for model `name` on one synthetic batch,
+    and the model's forward GFLOPs per image. Nothing is read on the host: no `.item()`, no logging."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size).to(device).train()
     gflops = count_gflops(model, img_size, in_chans)
-    step_model = accelerate(model, device, channels_last, compile, compile_mode)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True, **fused)
-    criterion = nn.CrossEntropyLoss()
+    options = StepOptions.plain(amp=amp, cpu_bf16=cpu_bf16, channels_last=channels_last, compile=compile,
+                                compile_mode=compile_mode)
+    step = TrainStep(model, opt, classify(nn.CrossEntropyLoss()), device, options)
     x, y = _synthetic(batch, in_chans, img_size, num_classes, device, channels_last)
-
-    def step() -> None:
-        with autocast(device, amp, cpu=cpu_bf16):
-            loss = criterion(step_model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step, gflops
+    return lambda: step(x, y), gflops
 
 
 def bench_train_ours(name: str, batch: int = 256, img_size: int = 224, steps: int = 30, warmup: int = 10,

@@ -1,25 +1,20 @@
-"""Fast training: the accelerator switches for any zoo model, and the "fast" speedrun recipe.
-
-`accelerate(model, ...)` applies channels-last memory format and `torch.compile` to a model
-(`foveal bench train` and the recipe below use it; the Trainer applies the same switches from
-`train.channels_last` / `train.compile`); bf16 autocast lives in `device.autocast`.
+"""The "fast" speedrun recipe.
 
 `bench_fast(data, cfg, runs)` (through `run_once`) trains and evaluates an AirNet in the manner of the public
 CIFAR-10 speedruns (Page 2018; Jordan 2024, arXiv 2404.00498), written from the papers:
 data as uint8 on the device, batched flip/translate augmentation with alternating flips,
 patch-whitening initialization, frozen BN scales with a 64x learning rate on BN shifts,
 label smoothing 0.2, Nesterov SGD on a summed loss with a triangular schedule, lookahead
-averaging of the weights, and test-time flip + translate augmentation. The step loop never
-synchronizes with the host; the one deliberate sync is reading the accuracy at the end.
+averaging of the weights, and test-time flip + translate augmentation. Each step is the
+`TrainStep` every loop runs (engine/step.py), its schedule and lookahead given as hooks. The step
+loop never synchronizes with the host; the one deliberate sync is reading the accuracy at the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -27,34 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import FastConfig  # re-exported: the recipe's settings live with every other default
 from ..data.loader import normalize_u8
 from ..models import create_model
 from .device import autocast
+from .step import StepHook, StepOptions, TrainStep, check_compile_mode, classify, compiled, memory_format
 from .tta import tta_logits
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def accelerate(model: nn.Module, device: torch.device, channels_last: bool = False, compile: bool = False,
-               compile_mode: str = "default") -> nn.Module:
-    """Return `model` in channels-last format and/or wrapped by `torch.compile` (same weights).
-
-    Channels-last lets cuDNN use its NHWC tensor-core kernels without transposes; compiling fuses
-    the elementwise ops (norm, activation, residual adds) into the matmul/conv epilogues.
-    """
-    if compile_mode not in COMPILE_MODES:
-        raise ValueError(f"compile mode '{compile_mode}' is not one of {', '.join(COMPILE_MODES)}")
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    # dynamic=False: train and eval batches differ in size; without it the second size would switch the
-    # graph to symbolic shapes (slower kernels) instead of compiling a second static one.
-    return torch.compile(model, mode=compile_mode, dynamic=False) if compile else model
-
-
-def memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """(B, C, H, W) input in the model's memory format."""
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
-
 
 # ---- data: the whole data set as uint8 on the device ---------------------------------------
 @dataclass
@@ -79,32 +52,6 @@ class FastData:
         return x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)
 
 
-_IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """One IDX file (the MNIST format: magic, dims, uint8 data), gzipped or not.
-
-    Written here rather than taken from the data sources because the speedrun protocol trains on
-    all official training images, without the validation split the Trainer's sources carve out.
-    """
-    for p in (path.with_name(path.name + ".gz"), path):
-        if p.is_file():
-            raw = (gzip.open if p.suffix == ".gz" else open)(p, "rb").read()
-            break
-    else:
-        raise FileNotFoundError(f"'{path}(.gz)' not found: --data-dir must hold the official IDX files")
-    if len(raw) < 4 or raw[0] or raw[1] or raw[2] != 8:
-        raise ValueError(f"'{p}' is not an uint8 IDX file (header {raw[:4].hex()})")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != math.prod(dims):
-        raise ValueError(f"'{p}' holds {data.size} values, its header says {dims}")
-    return data.reshape(dims)
-
-
 def load_fast_data(name: str, data_dir: Optional[str] = None, img_size: int = 16) -> FastData:
     """'mnist' / 'fashion-mnist' from the official IDX files in `data_dir`, or 'digits' (scikit-learn's
     8x8 digits upsampled to `img_size`, first 80% train, rest test) for tests and smoke runs."""
@@ -120,39 +67,16 @@ def load_fast_data(name: str, data_dir: Optional[str] = None, img_size: int = 16
         raise ValueError(f"fast recipe data '{name}' is not one of mnist, fashion-mnist, digits")
     if not data_dir:
         raise ValueError(f"'{name}' needs --data-dir, a folder with its official IDX files")
-    arrays = {}
-    for split, (img, lab) in _IDX.items():
-        arrays[split] = (torch.from_numpy(_read_idx(Path(data_dir) / img).copy())[:, None],
-                         torch.from_numpy(_read_idx(Path(data_dir) / lab).astype(np.int64)))
-    (tx, ty), (vx, vy) = arrays["train"], arrays["test"]
-    return FastData(name, tx, ty, vx, vy, 10)
+    from ..config import DataConfig
+    from ..data.datasets import load_idx_dataset
+
+    # the official splits whole: the speedrun protocol trains on every training image (no val split carved)
+    splits = load_idx_dataset(name, DataConfig(data_dir=data_dir), 28).splits
+    train, test = splits["train"], splits["test"]
+    return FastData(name, train.images.load(), train.labels, test.images.load(), test.labels, 10)
 
 
 # ---- the recipe -----------------------------------------------------------------------------
-@dataclass
-class FastConfig:
-    """Hyper-parameters of the fast recipe; units as in the speedruns (per 1024 examples)."""
-
-    model: str = "airnet_mnist"
-    epochs: float = 10.0  # may be fractional: the last epoch is cut short
-    batch_size: int = 1024
-    lr: float = 11.5  # per 1024 examples, on a loss summed over the batch
-    momentum: float = 0.85  # Nesterov
-    weight_decay: float = 0.0153  # per 1024 examples, decoupled from the lr
-    bias_scaler: float = 64.0  # lr multiplier (and wd divisor) for BN shifts and the whitening bias
-    label_smoothing: float = 0.2
-    whiten_bias_epochs: float = 3.0  # the whitening bias trains this many epochs, then freezes
-    flip: bool = True  # horizontal flips (alternating per epoch); off for digits
-    translate: int = 2  # max px of random translation (reflect padding)
-    lookahead: bool = True  # every 5 steps pull the weights toward a slow EMA of themselves
-    tta: int = 2  # test-time augmentation: 0 none, 1 flip, 2 flip + 1-px translations
-    eval_batch_size: int = 2000
-    amp: bool = True  # bf16 autocast (CUDA)
-    channels_last: bool = True
-    compile: bool = False
-    compile_mode: str = "default"  # max-autotune-no-cudagraphs: maybe faster steps, minutes of autotuning
-
-
 # Presets per data set; a preset is a starting point the bench script can override.
 RECIPES: dict[str, FastConfig] = {
     "fashion-mnist": FastConfig(epochs=10.0, flip=True),
@@ -179,8 +103,11 @@ def prepare(data: FastData, cfg: FastConfig) -> FastRun:
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.train_x.shape[1],
                          img_size=data.train_x.shape[-1]).to(device)
     mean, std = data.mean_std()
-    step_model = accelerate(model, device, cfg.channels_last and device.type == "cuda",
-                            cfg.compile and device.type == "cuda", cfg.compile_mode)
+    if cfg.compile:
+        check_compile_mode(cfg.compile_mode)  # here, on every device: a typo must not wait for a GPU run
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    step_model = compiled(model, cfg.compile_mode) if cfg.compile and device.type == "cuda" else model
     return FastRun(model, step_model, cfg, mean, std, device)
 
 
@@ -273,31 +200,35 @@ class Lookahead:
 def train(run: FastRun, data: FastData, seed: int) -> None:
     """Train `run.model` in place from its current weights. No host synchronization inside."""
     cfg, model = run.cfg, run.model
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction="sum")
     opt = build_sgd(model, cfg)
     steps_per_epoch = len(data.train_y) // cfg.batch_size
     total = max(1, int(cfg.epochs * steps_per_epoch))
     whiten_steps = int(cfg.whiten_bias_epochs * steps_per_epoch)
+
+    def set_lr(step: int) -> None:  # the triangle; the whitening bias (group 2) stops after whiten_steps
+        f = triangle(step, total)
+        for i, group in enumerate(opt.param_groups):
+            group["lr"] = group["base_lr"] * f * (i < 2 or step < whiten_steps)
+
+    def lookahead(taken: int) -> None:  # every 5 steps; the decay rises with progress cubed
+        if taken % 5 == 0:
+            ahead.step(0.95 ** 5 * (taken / total) ** 3)
+
+    ahead = Lookahead(model) if cfg.lookahead else None
+    hooks = [StepHook(before=set_lr)] + ([StepHook(after=lookahead)] if ahead is not None else [])
+    on_gpu = run.device.type == "cuda"  # channels-last and compile pay off on CUDA only (prepare)
+    options = StepOptions.plain(amp=cfg.amp, channels_last=cfg.channels_last and on_gpu, compile=cfg.compile and on_gpu,
+                                compile_mode=cfg.compile_mode)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction="sum")
+    step = TrainStep(model, opt, classify(criterion), run.device, options, hooks, net=run.step_model)
     g = torch.Generator(device=run.device).manual_seed(seed)
     flip_bits = torch.rand(len(data.train_y), generator=g, device=run.device) < 0.5
-    ahead = Lookahead(model) if cfg.lookahead else None
-    step = 0
     model.train()
     for epoch in range(math.ceil(cfg.epochs)):
         for x, y in batches(data, run, epoch, flip_bits, g):
-            if step >= total:
+            if step.count >= total:
                 break
-            f = triangle(step, total)
-            for i, group in enumerate(opt.param_groups):
-                group["lr"] = group["base_lr"] * f * (i < 2 or step < whiten_steps)
-            with autocast(run.device, cfg.amp):
-                loss = criterion(run.step_model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if ahead is not None and step % 5 == 0:
-                ahead.step(0.95 ** 5 * (step / total) ** 3)
+            step(x, y)
     if ahead is not None:
         ahead.step(1.0)  # end on the slow weights
 

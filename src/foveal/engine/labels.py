@@ -29,6 +29,7 @@ from ..data.loader import normalize_u8
 from ..data.splits import stratified_indices
 from ..models import create_model, model_info
 from .fast import translate
+from .step import StepHook, StepOptions, TrainStep, classify
 
 _INIT_LOCK = threading.Lock()
 
@@ -80,6 +81,8 @@ def _train_fold(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: CrossVa
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, len(y) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.25)
+    step = TrainStep(model, opt, classify(F.cross_entropy), x.device, StepOptions.plain(),  # K small models, in threads
+                     [StepHook(after=lambda taken: sched.step())])
     g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(cfg.epochs):
@@ -89,11 +92,7 @@ def _train_fold(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: CrossVa
             xb = normalize_u8(x[idx], mean, std)  # (B, C, H, W) float
             if cfg.translate:
                 xb = translate(xb, cfg.translate, g)
-            loss = F.cross_entropy(model(xb), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            step(xb, y[idx])
     return model.eval()
 
 

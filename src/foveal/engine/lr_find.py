@@ -6,6 +6,7 @@ against log LR), taken before the loss minimum: a common, robust reading of the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from ..io import write_json
-from .device import autocast
+from .step import StepHook, TrainStep
 from .trainer import Trainer
 
 
@@ -36,32 +37,33 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
 
 
 def lr_find(trainer: Trainer, start: float = 1e-7, end: float = 10.0, steps: int = 100) -> dict[str, Any]:
-    """Sweep `steps` LRs from `start` to `end` on the trainer's model and data; write lr_find.{json,png}."""
+    """Sweep `steps` LRs from `start` to `end` on the trainer's model and data; write lr_find.{json,png}.
+
+    The trainer's own step runs each batch (autocast, channels-last, DDP, clipping), with the sweep
+    in place of its schedule and without its batch hooks (mixup, perturber) or EMA."""
     trainer.setup()
-    model, opt, device = trainer.model, trainer.optimizer, trainer.device
-    model.train()
-    lrs, losses = [], []
-    mult = (end / start) ** (1 / max(1, steps - 1))
+    lrs = [start * ((end / start) ** (1 / max(1, steps - 1))) ** i for i in range(steps)]
+
+    def set_lr(i: int) -> None:
+        for g in trainer.optimizer.param_groups:
+            g["lr"] = lrs[i]
+
+    own = trainer.train_step
+    step = TrainStep(trainer.model, trainer.optimizer, own.compute, trainer.device,
+                     dataclasses.replace(own.options, ema_decay=None), [StepHook(before=set_lr)], trainer.dist)
+    step.wrap().train()
+    losses: list[float] = []
     batches = iter(())
     best = math.inf
     pending = []
     for i in range(steps):
         try:
-            x, y, *_ = next(batches)  # *_: group ids, when the loader yields them
+            batch = next(batches)
         except StopIteration:
             trainer.train_loader.set_epoch(i)
             batches = iter(trainer.train_loader)
-            x, y, *_ = next(batches)  # *_: group ids, when the loader yields them
-        lr = start * mult**i
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with autocast(device, trainer.cfg.train.amp):
-            loss = trainer.criterion(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        lrs.append(lr)
-        pending.append(loss.detach())
+            batch = next(batches)
+        pending.append(step(*batch).loss)  # batch: (x, y) or (x, y, group ids)
         if len(pending) == 10 or i == steps - 1:  # deliberate sync every 10 steps to detect divergence
             losses += torch.stack(pending).float().cpu().tolist()
             pending = []

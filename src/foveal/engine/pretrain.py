@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..config import RunConfig, SSLConfig, to_dict  # SSLConfig: re-exported
+from ..config import RunConfig, SSLConfig, TrainConfig, to_dict  # SSLConfig: re-exported
 from ..data import Compose, DataBundle
 from ..data.decode import is_image_name
 from ..data.loader import Normalizer, epoch_seed, normalize_u8
@@ -39,9 +39,10 @@ from ..io import write_json
 from ..models import count_params, create_model
 from . import runs
 from .checkpoint import model_meta, save_weights
-from .device import autocast, resolve_device, seed_everything, warn_slow_cpu_bf16
+from .device import resolve_device, seed_everything, warn_slow_cpu_bf16
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
+from .step import StepHook, StepOptions, TrainStep
 
 UNLABELED = "unlabeled"  # the single pseudo-class of a folder of images without class subfolders
 
@@ -94,9 +95,12 @@ class SimCLR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.embed(x))  # (B, proj_dim)
 
-    def step_loss(self, make_view: Callable[[], torch.Tensor], g: torch.Generator) -> torch.Tensor:
+    def step_loss(self, make_view: Callable[[], torch.Tensor], g: torch.Generator,
+                  net: Optional[nn.Module] = None) -> torch.Tensor:
+        """NT-Xent of two fresh views; the forward runs through `net` (this module, compiled or wrapped)."""
+        net = self if net is None else net
         v1, v2 = make_view(), make_view()
-        z = self(torch.cat([v1, v2]))  # both views in one pass: BN sees the whole 2B batch
+        z = net(torch.cat([v1, v2]))  # both views in one pass: BN sees the whole 2B batch
         return nt_xent(z[:len(v1)], z[len(v1):], self.temperature)
 
 
@@ -133,15 +137,22 @@ class MAE(nn.Module):
         x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)  # (B, gh, gw, p, p, C)
         return x.reshape(B, (H // p) * (W // p), p * p * C)  # (B, N, p*p*C)
 
-    def step_loss(self, make_view: Callable[[], torch.Tensor], g: torch.Generator) -> torch.Tensor:
-        x = make_view()
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, N, p*p*C) predicted for every patch of x (B, C, H, W) from the patches `keep` (B, K)."""
         B, N = x.shape[0], self.num_patches
-        keep = torch.rand(B, N, generator=g, device=x.device).argsort(1)[:, :max(1, round(N * (1 - self.mask_ratio)))]
         tokens = self.enc_to_dec(self.backbone.forward_masked(x, keep))  # (B, 1 + K, dim)
         dim = tokens.shape[2]
         full = self.mask_token.to(tokens.dtype).expand(B, N, dim).clone()
         full.scatter_(1, keep[:, :, None].expand(-1, -1, dim), tokens[:, 1:])  # visible tokens back in place
-        out = self.pred(self.dec_norm(self.decoder(torch.cat([tokens[:, :1], full], 1) + self.dec_pos)))[:, 1:]
+        return self.pred(self.dec_norm(self.decoder(torch.cat([tokens[:, :1], full], 1) + self.dec_pos)))[:, 1:]
+
+    def step_loss(self, make_view: Callable[[], torch.Tensor], g: torch.Generator,
+                  net: Optional[nn.Module] = None) -> torch.Tensor:
+        """Reconstruction loss of a random mask of one view; the forward runs through `net` (as SimCLR's)."""
+        x = make_view()
+        B, N = x.shape[0], self.num_patches
+        keep = torch.rand(B, N, generator=g, device=x.device).argsort(1)[:, :max(1, round(N * (1 - self.mask_ratio)))]
+        out = (self if net is None else net)(x, keep)  # (B, N, p*p*C)
         target = self.patchify(x)
         target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
         hidden = torch.ones(B, N, device=x.device).scatter_(1, keep, 0.0)  # 1 on masked patches
@@ -219,6 +230,32 @@ class PretrainResult:
     history: list[dict[str, Any]]
 
 
+# train.* settings the pretrainer has no use for, with why: set, they stop it instead of being ignored
+UNSUPPORTED: dict[str, str] = {
+    "resume": "pretraining keeps no resume checkpoint; start a new run",
+    "devices": "foveal pretrain runs in one process (its loss and k-NN are not distributed); fine-tune with "
+               "`foveal train --pretrained RUN`, which does run on several processes",
+    "tta": "test-time augmentation is for a classifier's test evaluation; set it when fine-tuning",
+    "early_stop": "pretraining runs its epochs; pick the epoch by the saved best (k-NN) weights",
+    "adv": "adversarial training needs labels; set it when fine-tuning",
+    "corrupt_aug": "corruption training is for a classifier; use --views for the pretraining augmentations",
+}
+
+
+def check_supported(train: TrainConfig) -> None:
+    """Raise ValueError naming every train setting that pretraining would otherwise ignore."""
+    from .distributed import env_info
+
+    default = TrainConfig()
+    bad = [(f"train.{k}={getattr(train, k)!r}", why) for k, why in UNSUPPORTED.items()
+           if getattr(train, k) != getattr(default, k)]
+    world = env_info().world
+    if world > 1 and train.devices == default.devices:  # launched by torchrun directly
+        bad.append((f"torchrun with {world} processes", UNSUPPORTED["devices"]))
+    if bad:
+        raise ValueError("foveal pretrain cannot honour " + "; ".join(f"{what}: {why}" for what, why in bad))
+
+
 def build_ssl_model(backbone: nn.Module, ssl: SSLConfig) -> nn.Module:
     if ssl.method == "simclr":
         return SimCLR(backbone, ssl.proj_hidden, ssl.proj_dim, ssl.temperature)
@@ -236,12 +273,7 @@ class Pretrainer:
         self.cfg, self.ssl, self.log = cfg, ssl, log
 
     def setup(self) -> None:
-        from .distributed import env_info
-
-        if env_info().enabled or self.cfg.train.devices > 1:
-            raise ValueError("foveal pretrain runs in one process (it has no distributed step yet); run it without "
-                             "torchrun and without --train.devices, then fine-tune with `foveal train --pretrained "
-                             "RUN`, which does run on several processes")
+        check_supported(self.cfg.train)
         self.device = resolve_device(self.cfg.train.device)
         warn_slow_cpu_bf16(self.device, self.cfg.train.cpu_bf16, self.log)
         seed_everything(self.cfg.train.seed, self.cfg.train.deterministic)
@@ -260,8 +292,6 @@ class Pretrainer:
                                 drop_rate=0.0, drop_path_rate=cfg.model.drop_path_rate, pretrained=None)
         init_from_data(backbone, pool, d.mean, d.std)  # e.g. AirNet's whitening filters
         self.model = build_ssl_model(backbone, self.ssl).to(self.device)
-        if cfg.train.channels_last:  # NHWC weights: the convs then run (and output) channels-last
-            self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = len(self.images) // cfg.train.batch_size
         if self.steps_per_epoch < 1:
@@ -273,27 +303,33 @@ class Pretrainer:
         self.views = Normalizer(d.mean, d.std, Compose(self.ssl.views_augment, d, max(1, len(self.data.classes))),
                                 self.device)
         self.generator = torch.Generator(device=self.device)
-        self.step, self.history, self.best = 0, [], None
+        # channels-last weights (the convs then run, and output, NHWC), compile, EMA, clipping: as in the Trainer
+        self.train_step = TrainStep(self.model, self.optimizer, self._loss, self.device, StepOptions.from_config(cfg),
+                                    [StepHook(before=self.schedule.set_step)])
+        self.history, self.best = [], None
+
+    def _loss(self, net: nn.Module, idx: torch.Tensor, y: None) -> tuple[torch.Tensor, None]:
+        """The step's compute. It gets the batch's positions (B,), not images: the views are augmented from
+        the uint8 images inside the loss, so the step's memory-format switch has nothing to convert."""
+        x = self.images[idx]  # (B, C, H, W) uint8
+        unused = torch.zeros(len(x), dtype=torch.long, device=self.device)  # the ops carry labels
+        return self.model.step_loss(lambda: self.views(x, unused, self.generator)[0], self.generator, net), None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What k-NN sees and the checkpoints hold: the EMA of the weights with train.ema, else the weights."""
+        return self.train_step.ema.module if self.train_step.ema is not None else self.model
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg, bs = self.cfg, self.cfg.train.batch_size
-        self.model.train()
+        cfg, bs, step = self.cfg, self.cfg.train.batch_size, self.train_step
+        (step.net if step.net is not None else step.wrap()).train()
         self.generator.manual_seed(epoch_seed(cfg.train.seed, epoch))
         order = torch.randperm(len(self.images), generator=self.generator, device=self.device)
         loss_sum, t0 = torch.zeros((), device=self.device), time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch, unit="step", leave=False, file=sys.stderr,
                    desc=f"pretrain {epoch + 1}/{cfg.train.epochs}", disable=not cfg.train.progress)
         for i in range(self.steps_per_epoch):
-            self.schedule.set_step(self.step)
-            x = self.images[order[i * bs:(i + 1) * bs]]  # (B, C, H, W) uint8
-            unused = torch.zeros(len(x), dtype=torch.long, device=self.device)  # the ops carry labels
-            with autocast(self.device, cfg.train.amp, cpu=cfg.train.cpu_bf16):
-                loss = self.model.step_loss(lambda: self.views(x, unused, self.generator)[0], self.generator)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.step += 1
-            loss_sum += loss.detach()
+            loss_sum += step(order[i * bs:(i + 1) * bs]).loss
             bar.update(1)
             if (i + 1) % cfg.train.log_every == 0 and not bar.disable:
                 bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}")  # deliberate sync, at log points only
@@ -305,14 +341,14 @@ class Pretrainer:
 
     def meta(self, extra: dict[str, Any]) -> dict[str, Any]:
         d = self.cfg.data
-        return model_meta(self.model.backbone, [], d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg),
+        return model_meta(self.eval_model.backbone, [], d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg),
                           {"ssl": dataclasses.asdict(self.ssl), "classes_seen": self.data.classes, **extra})
 
     def end_epoch(self, row: dict[str, Any]) -> None:
         """Save last (every epoch) and best (highest k-NN accuracy, else lowest loss) backbone weights."""
         key, sign = ("knn_acc", 1) if "knn_acc" in row else ("ssl_loss", -1)
         improved = self.best is None or sign * row[key] > sign * self.best
-        backbone = self.model.backbone
+        backbone = self.eval_model.backbone
         if improved:
             self.best = row[key]
             save_weights(self.run_dir / "best.safetensors", backbone, self.meta({"epoch": row["epoch"]}))
@@ -331,13 +367,13 @@ class Pretrainer:
             if not math.isfinite(row["ssl_loss"]):
                 raise FloatingPointError(f"pretraining diverged at epoch {epoch + 1}; lower --lr")
             if self.labeled:
-                row["knn_acc"] = knn_accuracy(self.model.backbone, self.data, cfg, self.ssl, self.device)
+                row["knn_acc"] = knn_accuracy(self.eval_model.backbone, self.data, cfg, self.ssl, self.device)
             self.end_epoch(row)
             knn = f"  knn_acc {row['knn_acc']:.4f}" if "knn_acc" in row else ""
             self.log(f"epoch {row['epoch']:>3}/{cfg.train.epochs}  ssl_loss {row['ssl_loss']:.4f}{knn}  "
                      f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s")
         self.log(f"backbone weights: {self.run_dir / 'best.safetensors'} (use with --pretrained {self.run_dir})")
-        return PretrainResult(self.run_dir, self.model.backbone, self.history)
+        return PretrainResult(self.run_dir, self.eval_model.backbone, self.history)
 
 
 def pretrain(cfg: RunConfig, ssl: SSLConfig = SSLConfig(), log: Callable[[str], None] = print) -> PretrainResult:

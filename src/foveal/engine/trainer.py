@@ -1,5 +1,8 @@
 """The training loop: data on the device, metrics on the device, one sync per log point.
 
+Each batch goes through the `TrainStep` every loop shares (engine/step.py), with this run's
+hooks: the lr schedule, mixup/cutmix and the adversarial/corruption perturber.
+
 `Trainer(cfg).fit()` prepares data and model, trains with checkpoints every epoch, picks
 the best epoch on `train.best_metric`, then evaluates the best weights on the test split
 and writes everything into the run folder. A run killed at any point continues with
@@ -36,12 +39,13 @@ from ..models import count_params, create_model
 from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
-from .device import autocast, resolve_channels_last, resolve_device, seed_everything, warn_slow_cpu_bf16
+from .device import resolve_channels_last, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .finetune import Finetuner, layer_decay_groups, load_for_finetune
 from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
 from .scoring import score, score_with_logits
+from .step import StepHook, StepOptions, TrainStep, classify
 from .tta import check_views
 
 
@@ -125,11 +129,8 @@ class Trainer:
             init_from_data(self.model, self.data.splits["train"].images, cfg.data.mean, cfg.data.std)
         self.finetuner = Finetuner(self.model, cfg.model)
         self.model.to(self.device)
-        if cfg.train.channels_last:  # before DDP wraps it, so its buckets see the final strides
-            self.model.to(memory_format=torch.channels_last)
         if cfg.train.sync_bn and self.dist.enabled:  # before the optimizer: new modules, new parameters
             self.model = dist.convert_sync_batchnorm(self.model, self.device)
-        self.train_model: Optional[nn.Module] = None  # DDP / compiled wrapper, built by _wrap per trainable set
         self._build_loaders()
         weights = None
         if cfg.data.balance == "weights":
@@ -140,17 +141,31 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim, groups)
         spe = len(self.train_loader)
         self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * spe, spe)
-        self.ema = None
-        if cfg.train.ema:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
-                                     use_buffers=True)
+        self.train_step = self._build_step()
+        self.ema = self.train_step.ema
         self.state = LoopState()
         if cfg.train.resume:
             loop = load_resume(self.run_dir / "resume.safetensors", self.model, self.optimizer, self.ema)
             self.state = LoopState(**loop)
+            self.train_step.count = self.state.step
             self.log(f"resuming '{self.run_dir}' after epoch {self.state.epoch}/{cfg.train.epochs}")
+
+    def _build_step(self) -> TrainStep:
+        """The step with this run's hooks: the lr schedule, then mixup/cutmix, then the perturber."""
+        hooks = [StepHook(before=self.schedule.set_step)]
+        if self.mixer:
+            hooks.append(StepHook(batch=lambda x, y, step: self.mixer(x, y)))  # soft targets (B, K)
+        if self.perturb is not None:
+            hooks.append(StepHook(batch=self._perturb_batch))
+        dro = self.cfg.optim.loss == "group_dro"  # group ids (issue 21) also come for group-balanced draws
+        loss = self.criterion if dro else (lambda logits, y, *groups: self.criterion(logits, y))
+        return TrainStep(self.model, self.optimizer, classify(loss), self.device, StepOptions.from_config(self.cfg),
+                         hooks, self.dist)
+
+    def _perturb_batch(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adversarial / corruption training, in pixel space, on the unwrapped model (no DDP hooks)."""
+        spe = len(self.train_loader)
+        return self.perturb(self.model, x, y, step // spe + step % spe / spe), y  # progress in epochs
 
     def _build_loaders(self) -> None:
         cfg, d, world = self.cfg, self.cfg.data, self.dist.world
@@ -194,26 +209,17 @@ class Trainer:
         return model_meta(self.model, self.data.classes, d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg),
                           {"tta": list(self.cfg.train.tta), **(extra or {})}, d.crop_pct)
 
-    def _wrap(self) -> nn.Module:
-        """The module the step runs: DDP around the model when distributed, compiled when asked.
-        Built after the epoch's trainable parameters are set (see `Finetuner.set_trainable`)."""
-        model = dist.wrap_model(self.model, self.dist, self.device)
-        if self.cfg.train.compile:  # only the training path; eval and checkpoints use the eager module
-            model = torch.compile(model, mode=self.cfg.train.compile_mode)
-        return model
-
     @property
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
     # ---- the loop -------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg, loader = self.cfg, self.train_loader
-        if self.finetuner.set_trainable(self.model, epoch) or self.train_model is None:
-            self.train_model = self._wrap()  # DDP hooks exactly the parameters that train this epoch
-        model = self.train_model
+        cfg, loader, step = self.cfg, self.train_loader, self.train_step
+        if self.finetuner.set_trainable(self.model, epoch) or step.net is None:
+            step.wrap()  # DDP hooks exactly the parameters that train this epoch
         self.schedule.scale = self.finetuner.lr_scale(epoch)
-        model.train()
+        step.net.train()
         self.finetuner.start_epoch(self.model, epoch)  # frozen modules in eval mode (linear probe, gradual)
         loader.set_epoch(epoch)
         self.mixer.set_epoch(epoch)
@@ -226,32 +232,16 @@ class Trainer:
                    desc=f"epoch {epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True,
                    disable=not (cfg.train.progress and self.dist.is_main))
         for i, (x, y, *g) in enumerate(loader):  # g: [group ids (B,)] when the loader yields groups (issue 21)
-            self.schedule.set_step(self.state.step)
-            if cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if self.mixer:
-                x, y = self.mixer(x, y)  # soft targets (B, K); accuracy counts the dominant label
-            if self.perturb is not None:  # in pixel space, on the unwrapped model (no DDP hooks)
-                x = self.perturb(self.model, x, y, epoch + i / len(loader))
-            with autocast(self.device, cfg.train.amp, cpu=cfg.train.cpu_bf16):
-                logits = model(x)
-                loss = self.criterion(logits, y, *g) if cfg.optim.loss == "group_dro" else self.criterion(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-            self.state.step += 1
-            loss_sum += loss.detach() * len(y)
-            meter.update(logits.detach(), y)
-            seen += len(y)
-            bar.update(len(y) * self.dist.world)
+            res = step(x, y, *g)
+            loss_sum += res.loss * len(res.y)
+            meter.update(res.out, res.y)  # under mixup, accuracy counts the dominant label
+            seen += len(res.y)
+            bar.update(len(res.y) * self.dist.world)
             if (i + 1) % cfg.train.log_every == 0 and not bar.disable:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")  # deliberate sync, at log points only
         bar.close()
         seconds = time.perf_counter() - t0
+        self.state.step = step.count
         loss_sum = loss_sum.double()
         dist.all_reduce_sum(meter.state() + [loss_sum])
         acc = meter.compute()["accuracy"]  # one sync per epoch

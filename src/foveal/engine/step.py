@@ -1,0 +1,191 @@
+"""One training step, the only one: every loop that updates weights calls a `TrainStep`.
+
+The supervised Trainer, the self-supervised Pretrainer, the fast (speedrun) recipe, the
+train-step benchmark, the LR finder and the label check's K-fold models differ in their
+data, losses and schedules, not in how a step runs. A `TrainStep` holds what they share, in this order per call:
+
+1. hooks `before(step)`: e.g. the learning-rate schedule, set from the step index;
+2. the batch in the model's memory format (channels-last), then hooks `batch(x, y, step)`:
+   e.g. mixup/cutmix, the adversarial or corruption perturber;
+3. forward and loss under autocast (bf16 on CUDA with `amp`, on the CPU with `cpu_bf16`),
+   through `net`: the model wrapped in DDP when distributed, compiled when asked;
+4. backward, gradient clipping, the optimizer step, the EMA update;
+5. hooks `after(steps_taken)`: e.g. lookahead averaging.
+
+Nothing here reads a tensor on the host: the loss and outputs come back detached, on the
+device, and the caller decides when (if ever) to look at them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..config import RunConfig
+from . import distributed as dist
+from .device import autocast
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+# compute(net, x, y, *extra) -> (loss, outputs or None), run under autocast; `net` is the module to call
+Compute = Callable[..., tuple[torch.Tensor, Optional[torch.Tensor]]]
+
+
+def memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """(B, C, H, W) input in the model's memory format."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+def check_compile_mode(mode: str) -> None:
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode '{mode}' is not one of {', '.join(COMPILE_MODES)}")
+
+
+def compiled(model: nn.Module, mode: str) -> nn.Module:
+    """`torch.compile(model)` for fixed shapes; the weights stay `model`'s."""
+    check_compile_mode(mode)
+    # dynamic=False: train and eval batches differ in size; without it the second size would switch the
+    # graph to symbolic shapes (slower kernels) instead of compiling a second static one.
+    return torch.compile(model, mode=mode, dynamic=False)
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How a step runs; `from_config` reads them from a run's config (where their defaults live)."""
+
+    amp: bool  # bf16 autocast on CUDA
+    cpu_bf16: bool  # bf16 autocast on the CPU
+    channels_last: bool  # NHWC weights and inputs
+    compile: bool  # torch.compile the module the step calls
+    compile_mode: str  # one of COMPILE_MODES
+    grad_clip: Optional[float]  # max global gradient norm; None or 0: no clipping
+    ema_decay: Optional[float]  # keep an EMA of the weights with this per-step decay; None: no EMA
+
+    @classmethod
+    def plain(cls, **switches: Any) -> "StepOptions":
+        """fp32, eager, NCHW, no clipping, no EMA, with `switches` (field=value) on top."""
+        return cls(**{"amp": False, "cpu_bf16": False, "channels_last": False, "compile": False,
+                      "compile_mode": "default", "grad_clip": None, "ema_decay": None, **switches})
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> "StepOptions":
+        t = cfg.train
+        return cls(t.amp, t.cpu_bf16, t.channels_last, t.compile, t.compile_mode, cfg.optim.grad_clip,
+                   t.ema_decay if t.ema else None)
+
+
+@dataclass
+class StepHook:
+    """Callables at the three points of a step (module docstring); any may be None."""
+
+    before: Optional[Callable[[int], None]] = None  # (index of this step) before the forward: lr schedules
+    batch: Optional[Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]] = None
+    after: Optional[Callable[[int], None]] = None  # (steps taken, this one included) after the update
+
+
+@dataclass
+class StepResult:
+    """The step's loss () and outputs (B, ...) detached, and the targets after the batch hooks (soft
+    targets under mixup); all on the device."""
+
+    loss: torch.Tensor
+    out: Optional[torch.Tensor]
+    y: Optional[torch.Tensor]
+
+
+def classify(criterion: Callable[..., torch.Tensor]) -> Compute:
+    """The supervised compute: logits = net(x), loss = criterion(logits, y, *extra)."""
+
+    def compute(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor):
+        logits = net(x)
+        return criterion(logits, y, *extra), logits
+
+    return compute
+
+
+class TrainStep:
+    """`step(x, y, *extra) -> StepResult`: one optimizer step of `model` (see the module docstring).
+
+    `count` is the number of steps taken, the index the hooks see; a resumed loop sets it. `net`
+    is the module the forward runs through: built by `wrap()` on the first call and again
+    whenever the caller changes which parameters train (DDP hooks exactly the parameters that
+    require grad when it is built). Pass `net` to reuse a module compiled once for many
+    seeded runs (the fast recipe). Evaluation and checkpoints use `model` (or `ema.module`).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, compute: Compute, device: torch.device,
+                 options: StepOptions, hooks: Sequence[StepHook] = (), dist_info: dist.DistInfo = dist.DistInfo(),
+                 net: Optional[nn.Module] = None):
+        self.model, self.optimizer, self.compute, self.device = model, optimizer, compute, device
+        self.options, self.dist = options, dist_info
+        self.hooks = list(hooks)
+        self.count = 0
+        if options.channels_last:  # before DDP or the EMA copy see the weights, so both keep NHWC strides
+            model.to(memory_format=torch.channels_last)
+        if options.compile:
+            check_compile_mode(options.compile_mode)  # now, not at the first step
+        self.ema: Optional[AveragedModel] = None  # eval and checkpoints use ema.module; resume loads its state
+        self._ema_updates: Optional[int] = None  # = ema.n_averaged, kept on the host (read once, see _update_ema)
+        if options.ema_decay is not None:
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay), use_buffers=True)
+        self.net = net
+
+    def wrap(self) -> nn.Module:
+        """(Re)build `net`: DDP around the model when distributed, compiled when asked."""
+        net = dist.wrap_model(self.model, self.dist, self.device)
+        self.net = compiled(net, self.options.compile_mode) if self.options.compile else net
+        return self.net
+
+    def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *extra: torch.Tensor) -> StepResult:
+        opts = self.options
+        for h in self.hooks:
+            if h.before is not None:
+                h.before(self.count)
+        net = self.net if self.net is not None else self.wrap()
+        if opts.channels_last:
+            x = memory_format(x, True)
+        for h in self.hooks:
+            if h.batch is not None:
+                x, y = h.batch(x, y, self.count)
+        with autocast(self.device, opts.amp, cpu=opts.cpu_bf16):
+            loss, out = self.compute(net, x, y, *extra)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if opts.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self._update_ema()
+        self.count += 1
+        for h in self.hooks:
+            if h.after is not None:
+                h.after(self.count)
+        return StepResult(loss.detach(), out.detach() if out is not None else None, y)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """`AveragedModel.update_parameters` (use_buffers=True), the same arithmetic, without its two
+        host reads of `n_averaged` per step: the count lives on the host, read once per TrainStep
+        (a resumed run's EMA brings its count with its state)."""
+        ema = self.ema
+        if self._ema_updates is None:
+            self._ema_updates = int(ema.n_averaged)  # deliberate sync, once
+        averaged = [*ema.module.parameters(), *ema.module.buffers()]
+        current = [t.detach() for t in (*self.model.parameters(), *self.model.buffers())]
+        if self._ema_updates == 0:  # the first update copies the weights
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+        else:
+            groups: dict[tuple[torch.device, torch.dtype], tuple[list, list]] = {}
+            for a, c in zip(averaged, current):  # one foreach call per (device, dtype), as torch groups them
+                pair = groups.setdefault((a.device, a.dtype), ([], []))
+                pair[0].append(a)
+                pair[1].append(c)
+            for a, c in groups.values():
+                ema.multi_avg_fn(a, c, ema.n_averaged)
+        ema.n_averaged += 1
+        self._ema_updates += 1
