@@ -259,19 +259,19 @@ def test_label_issues_page_in_headless_chromium(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-labels-idx1-ubyte.gz").is_file(), reason="needs the MNIST files")
-def test_mnist_test_split_finds_human_confirmed_errors(tmp_path):
-    """`foveal check mnist --split test --labels` (held out: trained on the 60,000 train images)
-    against the 15 test-label errors human raters confirmed (bench/mnist_test_label_errors.csv).
-    Measured: MNIST_TBD; the floors leave a margin for other seeds and CPUs."""
-    from foveal.cli.main import main
+def test_mnist_test_split_ranks_human_confirmed_errors_first():
+    """The call `foveal check mnist --split test --labels` makes (held out: one LeNet-5 trained on the
+    60,000 training images) against the 15 test-label errors human raters confirmed
+    (bench/mnist_test_label_errors.csv). Measured (2026-12-02, seed 0): 4 flagged, 2 of them confirmed;
+    of the 15, 5 in the 15 least self-confident test images, 10 in the top 50, 14 in the top 100.
+    The floors leave a margin for other CPUs' float order."""
+    from foveal.engine.labels import find_label_issues
 
     bench = runpy.run_path(str(Path(__file__).resolve().parents[2] / "bench" / "bench_mnist_test_errors.py"))
     confirmed = bench["read_confirmed"]()
-    assert main(["check", "mnist", "--data-dir", str(SHARED_DATA), "--split", "test", "--labels",
-                 "--out", str(tmp_path)]) == 0
-    with open(tmp_path / "label_issues.csv") as f:
-        rows = list(csv.DictReader(f))
-    given = {int(r["index"]): int(r["given"]) for r in rows}
-    hits = [c for c in confirmed if c["index"] in given]
-    assert all(given[c["index"]] == c["given"] for c in hits)  # the same official order of the t10k files
-    assert len(hits) >= HITS_TBD and len(rows) <= ROWS_TBD, (len(hits), len(rows))
+    check = find_label_issues("mnist", split="test", data_dir=str(SHARED_DATA), log=lambda m: None)
+    assert check.method.startswith("held out: one lenet5_modern trained on train (60,000 images)")
+    assert all(check.issues.given[c["index"]] == c["given"] for c in confirmed)  # the official t10k order
+    r = bench["score"](check, confirmed)
+    assert r["confirmed_flagged"] >= 1 and r["flagged"] <= 100, r
+    assert r["top"][50] >= 7 and r["top"][100] >= 11, r
