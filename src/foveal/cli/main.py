@@ -130,8 +130,9 @@ def _check_labels(args: argparse.Namespace, data, report: dict) -> None:
     from ..engine.labels import find_label_issues, label_check_dir, write_label_check
 
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    check = find_label_issues(data.source, split=args.split, model=args.model, folds=args.folds, epochs=args.epochs,
-                              rank_by=args.rank_by, data_dir=data.data_dir, img_size=args.img_size, log=log)
+    check = find_label_issues(data.source, split=args.split, holdout=args.holdout, model=args.model, folds=args.folds,
+                              epochs=args.epochs, rank_by=args.rank_by, data_dir=data.data_dir,
+                              img_size=args.img_size, log=log)
     out = Path(args.out) if args.out else label_check_dir(report["source"], check.split)
     summary = write_label_check(check, out, data_report=report)
     if args.json:
@@ -218,15 +219,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--preview", help="write a PNG grid of augmented training samples here")
     sp.add_argument("--augment", help="comma-separated augmentations for --preview")
     sp.add_argument("--labels", action="store_true",
-                    help="also find label errors: K-fold out-of-sample probabilities, then confident learning; writes "
-                    "label_issues.csv (ranked), noise_matrix.csv, label_issues.html and check.json into --out")
+                    help="also find label errors: out-of-sample probabilities (K-fold, or held out, see --holdout), "
+                    "then confident learning; writes label_issues.csv (ranked), noise_matrix.csv, label_issues.html "
+                    "and check.json into --out")
     sp.add_argument("--split", help="split for --labels (default: train, or the source's only split); index = "
                     "position in that split as loaded (named datasets: the official order)")
-    sp.add_argument("--model", help="model trained on each fold (default by image size: lenet5_modern up to 32 px, "
-                    "else resnet20 at 32 px)")
-    sp.add_argument("--folds", type=int, help="folds for --labels (default 4)")
-    sp.add_argument("--epochs", type=int, help="epochs per fold (default by split size: 20 / 10 / 6 for "
-                    "<=3k / <=30k / more images)")
+    sp.add_argument("--holdout", action=argparse.BooleanOptionalAction,
+                    help="--labels judges the split by one model trained on the source's other splits (e.g. "
+                    "--split test of mnist: trained on its 60,000 train images) instead of K folds of the split "
+                    "itself (default: held out for any --split but train when the source has a train split; "
+                    "--no-holdout: always K-fold)")
+    sp.add_argument("--model", help="model trained per fold, or the held-out model (default by image size: "
+                    "lenet5_modern up to 32 px, else resnet20 at 32 px)")
+    sp.add_argument("--folds", type=int, help="folds for a K-fold --labels check (default 4)")
+    sp.add_argument("--epochs", type=int, help="epochs per model (default by training images: 20 / 10 / 6 for "
+                    "<=3k / <=30k / more)")
     sp.add_argument("--rank-by", default="self_confidence", choices=("self_confidence", "normalized_margin"))
     sp.add_argument("--img-size", type=int, help="load images at this side for --labels (default: native or 32)")
     sp.add_argument("--out", help="folder for the --labels files (default: checks/<data name>-<split>/)")

@@ -1,9 +1,11 @@
-"""Out-of-sample probabilities by K-fold cross-validation, and `find_label_issues` on top of them.
+"""Out-of-sample probabilities by K-fold cross-validation (or from a model trained on the other
+splits, for a held-out split), and `find_label_issues` on top of them.
 
 Confident learning needs, for every image, probabilities from a model that never saw its label.
-K models are trained, each on K-1 folds (stratified, seeded), and each predicts its held-out fold.
-The K trainings are the whole cost, so they use a short in-memory recipe in the manner of the
-fast recipe (`foveal.engine.fast`): the split as one uint8 tensor, batched translate augmentation,
+K models are trained, each on K-1 folds (stratified, seeded), and each predicts its held-out fold;
+a test or val split is instead judged by one model trained on the source's other splits. The
+trainings are the whole cost, so they use a short in-memory recipe in the manner of the fast
+recipe (`foveal.engine.fast`): the images as one uint8 tensor, batched translate augmentation,
 AdamW with a one-cycle schedule, no host sync in the step loop; a small model per input size
 (`crossval_defaults`) keeps K folds of MNIST's 10,000 test images at minutes on 2 CPU cores
 (BENCHMARKS.md, "Label errors").
@@ -52,9 +54,10 @@ class CrossValConfig:
 
 
 def crossval_defaults(side: int, n: int) -> CrossValConfig:
-    """Defaults by image side and split size: LeNet-5 (modern) up to 32 px; ResNet-20 at 32 px above
-    (larger images are shrunk: label errors are visible at thumbnail size, and K trainings at full
-    size would take hours on a CPU). Fewer epochs for large splits, more for tiny ones."""
+    """Defaults by image side and number of images `n` (the split for K-fold, the training splits for
+    a held-out check): LeNet-5 (modern) up to 32 px; ResNet-20 at 32 px above (larger images are
+    shrunk: label errors are visible at thumbnail size, and K trainings at full size would take
+    hours on a CPU). Fewer epochs for many images, more for few."""
     epochs = 6 if n > 30_000 else 10 if n > 3_000 else 20
     if side <= 32:
         return CrossValConfig(model="lenet5_modern", epochs=epochs)
@@ -112,46 +115,70 @@ def _fit_size(x: torch.Tensor, cfg: CrossValConfig) -> torch.Tensor:
 
 
 def _fold_job(args: tuple) -> tuple[int, torch.Tensor, float]:
-    """One fold: train on the other folds, predict the held-out one."""
+    """One job: train on the `train` positions of x, predict the `held` ones."""
     k, x, y, train, held, num_classes, cfg, mean, std = args
     t0 = time.perf_counter()
     model = _train_fold(x[train], y[train], num_classes, cfg, mean, std, cfg.seed + k)
     return k, _predict(model, x[held], mean, std, cfg.eval_batch_size), time.perf_counter() - t0
 
 
-def out_of_sample_probs(images: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: CrossValConfig,
-                        log: Callable[[str], None] = print) -> np.ndarray:
-    """(N, num_classes) probabilities, each row from the fold model that did not train on that image.
+def _norm_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of (N, C, H, W) uint8 images (the first 4,096; no label enters them)."""
+    xf = x[:4096].float().div(255)
+    return xf.mean(dim=(0, 2, 3)).tolist(), xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
 
-    Folds train side by side in `cfg.workers` threads with torch's intra-op pool at one thread (torch
+
+def _train_and_predict(x: torch.Tensor, labels: torch.Tensor, jobs: list[tuple[torch.Tensor, torch.Tensor]],
+                       num_classes: int, cfg: CrossValConfig, mean: list[float], std: list[float],
+                       names: list[str], log: Callable[[str], None]) -> torch.Tensor:
+    """(N, num_classes) probabilities: one model per (train, held) pair of positions in x, each predicting
+    its held positions (rows no job holds stay 0).
+
+    Jobs train side by side in `cfg.workers` threads with torch's intra-op pool at one thread (torch
     releases the GIL in its kernels): a small model gains little from intra-op threads, and an
     intra-op pool that shares its cores with other jobs can run 10x slower (measured: LeNet-5 steps
     at 8,300 img/s on 1 thread, 920 on 2 threads of a loaded 2-core box).
     """
-    x = _fit_size(images, cfg)
-    xf = x[:4096].float().div(255)  # the normalization of the whole split (no label enters it)
-    mean = xf.mean(dim=(0, 2, 3)).tolist()
-    std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
     probs = torch.zeros(len(labels), num_classes)
-    parts = fold_indices(labels, cfg.folds, cfg.seed)
-    jobs = [(k, x, labels, torch.cat([p for j, p in enumerate(parts) if j != k]), held, num_classes, cfg, mean, std)
-            for k, held in enumerate(parts)]
-    workers = min(cfg.folds, cfg.workers or os.cpu_count() or 1)
+    args = [(k, x, labels, train, held, num_classes, cfg, mean, std) for k, (train, held) in enumerate(jobs)]
+    workers = min(len(jobs), cfg.workers or os.cpu_count() or 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     pool = ThreadPoolExecutor(workers)
     try:
-        results = pool.map(_fold_job, jobs)
-        for k, p, sec in results:
-            held = parts[k]
+        for k, p, sec in pool.map(_fold_job, args):
+            train, held = jobs[k]
             probs[held] = p
             acc = (p.argmax(1) == labels[held]).float().mean().item()
-            log(f"fold {k + 1}/{cfg.folds}: trained on {len(labels) - len(held):,}, predicted {len(held):,} "
+            log(f"{names[k]}: trained on {len(train):,}, predicted {len(held):,} "
                 f"(agreement with the given labels {acc:.4f}), {sec:.0f} s")
     finally:
         pool.shutdown()
         torch.set_num_threads(threads)
-    return probs.numpy()
+    return probs
+
+
+def out_of_sample_probs(images: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: CrossValConfig,
+                        log: Callable[[str], None] = print) -> np.ndarray:
+    """(N, num_classes) probabilities, each row from the fold model that did not train on that image."""
+    x = _fit_size(images, cfg)
+    parts = fold_indices(labels, cfg.folds, cfg.seed)
+    jobs = [(torch.cat([p for j, p in enumerate(parts) if j != k]), held) for k, held in enumerate(parts)]
+    names = [f"fold {k + 1}/{cfg.folds}" for k in range(cfg.folds)]
+    return _train_and_predict(x, labels, jobs, num_classes, cfg, *_norm_stats(x), names, log).numpy()
+
+
+def holdout_probs(train_images: torch.Tensor, train_labels: torch.Tensor, images: torch.Tensor,
+                  labels: torch.Tensor, num_classes: int, cfg: CrossValConfig,
+                  log: Callable[[str], None] = print) -> np.ndarray:
+    """(N, num_classes) probabilities of `images` from one model trained on other images (another split:
+    out of sample by construction). `labels` only report the model's agreement with them."""
+    n = len(train_labels)
+    x = _fit_size(torch.cat([train_images, images]), cfg)
+    y = torch.cat([train_labels, labels])
+    job = (torch.arange(n), torch.arange(n, len(y)))
+    mean, std = _norm_stats(x[:n])  # the training images' statistics, as any trained model has them
+    return _train_and_predict(x, y, [job], num_classes, cfg, mean, std, ["held-out model"], log)[n:].numpy()
 
 
 @dataclass
@@ -165,6 +192,7 @@ class LabelCheck:
     images: torch.Tensor  # (N, C, H, W) uint8, as loaded (for thumbnails)
     cv: Optional[CrossValConfig]  # None when the probabilities were given
     seconds: float
+    method: str = "given probabilities"  # where the probabilities came from, in words (page, check.json)
 
     def rows(self) -> list[dict[str, Any]]:
         """The ranked rows of `label_issues.csv`."""
@@ -173,10 +201,10 @@ class LabelCheck:
         return issue_rows(self.issues, self.classes, self.split, self.paths)
 
 
-def _as_split(data: Any, labels: Any, split: Optional[str], data_dir: Optional[str],
-              img_size: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, list[str], str, Optional[list[str]]]:
-    """(images uint8, labels, classes, split name, paths) from a source name/path, a DataBundle, a
-    Split, or (N, H, W[, C]) / (N, C, H, W) arrays with `labels`."""
+def _as_split(data: Any, labels: Any, split: Optional[str], data_dir: Optional[str], img_size: Optional[int]
+              ) -> tuple[torch.Tensor, torch.Tensor, list[str], str, Optional[list[str]], dict[str, Any]]:
+    """(images uint8, labels, classes, split name, paths, the source's other splits by name) from a
+    source name/path, a DataBundle, a Split, or (N, H, W[, C]) / (N, C, H, W) arrays with `labels`."""
     from ..config import DataConfig
     from ..data.arrays import to_images_u8
     from ..data.bundle import DataBundle, Split
@@ -192,15 +220,16 @@ def _as_split(data: Any, labels: Any, split: Optional[str], data_dir: Optional[s
         if name not in data.splits:
             raise ValueError(f"{data.name} has no split '{name}' (it has {', '.join(data.splits)}); pass one of them")
         s = data.splits[name]
-        return s.images.load(), s.labels, list(data.classes), name, s.paths
+        others = {k: v for k, v in data.splits.items() if k != name}
+        return s.images.load(), s.labels, list(data.classes), name, s.paths, others
     if isinstance(data, Split):
         n = int(data.labels.max()) + 1
-        return data.images.load(), data.labels, [str(c) for c in range(n)], split or "all", data.paths
+        return data.images.load(), data.labels, [str(c) for c in range(n)], split or "all", data.paths, {}
     if labels is None:
         raise ValueError("find_label_issues(images, labels): array input needs the labels")
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     x = to_images_u8(data)
-    return x, y, [str(c) for c in range(int(y.max()) + 1)], split or "all", None
+    return x, y, [str(c) for c in range(int(y.max()) + 1)], split or "all", None, {}
 
 
 def default_split(bundle: Any) -> str:
@@ -208,35 +237,68 @@ def default_split(bundle: Any) -> str:
     return "train" if "train" in bundle.splits else next(iter(bundle.splits))
 
 
+def holdout_splits(name: str, others: Sequence[str], holdout: Optional[bool]) -> list[str]:
+    """The splits a held-out model trains on to check split `name` ([]: K-fold on `name` itself).
+
+    Default (`holdout` None): held out when `name` is not 'train' and the source has a 'train' split,
+    i.e. checking a test or val split. A model trained on the other splits sees more images than
+    K-1 folds of the checked split (MNIST: 60,000 against 7,500) and never sees the checked labels,
+    which is what a user who checks a test split expects it to be judged by; `holdout=False` keeps
+    the check inside the split (K-fold), `True` asks for the other splits whatever the name.
+    """
+    if holdout is None:
+        holdout = name != "train" and "train" in others
+    if holdout and not others:
+        raise ValueError(f"a held-out check of split '{name}' trains on the source's other splits, and it has "
+                         "none; check it by K-fold on itself (--no-holdout, holdout=False)")
+    return list(others) if holdout else []
+
+
+def _recipe(side: int, n_train: int, seed: int, model: Optional[str], folds: Optional[int],
+            epochs: Optional[int]) -> CrossValConfig:
+    """`crossval_defaults` for images of `side` px and `n_train` training images, with the overrides."""
+    over = {k: v for k, v in dict(model=model, folds=folds, epochs=epochs).items() if v is not None}
+    cv = dataclasses.replace(crossval_defaults(side, n_train), seed=seed, **over)
+    if model is not None and cv.img_size is None and side > 32:
+        cv.img_size = 32
+    return cv
+
+
 def find_label_issues(data: Any, labels: Optional[Sequence[int]] = None, *, probs: Optional[np.ndarray] = None,
-                      split: Optional[str] = None, model: Optional[str] = None, folds: Optional[int] = None,
-                      epochs: Optional[int] = None, rank_by: str = "self_confidence",
+                      split: Optional[str] = None, holdout: Optional[bool] = None, model: Optional[str] = None,
+                      folds: Optional[int] = None, epochs: Optional[int] = None, rank_by: str = "self_confidence",
                       data_dir: Optional[str] = None, img_size: Optional[int] = None, seed: int = 0,
                       log: Callable[[str], None] = print) -> LabelCheck:
-    """Mislabeled images of one split by confident learning on K-fold out-of-sample probabilities.
+    """Mislabeled images of one split by confident learning on out-of-sample probabilities.
 
     `data`: a dataset name / folder / CSV (with `data_dir` for named datasets), a DataBundle (its
     `split`, default 'train' or its only split), a Split, or images as arrays with `labels`.
-    `probs` (N, K): use these out-of-sample probabilities instead of training (no images needed
-    beyond thumbnails). `model`, `folds`, `epochs`: override `crossval_defaults` for the image size.
-    Index i of the answer is position i in the split (for named datasets, the official order).
+    The probabilities come from K-fold cross-validation on the split, or, for a held-out split (see
+    `holdout_splits`: by default any split but 'train' of a source that has one), from one model
+    trained on the source's other splits. `probs` (N, K): use these out-of-sample probabilities
+    instead of training. `model`, `folds`, `epochs`: override `crossval_defaults` for the image size
+    (`folds` only applies to K-fold). Index i of the answer is position i in the split (for named
+    datasets, the official order).
     """
     t0 = time.perf_counter()
-    x, y, classes, name, paths = _as_split(data, labels, split, data_dir, img_size)
-    cv = None
+    x, y, classes, name, paths, others = _as_split(data, labels, split, data_dir, img_size)
+    cv, method = None, "given probabilities"
     if probs is None:
-        cv = crossval_defaults(x.shape[-1], len(y))
-        over = {k: v for k, v in dict(model=model, folds=folds, epochs=epochs).items() if v is not None}
-        cv = dataclasses.replace(cv, seed=seed, **over)
-        if model is not None and cv.img_size is None and x.shape[-1] > 32:
-            cv.img_size = 32
-        log(f"label check of {len(y):,} images ({name}): {cv.folds} folds of {cv.model}, {cv.epochs} epochs each")
-        probs = out_of_sample_probs(x, y, max(len(classes), int(y.max()) + 1), cv, log)
+        train = holdout_splits(name, list(others), holdout)
+        tx = torch.cat([others[s].images.load() for s in train]) if train else None
+        ty = torch.cat([others[s].labels for s in train]) if train else y
+        k = max(len(classes), int(y.max()) + 1, int(ty.max()) + 1)
+        cv = _recipe(x.shape[-1], len(ty), seed, model, folds, epochs)
+        held = f"one {cv.model} trained on {' + '.join(train)} ({len(ty):,} images)"
+        method = (f"held out: {held}, {cv.epochs} epochs" if train
+                  else f"{cv.folds}-fold cross-validation on {name}: {cv.model}, {cv.epochs} epochs per fold")
+        log(f"label check of {len(y):,} images ({name}), {method}")
+        probs = holdout_probs(tx, ty, x, y, k, cv, log) if train else out_of_sample_probs(x, y, k, cv, log)
     elif len(probs) != len(y):
         raise ValueError(f"probs has {len(probs)} rows for {len(y)} images of split '{name}'")
     classes += [str(c) for c in range(len(classes), np.shape(probs)[1])]  # classes absent from the labels
     issues = confident_learning(y.numpy(), probs, rank_by=rank_by)  # type: ignore[arg-type]
-    return LabelCheck(issues, classes, name, paths, x, cv, time.perf_counter() - t0)
+    return LabelCheck(issues, classes, name, paths, x, cv, time.perf_counter() - t0, method)
 
 
 def label_check_dir(source: str | os.PathLike, split: str) -> Path:
@@ -261,8 +323,9 @@ def write_label_check(check: LabelCheck, out_dir: str | os.PathLike, top: int = 
     with atomic_path(out / "noise_matrix.csv") as tmp:
         write_noise_csv(check.issues, check.classes, tmp)
     write_text(out / "label_issues.html", issues_html(check, top))
-    summary = {"split": check.split, "images": len(check.issues.given), "flagged": len(rows),
-               "noise_rate": round(check.issues.noise_rate, 4), "seconds": round(check.seconds, 1), "out": str(out),
+    summary = {"split": check.split, "probabilities": check.method, "images": len(check.issues.given),
+               "flagged": len(rows), "noise_rate": round(check.issues.noise_rate, 4),
+               "seconds": round(check.seconds, 1), "out": str(out),
                "top": [(r["index"], r["given"], r["suggested"], r["self_confidence"]) for r in rows[:10]]}
     if data_report is not None:
         write_json(out / "check.json", {**data_report, "labels": summary})

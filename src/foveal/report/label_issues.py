@@ -38,8 +38,7 @@ def issues_html(check: Any, top: int = 60) -> str:
     summary = {"split": check.split, "images": n, "flagged": len(rows),
                "flagged share": f"{len(rows) / max(n, 1):.4f}", "estimated noise rate": f"{iss.noise_rate:.4f}",
                "ranked by": iss.rank_by, "seconds": round(check.seconds, 1)}
-    if check.cv is not None:
-        summary.update(model=check.cv.model, folds=check.cv.folds, epochs=check.cv.epochs)
+    summary["probabilities"] = check.method
     tiles = []
     for r in rows[:top]:
         i, p = r["index"], iss.probs[r["index"]]
