@@ -86,15 +86,18 @@ def main() -> None:
     loss_fn, step, history, t0 = torch.nn.CrossEntropyLoss(), 0, [], time.perf_counter()
     for epoch in range(args.epochs):
         model.train()
+        hits = seen = 0
         for x, y in loaders["train"]:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            loss = loss_fn(model(x), y)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            hits, seen = hits + int((logits.argmax(1) == y).sum()), seen + len(y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-        history.append({"epoch": epoch + 1, "val_acc": accuracy(model, loaders["val"])})
+        history.append({"epoch": epoch + 1, "train_acc": hits / max(seen, 1), "val_acc": accuracy(model, loaders["val"])})
         print(json.dumps(history[-1]), flush=True)
     result = {"history": history, "test_acc": accuracy(model, loaders["test"]),
               "train_and_eval_s": round(time.perf_counter() - t0, 2)}
