@@ -24,7 +24,21 @@ from .layers import DropPath, drop_path_rates
 from .registry import register_model
 
 
-class PreActBasicBlock(nn.Module):
+class _PreActBlock(nn.Module):
+    """What both block types share: the shortcut rule, stochastic depth and the pre-activation."""
+
+    def _add_shortcut(self, cin: int, cout: int, stride: int, drop_path: float) -> None:
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(BN-ReLU of x, the shortcut branch: x, or the 1x1 conv of the pre-activated x)."""
+        pre = self.relu(self.bn1(x))
+        return pre, x if self.shortcut is None else self.shortcut(pre)
+
+
+class PreActBasicBlock(_PreActBlock):
     expansion = 1
 
     def __init__(self, cin: int, planes: int, stride: int = 1, drop_path: float = 0.0, block_drop_rate: float = 0.0):
@@ -34,19 +48,16 @@ class PreActBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.dropout = nn.Dropout(block_drop_rate)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut = nn.Conv2d(cin, planes, 1, stride, bias=False) if stride != 1 or cin != planes else None
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self._add_shortcut(cin, planes, stride, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(pre)
+        pre, shortcut = self._pre(x)
         out = self.conv1(pre)
         out = self.conv2(self.dropout(self.relu(self.bn2(out))))
         return self.drop_path(out) + shortcut
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(_PreActBlock):
     expansion = 4
 
     def __init__(self, cin: int, planes: int, stride: int = 1, drop_path: float = 0.0, block_drop_rate: float = 0.0):
@@ -59,13 +70,10 @@ class PreActBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes)
         self.dropout = nn.Dropout(block_drop_rate)
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self._add_shortcut(cin, cout, stride, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(pre)
+        pre, shortcut = self._pre(x)
         out = self.conv2(self.relu(self.bn2(self.conv1(pre))))
         out = self.conv3(self.dropout(self.relu(self.bn3(out))))
         return self.drop_path(out) + shortcut
