@@ -12,6 +12,7 @@ No torch import here: the commands run in child processes, so each pays its own 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,5 +170,5 @@ def compare_peer(work: Path, pretrained: Optional[str], images: int = 400, epoch
             x = rows[k][-1]
             log(f"peer round {r} {k}: wall {x['wall_s']} s, user {x['user_s']} s, sys {x['sys_s']} s, "
                 f"test acc {x['test_acc']:.4f}")
-    med = {k: sorted(x["wall_s"] for x in v)[len(v) // 2] for k, v in rows.items()}
+    med = {k: statistics.median(x["wall_s"] for x in v) for k, v in rows.items()}  # an even count: the mean of two
     return {"lr": lr, "rounds": rows, "wall_speedup_vs_timm": round(med["timm"] / med["foveal"], 2)}

@@ -9,7 +9,6 @@ Neither stage reads `Split.groups`; groups are only used to evaluate, as in the 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Callable, Optional
 
 import torch
@@ -18,6 +17,7 @@ from ..config import ConfigError, RunConfig
 from ..data import DataBundle
 from ..data.splits import concat
 from ..data.stream import make_loader
+from .distributed import env_info
 from .scoring import score_with_logits
 from .trainer import RunResult, Trainer
 
@@ -50,7 +50,7 @@ def fit_jtt(cfg: RunConfig, data: Optional[DataBundle] = None,
     keeps the first's normalization, so the repeated images do not shift the mean/std.
     """
     t = cfg.train
-    if t.devices > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if t.devices > 1 or env_info().enabled:  # under torchrun, as the pretrainer checks it
         raise ConfigError("train.jtt_epochs: Just Train Twice runs in one process (train.devices 1); its error "
                           "set is found on the whole train split at once")
     first = dataclasses.replace(cfg, train=dataclasses.replace(t, epochs=t.jtt_epochs, report=False, jtt_epochs=0,
