@@ -111,8 +111,6 @@ def pil_to_array(img: Image.Image, img_size: int, in_chans: int, resize: str = "
     """PIL image -> (in_chans, img_size, img_size) uint8 C-contiguous array, resized with antialiasing.
     'crop': the centre square of side crop_pct x the shorter side, resized to img_size (timm's and
     torchvision's eval transform: shorter side to img_size / crop_pct, centre crop img_size)."""
-    if not 0 < crop_pct <= 1:
-        raise ValueError(f"data.crop_pct must be in (0, 1], got {crop_pct}")
     img = _to_mode(img, in_chans)
     if resize == "crop":  # fit's bleed trims (1 - crop_pct) / 2 of each side before taking the centre square
         img = ImageOps.fit(img, (img_size, img_size), Image.Resampling.BILINEAR, bleed=(1 - crop_pct) / 2)

@@ -71,6 +71,8 @@ def resolve_start(cfg: RunConfig, log: Callable[[str], None] = print
     from ..models import hub
 
     m, d, o = cfg.model, cfg.data, cfg.optim
+    if d.crop_pct is not None and not 0 < d.crop_pct <= 1:  # here, once: inside the decoder it would read as
+        raise ValueError(f"data.crop_pct must be in (0, 1], got {d.crop_pct}")  # a broken file per image
     p, where = None, ""
     if m.pretrained and not cfg.train.resume:
         if hub.is_weights_name(m.pretrained):
