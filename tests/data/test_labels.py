@@ -221,6 +221,12 @@ def test_check_labels_command_and_python_api(tmp_path):
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
     sc = [float(r["self_confidence"]) for r in rows]
     assert sc == sorted(sc) and all(r["given"] != r["suggested"] for r in rows)
+    with open(out / "label_quality.csv") as f:  # every image, ranked by the same score, flagged marked
+        everything = list(csv.DictReader(f))
+    assert len(everything) == 1797 and [int(r["rank"]) for r in everything] == list(range(1, 1798))
+    sc_all = [float(r["self_confidence"]) for r in everything]
+    assert sc_all == sorted(sc_all) and sum(int(r["flagged"]) for r in everything) == len(rows)
+    assert {r["index"] for r in everything if r["flagged"] == "1"} == {r["index"] for r in rows}
     assert (out / "noise_matrix.csv").read_text().startswith("given\\true,0,1")
     # digits has one split: nothing to hold out, so K folds of it
     assert json.loads((out / "check.json").read_text())["labels"]["probabilities"].startswith("2-fold cross-validation")

@@ -142,7 +142,7 @@ def _check_labels(args: argparse.Namespace, data, report: dict) -> None:
           f"(estimated noise rate {summary['noise_rate']:.4f}), {summary['seconds']:.0f} s")
     for i, given, sug, sc in summary["top"]:
         print(f"  [{i}] given {given}, suggested {sug} (self-confidence {sc:.3f})")
-    print(f"wrote label_issues.csv, noise_matrix.csv, label_issues.html and check.json in {out}")
+    print(f"wrote label_issues.csv, label_quality.csv, noise_matrix.csv, label_issues.html and check.json in {out}")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -169,19 +169,28 @@ def confident_learning(labels: Sequence[int] | np.ndarray, probs: np.ndarray,
 
 # ---- files: what `foveal check --labels` writes, and what data.exclude / data.relabel read -------------
 def issue_rows(issues: LabelIssues, classes: Sequence[str], split: str,
-               paths: Optional[Sequence[str]] = None) -> list[dict]:
-    """One dict per flagged image, in rank order, with the columns of `label_issues.csv`."""
+               paths: Optional[Sequence[str]] = None, everything: bool = False) -> list[dict]:
+    """One dict per flagged image, in rank order, with the columns of `label_issues.csv`; with `everything`,
+    one per image of the split, ranked by the same score (least likely right first), plus `flagged` (1/0):
+    the rows of `label_quality.csv`, for reviewing further down than the flagged set."""
     y, p = issues.given, issues.probs
     sc, mg, sug = self_confidence(y, p), normalized_margin(y, p), issues.suggested
+    if everything:
+        order, flagged = np.argsort(sc if issues.rank_by == "self_confidence" else mg, kind="stable"), issues.mask
+    else:
+        order, flagged = issues.ranked, None
     return [{"rank": r + 1, "index": int(i), "split": split, "path": paths[i] if paths is not None else "",
              "given": classes[issues.given[i]], "suggested": classes[sug[i]], "self_confidence": round(float(sc[i]), 6),
-             "margin": round(float(mg[i]), 6), "p_suggested": round(float(issues.probs[i, sug[i]]), 6), "accept": ""}
-            for r, i in enumerate(issues.ranked.tolist())]
+             "margin": round(float(mg[i]), 6), "p_suggested": round(float(issues.probs[i, sug[i]]), 6), "accept": "",
+             **({"flagged": int(flagged[i])} if flagged is not None else {})}
+            for r, i in enumerate(order.tolist())]
 
 
 def write_issue_csv(rows: list[dict], path: Path) -> None:
+    """label_issues.csv, or label_quality.csv when the rows carry `flagged` (see `issue_rows`)."""
+    columns = COLUMNS + (("flagged",) if rows and "flagged" in rows[0] else ())
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
 

@@ -26,11 +26,17 @@ from PIL import Image, ImageFilter
 
 def write_photo_folder(root: Path, n: int = 400, classes: int = 2, seed: int = 0,
                        sizes: tuple[int, int] = (300, 500)) -> Path:
-    """root/class_<k>/<i>.jpg: `n` smooth random colour images of 300-500 px sides (JPEG quality 90).
+    """root/class_<k>/<i>.jpg: `n` random photo-like colour images of 300-500 px sides (JPEG quality 90).
 
     Each image is a few Gaussian blobs on a smooth background (a low-resolution noise field upscaled
-    bicubically, then blurred); class k tints the blobs towards its own hue, so the task is learnable
-    in a couple of epochs from ImageNet weights (a fine-tune's accuracy then compares between tools). Sizes and aspect ratios vary, so decoding and resizing cost what photos cost."""
+    bicubically), with a texture over all of it: grey-level noise at five octaves (16-256 px cells down to
+    single pixels, amplitude falling with the cell size, as natural images' spectra fall roughly as 1/f), so
+    pixel statistics are near ImageNet's (std ~0.2-0.25 of the range, detail at every scale) and a network
+    pretrained there sees inputs it knows. (The first version was blurred colour fields with a pixel std
+    under half of that: batch-norm running statistics carried over from ImageNet then mismatched after a short
+    fine-tune and one tool's eval-mode accuracy fell to chance while another's did not.) Class k tints the
+    blobs towards its own hue, so the task is learnable in a couple of epochs from ImageNet weights. Sizes
+    and aspect ratios vary, so decoding and resizing cost what photos cost."""
     rng = np.random.default_rng(seed)
     tints = rng.uniform(0.2, 0.8, (classes, 3))
     for i in range(n):
@@ -43,7 +49,12 @@ def write_photo_folder(root: Path, n: int = 400, classes: int = 2, seed: int = 0
             cy, cx, r = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w, rng.uniform(0.12, 0.3) * min(w, h)
             a = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]  # (h, w, 1)
             img = img * (1 - a) + a * 255 * (tints[k] + rng.normal(0, 0.1, 3))
-        out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5))
+        texture = np.zeros((h, w), np.float32)
+        for cell, amp in ((256, 40.0), (64, 26.0), (16, 16.0), (4, 10.0), (1, 6.0)):  # coarse to fine
+            field = rng.normal(0, amp, (max(2, h // cell), max(2, w // cell))).astype(np.float32)
+            texture += np.asarray(Image.fromarray(field, mode="F").resize((w, h), Image.Resampling.BICUBIC))
+        img = img + texture[..., None] * rng.uniform(0.7, 1.3, 3).astype(np.float32)  # slightly coloured grain
+        out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.6))
         d = root / f"class_{k}"
         d.mkdir(parents=True, exist_ok=True)
         out.save(d / f"{i:04d}.jpg", quality=90)
@@ -122,7 +133,7 @@ def split_photo_folder(src: Path, dst: Path, fractions: tuple[float, float] = (0
     so foveal and the peer read the very same split."""
     for cls in sorted(p for p in src.iterdir() if p.is_dir()):
         files = sorted(cls.iterdir())
-        a, b = int(len(files) * fractions[0]), int(len(files) * sum(fractions))
+        a, b = round(len(files) * fractions[0]), round(len(files) * sum(fractions))  # not int(): 0.7 + 0.1 < 0.8
         for split, part in (("train", files[:a]), ("val", files[a:b]), ("test", files[b:])):
             (dst / split / cls.name).mkdir(parents=True, exist_ok=True)
             for f in part:
@@ -138,7 +149,9 @@ def compare_peer(work: Path, pretrained: Optional[str], images: int = 400, epoch
     """`foveal train` against bench/peer_timm_train.py (a timm user's script) on the same split of the generated
     photos, with the same recipe: full fine-tune from `pretrained`, AdamW at `lr` / wd 5e-4 on weights, cosine with
     one warm-up epoch, batch 32, RandomResizedCrop (scale 0.35-1) + flip, the weights' eval transform. Whole
-    commands, alternating, `rounds` times each; wall, user and sys seconds and test accuracy."""
+    commands, alternating, `rounds` times each, round r with seed r on both sides; wall, user and sys seconds
+    and test accuracy, and each tool's mean test accuracy over the rounds (80 test images a round: one image is
+    1.25 points, so the seeds' mean is what compares)."""
     import json
 
     photos = work / "photos"
@@ -155,14 +168,15 @@ def compare_peer(work: Path, pretrained: Optional[str], images: int = 400, epoch
                           "--train.batch_size", str(batch_size), "--model.finetune", "full", "--optim.layer_decay",
                           "1.0", "--data.augment", "rrc,flip", "--optim.lr", str(lr), "--train.device", "cpu",
                           "--train.progress", "false",
-                          "--train.name", name, *(["--model.pretrained", pretrained] if pretrained else []))
+                          "--train.name", name, "--train.seed", str(r),
+                          *(["--model.pretrained", pretrained] if pretrained else []))
         res = time_command(fov, cwd=work)
         res["test_acc"] = json.loads((work / "runs" / name / "test.json").read_text())["accuracy"]
         rows["foveal"].append(res)
         out_json = work / f"peer-timm-{r}.json"
         peer = [sys.executable, str(peer_script), "--data", str(split), "--model", model.removeprefix("timm/"),
                 "--epochs", str(epochs), "--batch-size", str(batch_size), "--lr", str(lr), "--out", str(out_json),
-                *(["--pretrained", pretrained] if pretrained else [])]
+                "--seed", str(r), *(["--pretrained", pretrained] if pretrained else [])]
         res = time_command(peer, cwd=work)
         res["test_acc"] = json.loads(out_json.read_text())["test_acc"]
         rows["timm"].append(res)
@@ -171,4 +185,6 @@ def compare_peer(work: Path, pretrained: Optional[str], images: int = 400, epoch
             log(f"peer round {r} {k}: wall {x['wall_s']} s, user {x['user_s']} s, sys {x['sys_s']} s, "
                 f"test acc {x['test_acc']:.4f}")
     med = {k: statistics.median(x["wall_s"] for x in v) for k, v in rows.items()}  # an even count: the mean of two
-    return {"lr": lr, "rounds": rows, "wall_speedup_vs_timm": round(med["timm"] / med["foveal"], 2)}
+    acc = {k: round(statistics.mean(x["test_acc"] for x in v), 4) for k, v in rows.items()}
+    return {"lr": lr, "rounds": rows, "wall_speedup_vs_timm": round(med["timm"] / med["foveal"], 2),
+            "mean_test_acc": acc, "acc_gap_points": round(100 * (acc["foveal"] - acc["timm"]), 2)}

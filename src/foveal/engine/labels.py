@@ -194,11 +194,12 @@ class LabelCheck:
     seconds: float
     method: str = "given probabilities"  # where the probabilities came from, in words (page, check.json)
 
-    def rows(self) -> list[dict[str, Any]]:
-        """The ranked rows of `label_issues.csv`."""
+    def rows(self, everything: bool = False) -> list[dict[str, Any]]:
+        """The ranked rows of `label_issues.csv` (flagged images), or with `everything` of `label_quality.csv`
+        (every image of the split, same ranking, with a `flagged` column)."""
         from ..data.labels import issue_rows
 
-        return issue_rows(self.issues, self.classes, self.split, self.paths)
+        return issue_rows(self.issues, self.classes, self.split, self.paths, everything)
 
 
 def _as_split(data: Any, labels: Any, split: Optional[str], data_dir: Optional[str], img_size: Optional[int]
@@ -308,7 +309,9 @@ def label_check_dir(source: str | os.PathLike, split: str) -> Path:
 
 def write_label_check(check: LabelCheck, out_dir: str | os.PathLike, top: int = 60,
                       data_report: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Write label_issues.csv (ranked), noise_matrix.csv and label_issues.html into `out_dir`, and with
+    """Write label_issues.csv (the flagged images, ranked), label_quality.csv (every image, ranked the same way,
+    with `flagged`: confident learning flags few images of a clean split, and a review reads further down),
+    noise_matrix.csv and label_issues.html into `out_dir`, and with
     `data_report` (`foveal.data.check.check_data`'s) check.json, that report with the summary under
     "labels"; return the summary (also printed by `foveal check --labels`)."""
     from ..data.labels import write_issue_csv, write_noise_csv
@@ -320,6 +323,8 @@ def write_label_check(check: LabelCheck, out_dir: str | os.PathLike, top: int = 
     rows = check.rows()
     with atomic_path(out / "label_issues.csv") as tmp:
         write_issue_csv(rows, tmp)
+    with atomic_path(out / "label_quality.csv") as tmp:
+        write_issue_csv(check.rows(everything=True), tmp)
     with atomic_path(out / "noise_matrix.csv") as tmp:
         write_noise_csv(check.issues, check.classes, tmp)
     write_text(out / "label_issues.html", issues_html(check, top))
