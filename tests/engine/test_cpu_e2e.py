@@ -31,3 +31,11 @@ def test_split_is_the_same_for_both_tools(tmp_path: Path):
     assert names[a] == names[b] and len(names[a]) == 20
     assert sum(1 for n in names[a] if n.startswith("train/")) == 14  # 70/10/20 per class of 10
     assert sum(1 for n in names[a] if n.startswith("test/")) == 4
+
+
+def test_unknown_part_is_refused_before_any_work(tmp_path: Path, capsys):
+    from foveal.cli.main import main
+
+    assert main(["bench", "cpu-e2e", "--parts", "train,bogus", "--work", str(tmp_path / "w")]) != 0
+    assert "--parts bogus: expected malloc, train, robust or peer" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # no photos generated

@@ -159,9 +159,13 @@ def _cmd_cpu_e2e(args: argparse.Namespace) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="foveal-cpu-e2e-"))
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the JSON)
     out = {}
-    if "malloc" in args.parts:
+    unknown = set(args.parts) - {"malloc", "train", "robust", "peer"}
+    if unknown:
+        raise ValueError(f"--parts {','.join(sorted(unknown))}: expected malloc, train, robust or peer")
+    timed = [p for p in ("train", "robust") if "malloc" in args.parts or p in args.parts]  # robust runs train too
+    if timed:
         out["malloc"] = run_cpu_e2e(work, args.images, args.epochs, args.robust_images, args.model, args.batch_size,
-                                    args.img_size, log)
+                                    args.img_size, log, args.pretrained, timed)
     if "peer" in args.parts:
         out["peer"] = compare_peer(work, args.pretrained, args.images, args.epochs, args.batch_size, args.model,
                                    args.rounds, args.lr, log)
@@ -180,9 +184,11 @@ def _add_cpu_e2e(sub: Any) -> None:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--work", help="folder for the images and runs (default: a new temporary folder)")
     p.add_argument("--parts", type=lambda v: v.split(","), default=["malloc"],
-                   help="comma-separated: 'malloc' (train and robust with and without the allocator settings), "
-                   "'peer' (foveal train against bench/peer_timm_train.py, a timm user's script, same recipe)")
-    p.add_argument("--pretrained", help="'peer': a safetensors state_dict of the model both start from")
+                   help="comma-separated: 'malloc' (= 'train,robust': those commands with and without the allocator "
+                   "settings), 'train' or 'robust' alone (robust attacks the train part's model), 'peer' (foveal "
+                   "train against bench/peer_timm_train.py, a timm user's script, same recipe)")
+    p.add_argument("--pretrained", help="weights both start from (a safetensors state_dict or a foveal weights name): "
+                   "'peer', and 'train' (then also a one-epoch linear probe, the issue's second command)")
     p.add_argument("--rounds", type=int, default=1, help="'peer': alternating runs of each command")
     p.add_argument("--lr", type=float, default=5e-4, help="'peer': AdamW learning rate of both (a fine-tuning rate)")
     p.add_argument("--out", help="also write the JSON here")

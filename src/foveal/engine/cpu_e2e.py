@@ -104,19 +104,34 @@ def compare_malloc(name: str, argv_for: Callable[[str], list[str]], cwd: Path,
 
 def run_cpu_e2e(work: Path, images: int = 400, epochs: int = 1, robust_images: int = 49,
                 model: str = "timm/tf_efficientnet_lite0", batch_size: int = 32, img_size: int = 224,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+                log: Callable[[str], None] = print, pretrained: Optional[str] = None,
+                parts: Sequence[str] = ("train", "robust")) -> dict[str, Any]:
     """Generate the photos, then time `foveal train` and `foveal robust` with and without the allocator
-    settings. The robust runs attack the model of the `keep` training run; their robustness.json must agree."""
+    settings. The robust runs attack the model of the `keep` training run; their robustness.json must agree.
+
+    With `pretrained` (a weights file or name), the issue's two training commands: the default fine-tune
+    from those weights (`train`), and a one-epoch linear probe (`train_linear`, `--model.finetune linear`);
+    without, `train` starts from random weights. `parts`: 'train' and/or 'robust' (which needs 'train')."""
     work.mkdir(parents=True, exist_ok=True)
     photos = work / "photos"
     if not photos.is_dir():
         write_photo_folder(photos, images)
     out: dict[str, Any] = {"images": images, "epochs": epochs, "robust_images": robust_images, "model": model,
-                           "batch_size": batch_size, "img_size": img_size}
-    out["train"] = compare_malloc("train", lambda mode: foveal_argv(
-        "train", "--data.source", str(photos), "--model.name", model, "--data.img_size", str(img_size),
-        "--train.batch_size", str(batch_size), "--train.epochs", str(epochs), "--train.device", "cpu",
-        "--train.progress", "false", "--train.name", f"e2e-{mode}"), work, log)
+                           "batch_size": batch_size, "img_size": img_size, "pretrained": pretrained}
+    weights = ["--model.pretrained", pretrained] if pretrained else []
+
+    def train(tag: str, epochs: int, *extra: str) -> Callable[[str], list[str]]:
+        return lambda mode: foveal_argv(
+            "train", "--data.source", str(photos), "--model.name", model, "--data.img_size", str(img_size),
+            "--train.batch_size", str(batch_size), "--train.epochs", str(epochs), "--train.device", "cpu",
+            "--train.progress", "false", "--train.name", f"{tag}-{mode}", *weights, *extra)
+
+    out["train"] = compare_malloc("train", train("e2e", epochs), work, log)
+    if pretrained:
+        out["train_linear"] = compare_malloc("train_linear", train("e2e-linear", 1, "--model.finetune", "linear"),
+                                             work, log)
+    if "robust" not in parts:
+        return out
     run = work / "runs" / "e2e-keep"
     n = str(robust_images)
     out["robust"] = compare_malloc("robust", lambda mode: foveal_argv(
