@@ -29,10 +29,10 @@ def write_photo_folder(root: Path, n: int = 400, classes: int = 2, seed: int = 0
     """root/class_<k>/<i>.jpg: `n` random photo-like colour images of 300-500 px sides (JPEG quality 90).
 
     Each image is a few Gaussian blobs on a smooth background (a low-resolution noise field upscaled
-    bicubically), with a texture over all of it: grey-level noise at five octaves (16-256 px cells down to
-    single pixels, amplitude falling with the cell size, as natural images' spectra fall roughly as 1/f), so
-    pixel statistics are near ImageNet's (std ~0.2-0.25 of the range, detail at every scale) and a network
-    pretrained there sees inputs it knows. (The first version was blurred colour fields with a pixel std
+    bicubically), with a texture over all of it: grey-level noise in cells of 256, 64, 16, 4 and 1 px, its
+    amplitude falling with the cell size as natural images' spectra fall (roughly 1/f), so pixel statistics
+    are near real photos' (std ~0.21 of the range, detail at every scale; tests/engine/test_cpu_e2e.py) and a
+    network pretrained on ImageNet sees inputs it knows. (The first version was blurred colour fields with a pixel std
     under half of that: batch-norm running statistics carried over from ImageNet then mismatched after a short
     fine-tune and one tool's eval-mode accuracy fell to chance while another's did not.) Class k tints the
     blobs towards its own hue, so the task is learnable in a couple of epochs from ImageNet weights. Sizes
