@@ -118,3 +118,30 @@ def test_zero_eps_skips_the_gradient_passes(trained, monkeypatch) -> None:
     for norm in ("linf", "l2"):
         tiny = attacks.pgd(model, x, y, 1e-9, steps=2, norm=norm, generator=torch.Generator().manual_seed(0))
         assert (tiny - x).abs().max() < 1e-6
+
+
+def test_sweep_fgsm_reuses_the_clean_gradient(trained, monkeypatch) -> None:
+    """The sweep computes the input gradient at the clean images once per batch (it needs it for the masking
+    guard anyway) and builds every FGSM point, both norms and every ε, from it: the same accuracies and losses as
+    `fgsm` called per point, with one gradient pass per batch instead of one per (norm, ε) and batch."""
+    from foveal.robustness import attacks
+
+    model, x, y = trained
+    calls = []
+    real = attacks.input_grad
+    monkeypatch.setattr(attacks, "input_grad", lambda *a, **k: calls.append(1) or real(*a, **k))
+    specs = (AttackSpec("fgsm", "linf"), AttackSpec("fgsm", "l2"))
+    r = attack_sweep(model, x, y, EPS, (0.5, 1.0, 2.0), attacks=specs, batch_size=128, huge_eps=None)
+    assert len(calls) == 3  # 300 images in batches of 128: one pass each
+    accs = []
+    for norm, eps_list in (("linf", EPS), ("l2", (0.5, 1.0, 2.0))):
+        for e in eps_list:
+            adv = torch.cat([fgsm(model, x[i:i + 128], y[i:i + 128], e, norm) for i in range(0, len(x), 128)])
+            with torch.no_grad():
+                logits = model(adv)
+            acc = (logits.argmax(1) == y).double().mean().item()
+            loss = nn.functional.cross_entropy(logits, y, reduction="none").double().mean().item()
+            assert r["attacks"][f"fgsm_{norm}"][f"{e:g}"] == pytest.approx(acc, abs=1e-12)
+            assert r["attack_loss"][f"fgsm_{norm}"][f"{e:g}"] == pytest.approx(loss, rel=1e-5)
+            accs.append(acc)
+    assert accs[0] > accs[len(EPS) - 1] + 0.2 and min(accs) < 0.9  # the attack bites: the points differ
