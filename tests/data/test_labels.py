@@ -281,3 +281,12 @@ def test_mnist_test_split_ranks_human_confirmed_errors_first():
     r = bench["score"](check, confirmed)
     assert r["confirmed_flagged"] >= 1 and r["flagged"] <= 100, r
     assert r["top"][50] >= 7 and r["top"][100] >= 11, r
+
+
+def test_label_check_normalization_sees_every_class_of_a_sorted_split():
+    """A folder is listed class by class; the label check's mean/std sample spans the split, not its head."""
+    from foveal.engine.labels import _norm_stats
+
+    x = torch.cat([torch.zeros(6000, 1, 4, 4, dtype=torch.uint8), torch.full((6000, 1, 4, 4), 255, dtype=torch.uint8)])
+    (mean,), (std,) = _norm_stats(x)  # the first 4,096 alone would give mean 0, std 0.001
+    assert mean == pytest.approx(0.5, abs=1e-3) and std == pytest.approx(0.5, abs=1e-3)
