@@ -73,6 +73,30 @@ def test_stream_batches_equal_in_memory_batches(jpeg_folder):
             assert torch.equal(ya, yb) and torch.allclose(xa, xb)
 
 
+def test_stream_decodes_in_threads_and_a_loop_left_early_leaves_nothing_behind(jpeg_folder):
+    """Decoder threads, not worker processes (forked workers share the trainer's heap copy-on-write: every page
+    it writes afterwards faults); a loop left after one batch drops its prefetched batches, and the next pass
+    over the epoch gives exactly the batches of an uninterrupted one."""
+    import multiprocessing
+    import threading
+
+    cfg = DataConfig(augment=["flip"], in_memory=False)
+    tr = make_splits(load_folder(jpeg_folder, cfg, 32), cfg, 0).splits["train"]
+    loader = StreamLoader(tr, BatchPlan(3, shuffle=True, seed=1), torch.device("cpu"), [0.5] * 3, [0.25] * 3,
+                          augment=Compose(cfg.augment, cfg, 3), workers=2)
+    full = list(loader)
+    assert len(full) == len(loader) > 2
+    assert any(t.name.startswith("foveal-decode") for t in threading.enumerate())
+    assert not multiprocessing.active_children()
+    it = iter(loader)
+    next(it)
+    it.close()  # as a `break` does
+    again = list(loader)
+    assert len(again) == len(full)
+    for (xa, ya), (xb, yb) in zip(full, again):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+
+
 def test_unreadable_files_are_skipped_and_named(tmp_path, capsys):
     root = write_jpeg_folder(tmp_path / "c", per_class=4)
     (root / "red" / "broken.jpg").write_bytes((root / "red" / "0.jpg").read_bytes()[:300])

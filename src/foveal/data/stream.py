@@ -1,11 +1,19 @@
 """The streaming loader, for folders too large to hold decoded in memory.
 
 Images stay in their files (`foveal.data.images.FileImages`, the same interface as an in-memory
-split's images). Each epoch, DataLoader worker processes decode whole batches: JPEGs at a
-reduced scale through Pillow's draft mode (a 2000-px photo going to 224 px is decoded at 1/8
-size, skipping most of the inverse DCT), then resized to `img_size` as uint8. Batches come
-back in pinned memory, are copied to the device, and go through the very same batched
-augmentation as the in-memory `DeviceLoader`, so both paths train identically.
+split's images). Each epoch, `data.workers` decoder threads decode whole batches ahead of the
+training loop: JPEGs at a reduced scale through Pillow's draft mode (a 2000-px photo going to
+224 px is decoded at 1/8 size, skipping most of the inverse DCT), then resized to `img_size` as
+uint8. Batches are copied to the device (from pinned memory on CUDA) and go through the very same
+batched augmentation as the in-memory `DeviceLoader`, so both paths train identically.
+
+Threads, not DataLoader worker processes (written by hand for that reason): Pillow releases the
+GIL while it decodes and resizes, so threads decode in parallel, and they share the trainer's
+memory instead of a forked copy of it. Forked workers that stay alive (persistent, one set per
+loader) share the parent's heap copy-on-write, so every page the trainer writes afterwards faults
+and is copied: on a 2-core CPU a one-epoch 224-px EfficientNet-Lite0 fine-tune of 280 streamed
+photos spent 54 s of its 66 s wall in the kernel with 2 worker processes, against 3 s with decoder
+threads (BENCHMARKS, "Streamed folders"). No worker start-up, no pickling of the file list.
 
 `make_loader` picks the path from the split: images in memory -> `DeviceLoader`, files -> `StreamLoader`.
 """
@@ -13,10 +21,12 @@ augmentation as the in-memory `DeviceLoader`, so both paths train identically.
 from __future__ import annotations
 
 import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .bundle import Split
 from .decode import DecodeError
@@ -24,50 +34,26 @@ from .images import FileImages, fits_in_memory  # noqa: F401  (fits_in_memory: r
 from .loader import BatchPlan, DeviceLoader, GlobalRows, Normalizer, PlannedBatches
 
 
-class _BatchDecoder(Dataset):
-    """Decodes a whole batch per worker call (`__getitems__`), so one pickle crosses the process
-    boundary per batch instead of one per image. Unreadable files come back flagged, not raised."""
-
-    def __init__(self, images: FileImages):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images.decode(i)
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        C, S = self.images.in_chans, self.images.img_size
-        out = torch.zeros((len(indices), C, S, S), dtype=torch.uint8)  # (B, C, H, W)
-        ok = torch.ones(len(indices), dtype=torch.bool)
-        errors = []
-        for k, i in enumerate(indices):
-            try:
-                out[k] = self.images.decode(i)
-            except DecodeError as e:
-                ok[k] = False
-                errors.append(str(e))
-        return out, ok, torch.as_tensor(indices, dtype=torch.int64), errors
+def decode_batch(images: FileImages, indices: Sequence[int], pin: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """(B, C, H, W) uint8 of the images at `indices`, (B,) readable flags, the indices, and the errors of the
+    unreadable ones (their slots stay zero). Filled through numpy: no torch kernel runs in a decoder
+    thread beside the training step's intra-op pool."""
+    C, S = images.in_chans, images.img_size
+    out = np.zeros((len(indices), C, S, S), dtype=np.uint8)
+    ok = np.ones(len(indices), dtype=bool)
+    errors = []
+    for k, i in enumerate(indices):
+        try:
+            out[k] = images.decode(i).numpy()
+        except DecodeError as e:
+            ok[k] = False
+            errors.append(str(e))
+    x = torch.from_numpy(out)
+    return (x.pin_memory() if pin else x), torch.from_numpy(ok), torch.as_tensor(indices, dtype=torch.int64), errors
 
 
-def _as_is(batch: Any) -> Any:
-    return batch  # the dataset already returns a collated batch
-
-
-class _EpochBatches:
-    """Batch sampler over the index lists `StreamLoader` sets before each epoch; a persistent
-    DataLoader iterates it afresh every epoch (in the main process; workers only receive index lists)."""
-
-    def __init__(self, n_batches: int):
-        self.n_batches = n_batches
-        self.batches: list[list[int]] = []
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
+PREFETCH_PER_WORKER = 2  # batches decoded ahead per decoder thread
 
 
 class StreamLoader(PlannedBatches):
@@ -88,11 +74,36 @@ class StreamLoader(PlannedBatches):
         self.images: FileImages = split.images
         self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
         self.refill = plan.shuffle or plan.balanced if refill is None else refill
-        self.batches = _EpochBatches(len(self))
         self.problems: list[str] = []
-        self.loader = DataLoader(_BatchDecoder(self.images), batch_sampler=self.batches, collate_fn=_as_is,
-                                 num_workers=workers, pin_memory=device.type == "cuda",
-                                 persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+        self.workers = workers
+        self._pool: Optional[ThreadPoolExecutor] = None  # started at the first epoch, kept for the next ones
+
+    def _decoded(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]]:
+        """`decode_batch` of each batch, in order: in this thread with no workers, else by the decoder threads,
+        `PREFETCH_PER_WORKER` batches ahead per thread."""
+        pin = self.device.type == "cuda"
+        if self.workers <= 0:
+            for idx in batches:
+                yield decode_batch(self.images, idx, pin)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="foveal-decode")
+        ahead: deque[Future] = deque()
+        todo = iter(batches)
+        try:
+            for idx in todo:
+                ahead.append(self._pool.submit(decode_batch, self.images, idx, pin))
+                if len(ahead) >= self.workers * PREFETCH_PER_WORKER:
+                    break
+            while ahead:
+                done = ahead.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    ahead.append(self._pool.submit(decode_batch, self.images, nxt, pin))
+                yield done
+        finally:  # a loop left early (an exception, early stop): drop what was queued
+            for f in ahead:
+                f.cancel()
 
     def _report(self, errors: list[str]) -> None:
         for e in errors:
@@ -125,8 +136,7 @@ class StreamLoader(PlannedBatches):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = [(idx.tolist(), draw) for idx, draw in self.epoch_batches()]  # one sync per epoch
         plan = [(idx, draw) for idx, draw in plan if idx]  # empty: a short last evaluation batch
-        self.batches.batches = [idx for idx, _ in plan]
-        for (x, ok, idx, errors), (_, draw) in zip(self.loader, plan):
+        for (x, ok, idx, errors), (_, draw) in zip(self._decoded([idx for idx, _ in plan]), plan):
             if errors:
                 self._report(errors)
                 if self.refill:
