@@ -114,7 +114,7 @@ def _add_loader(sub: Any) -> None:
     p.add_argument("--small", type=int, default=10_000, help="32-px images for the in-memory comparison")
     p.add_argument("--photos", type=int, default=2_000, help="JPEGs for the streaming comparison")
     p.add_argument("--photo-size", default="640x480", help="WxH of the generated JPEGs")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers on both sides")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (baseline) and decoder threads (foveal)")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per loader (after one warm-up)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in the main process (torch's default on 2 cores)")
     p.add_argument("--device", default="cpu")

@@ -3,12 +3,12 @@
 (a) small images (32 px): the in-memory `DeviceLoader` (uint8 on the device, batched flip and
     pad-crop) against ImageFolder + DataLoader workers with the same flip + pad-crop from
     transforms v2.
-(b) photos to 224 px: the streaming `StreamLoader` (batch decoding in workers, JPEG draft mode,
-    uint8 transfer, flip on the device) against ImageFolder + DataLoader with Resize(224) + flip.
+(b) photos to 224 px: the streaming `StreamLoader` (batch decoding on decoder threads, JPEG draft
+    mode, uint8 batches, flip on the device) against ImageFolder + DataLoader with Resize(224) + flip.
 
 Both sides deliver normalized float (B, 3, H, W) batches with labels on the same device; each
-loader is timed over whole epochs after one warm-up epoch (workers persist on both sides, so
-process start-up is not counted against either), alternating baseline and foveal, and the
+loader is timed over whole epochs after one warm-up epoch (the baseline's workers persist, so
+their start-up is not counted against it), alternating baseline and foveal, and the
 median epoch is kept. Files are generated into a temporary folder.
 """
 

@@ -74,7 +74,7 @@ def bundle_from_items(name: str, items: list[tuple[Path, str, str]], classes: li
                       groups: Optional[list[str]] = None) -> DataBundle:
     """items: (path, class name, split name) -> DataBundle, decoding every file into memory, or,
     when `cfg.in_memory` is False or auto finds the decoded data too big, with lazy file-backed
-    images that `foveal.data.stream` decodes in worker processes each epoch.
+    images that `foveal.data.stream` decodes on its decoder threads each epoch.
 
     `groups`, parallel to `items` (a CSV manifest's group column), lands on each `Split.groups`."""
     in_chans = _infer_chans([p for p, _, _ in items], cfg)
