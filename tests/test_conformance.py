@@ -194,8 +194,7 @@ def _start_flags(start: str, path: str, scratch_runs, ssl_runs) -> list[str]:
             "ssl": ["--pretrained", ssl_runs.get(path, ssl_runs["memory"])]}[start]
 
 
-# the CSV cell (65 s) runs with -m slow for the 15-minute budget; CSV stays in the verb and 2-process cells
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p == "csv" else p for p in DATA_PATHS])
+@pytest.mark.parametrize("path", DATA_PATHS)
 def test_every_start_trains_on_every_data_path(path, work, photos, manifest, scratch_runs, ssl_runs):
     for start in STARTS[1:]:
         name = f"from-{start}-{path}"

@@ -10,7 +10,6 @@ from PIL import Image
 from tests.conftest import run_cli, write_digit_folder
 
 
-@pytest.mark.slow  # make test budget (15 min): the conformance grid covers this path; run with -m slow
 def test_predict_on_png_and_jpeg_agrees_with_eval(tmp_path):
     run_cli("train", "--epochs", "3", "--name", "d", "--train.progress", "false", "--device", "cpu", cwd=tmp_path)
     from tests.conftest import digits_arrays
@@ -44,7 +43,6 @@ def test_predict_on_png_and_jpeg_agrees_with_eval(tmp_path):
     assert not (tmp_path / "eval.json").exists() and (tmp_path / "runs/d/report.html").read_bytes() == report
 
 
-@pytest.mark.slow  # make test budget (15 min): the conformance grid covers this path; run with -m slow
 def test_bad_folder_names_each_problem_and_trains_on_the_rest(tmp_path):
     root = write_digit_folder(tmp_path / "data", per_class=25, classes=(0, 1, 7))
     (root / "1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # PNG signature, garbage body

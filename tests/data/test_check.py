@@ -79,7 +79,6 @@ def test_preview_applies_augmentations(tmp_path, digit_folder):
     assert img.size == (8 * 26 + 2, 2 * 26 + 2)  # 8 x 2 tiles of 24 px with 2 px padding
 
 
-@pytest.mark.slow  # make test budget (15 min): the conformance grid covers this path; run with -m slow
 def test_cli_check_json_and_preview(tmp_path, digit_folder):
     proc = run_cli("check", str(digit_folder), "--json", "--preview", str(tmp_path / "prev.png"), cwd=tmp_path)
     r = json.loads(proc.stdout)

@@ -263,14 +263,16 @@ def test_label_issues_page_in_headless_chromium(tmp_path):
         drv.quit()
 
 
-@pytest.mark.slow
+# ~65 s on an idle 2-core CPU: in `make test` (acceptance 3 of the label-errors issue), skipped without the files
 @pytest.mark.skipif(not (SHARED_DATA / "mnist" / "t10k-labels-idx1-ubyte.gz").is_file(), reason="needs the MNIST files")
 def test_mnist_test_split_ranks_human_confirmed_errors_first():
     """The call `foveal check mnist --split test --labels` makes (held out: one LeNet-5 trained on the
     60,000 training images) against the 15 test-label errors human raters confirmed
-    (bench/mnist_test_label_errors.csv). Measured (2026-12-02, seed 0): 4 flagged, 2 of them confirmed;
-    of the 15, 5 in the 15 least self-confident test images, 10 in the top 50, 14 in the top 100.
-    The floors leave a margin for other CPUs' float order."""
+    (bench/mnist_test_label_errors.csv). Measured (2026-12-02, seed 0, normalization from 4,096 images
+    spread over the training split): 4 flagged, 1 of them confirmed; of the 15, 6 in the 15 least
+    self-confident test images, 9 in the top 50, 11 in the top 100 (normalization from the first 4,096:
+    5 / 10 / 14, so the tail of the ranking moves with small changes). The floors leave a margin for other
+    CPUs' float order and stay far above chance (0.15 of the 15 expected in a random top 100)."""
     from foveal.engine.labels import find_label_issues
 
     bench = runpy.run_path(str(Path(__file__).resolve().parents[2] / "bench" / "bench_mnist_test_errors.py"))
@@ -280,7 +282,7 @@ def test_mnist_test_split_ranks_human_confirmed_errors_first():
     assert all(check.issues.given[c["index"]] == c["given"] for c in confirmed)  # the official t10k order
     r = bench["score"](check, confirmed)
     assert r["confirmed_flagged"] >= 1 and r["flagged"] <= 100, r
-    assert r["top"][50] >= 7 and r["top"][100] >= 11, r
+    assert r["top"][50] >= 7 and r["top"][100] >= 9, r
 
 
 def test_label_check_normalization_sees_every_class_of_a_sorted_split():

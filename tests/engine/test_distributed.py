@@ -44,9 +44,8 @@ def foveal_cmd(*args: str) -> list[str]:
 # way or the other (measured: 8e-4 after one epoch, 1e-6 without crops), so that case trains
 # without augmentation; LeNet-5 (no batch norm) keeps the default crops and matches to 2e-7.
 @pytest.mark.parametrize("model,extra", [("lenet5", ["--epochs", "3"]),
-                                         pytest.param("lenet5_modern", ["--epochs", "1", "--data.augment", "",
-                                                                        "--train.sync_bn", "true"],
-                                                      marks=pytest.mark.slow)])  # sync_bn: -m slow (15-min budget)
+                                         ("lenet5_modern", ["--epochs", "1", "--data.augment", "",
+                                                            "--train.sync_bn", "true"])])
 def test_two_processes_match_one(tmp_path, model, extra):
     """One process vs two; the model's weights after training agree to float-summation tolerance."""
     one = subprocess.run([sys.executable, *foveal_cmd("--model", model, "--name", "one", *_one_process(extra))], cwd=tmp_path,

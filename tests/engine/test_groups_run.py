@@ -81,7 +81,6 @@ def test_no_groups_no_section(tmp_path):
     assert groups_section(m).startswith('<section id="groups">')
 
 
-@pytest.mark.slow  # make test budget (15 min); test_group_manifest_train_eval_report asserts the section
 def test_groups_section_in_headless_chromium(tmp_path):
     from tests.conftest import chromium_paths, headless_chrome
 

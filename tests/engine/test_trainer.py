@@ -26,7 +26,6 @@ def test_digits_lenet_learns_and_writes_the_run_folder(tmp_path):
     assert len(res.history) == 8
 
 
-@pytest.mark.slow  # make test budget (15 min): the resume and 1-vs-2-process tests hold determinism
 def test_same_seed_same_weights_other_seed_differs(tmp_path):
     w = []
     for seed in (1, 1, 2):
