@@ -74,9 +74,9 @@ def test_stream_batches_equal_in_memory_batches(jpeg_folder):
 
 
 def test_stream_decodes_in_threads_and_a_loop_left_early_leaves_nothing_behind(jpeg_folder):
-    """Decoder threads, not worker processes (forked workers share the trainer's heap copy-on-write: every page
-    it writes afterwards faults); a loop left after one batch drops its prefetched batches, and the next pass
-    over the epoch gives exactly the batches of an uninterrupted one."""
+    """On the CPU, decoder threads, not worker processes (forked workers share the trainer's heap copy-on-write:
+    every page it writes afterwards faults); a loop left after one batch drops its prefetched batches, and the
+    next pass over the epoch gives exactly the batches of an uninterrupted one, as do CUDA's worker processes."""
     import multiprocessing
     import threading
 
@@ -95,6 +95,14 @@ def test_stream_decodes_in_threads_and_a_loop_left_early_leaves_nothing_behind(j
     assert len(again) == len(full)
     for (xa, ya), (xb, yb) in zip(full, again):
         assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    # CUDA's way (persistent worker processes), forced here on the CPU: the very same batches
+    procs = StreamLoader(tr, BatchPlan(3, shuffle=True, seed=1), torch.device("cpu"), [0.5] * 3, [0.25] * 3,
+                         augment=Compose(cfg.augment, cfg, 3), workers=2, processes=True)
+    for _ in range(2):  # the second pass reuses the persistent workers
+        by_procs = list(procs)
+        assert len(by_procs) == len(full) and multiprocessing.active_children()
+        for (xa, ya), (xb, yb) in zip(full, by_procs):
+            assert torch.equal(ya, yb) and torch.equal(xa, xb)
 
 
 def test_unreadable_files_are_skipped_and_named(tmp_path, capsys):

@@ -7,13 +7,15 @@ training loop: JPEGs at a reduced scale through Pillow's draft mode (a 2000-px p
 uint8. Batches are copied to the device (from pinned memory on CUDA) and go through the very same
 batched augmentation as the in-memory `DeviceLoader`, so both paths train identically.
 
-Threads, not DataLoader worker processes (written by hand for that reason): Pillow releases the
-GIL while it decodes and resizes, so threads decode in parallel, and they share the trainer's
-memory instead of a forked copy of it. Forked workers that stay alive (persistent, one set per
-loader) share the parent's heap copy-on-write, so every page the trainer writes afterwards faults
-and is copied: on a 2-core CPU a one-epoch 224-px EfficientNet-Lite0 fine-tune of 280 streamed
-photos spent 54 s of its 66 s wall in the kernel with 2 worker processes, against 3 s with decoder
-threads (BENCHMARKS, "Streamed folders"). No worker start-up, no pickling of the file list.
+On the CPU (and MPS), threads, not DataLoader worker processes (written by hand for that reason):
+Pillow releases the GIL while it decodes and resizes, so threads decode in parallel, and they share
+the trainer's memory instead of a forked copy of it. Forked workers that stay alive (persistent, one
+set per loader) share the parent's heap copy-on-write, so every page the trainer writes afterwards
+faults and is copied: on a 2-core CPU a one-epoch 224-px EfficientNet-Lite0 fine-tune of 280
+streamed photos spent 54 s of its 66 s wall in the kernel with 2 worker processes, against 3 s with
+decoder threads (BENCHMARKS, "Streamed folders"). On CUDA the trainer's tensors live on the GPU,
+and decoding for a fast GPU may need more cores than threads sharing one GIL get, so CUDA keeps
+persistent DataLoader worker processes, unchanged.
 
 `make_loader` picks the path from the split: images in memory -> `DeviceLoader`, files -> `StreamLoader`.
 """
@@ -27,6 +29,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from .bundle import Split
 from .decode import DecodeError
@@ -56,6 +59,42 @@ def decode_batch(images: FileImages, indices: Sequence[int], pin: bool = False
 PREFETCH_PER_WORKER = 2  # batches decoded ahead per decoder thread
 
 
+class _BatchDecoder(Dataset):
+    """For worker processes (CUDA): a whole batch per worker call (`__getitems__`), so one pickle crosses
+    the process boundary per batch instead of one per image."""
+
+    def __init__(self, images: FileImages):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images.decode(i)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        return decode_batch(self.images, indices)  # pinned by the DataLoader on CUDA
+
+
+class _EpochBatches:
+    """Batch sampler over the index lists `StreamLoader` sets before each epoch; a persistent
+    DataLoader iterates it afresh every epoch (in the main process; workers only receive index lists)."""
+
+    def __init__(self, n_batches: int):
+        self.n_batches = n_batches
+        self.batches: list[list[int]] = []
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+
+def _as_is(batch: Any) -> Any:
+    return batch  # the dataset already returns a collated batch
+
+
 class StreamLoader(PlannedBatches):
     """Iterate (x, y) batches like `DeviceLoader`: x float (B, C, H, W) normalized on `device`, y (B,)
     or (B, K) soft. Order, sharding (`rank_batches`) and augmentation draw from one generator seeded
@@ -65,11 +104,14 @@ class StreamLoader(PlannedBatches):
     loader drops them from their batch. A training loader (`refill`, the default when shuffling)
     keeps every batch full instead, repeating readable images of the batch in their place, so that
     all ranks of a distributed job take the same number of steps of the same size.
+
+    `workers` decode ahead of the loop: threads on the CPU and MPS, persistent DataLoader worker
+    processes on CUDA (`processes` True/False chooses; see the module docstring); none: in this thread.
     """
 
     def __init__(self, split: Split, plan: BatchPlan, device: torch.device, mean: list[float], std: list[float],
                  augment: Any = None, groups: Optional[torch.Tensor] = None, workers: int = 2,
-                 refill: Optional[bool] = None):
+                 refill: Optional[bool] = None, processes: Optional[bool] = None):
         super().__init__(plan, split.labels, groups, device)
         self.images: FileImages = split.images
         self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
@@ -77,10 +119,20 @@ class StreamLoader(PlannedBatches):
         self.problems: list[str] = []
         self.workers = workers
         self._pool: Optional[ThreadPoolExecutor] = None  # started at the first epoch, kept for the next ones
+        self._loader: Optional[DataLoader] = None  # worker processes instead: `processes`, default on CUDA only
+        self._batches = _EpochBatches(len(self))
+        if workers > 0 and (device.type == "cuda" if processes is None else processes):
+            self._loader = DataLoader(_BatchDecoder(self.images), batch_sampler=self._batches, collate_fn=_as_is,
+                                      num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=True,
+                                      prefetch_factor=4)
 
     def _decoded(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]]:
         """`decode_batch` of each batch, in order: in this thread with no workers, else by the decoder threads,
         `PREFETCH_PER_WORKER` batches ahead per thread."""
+        if self._loader is not None:
+            self._batches.batches = batches
+            yield from self._loader
+            return
         pin = self.device.type == "cuda"
         if self.workers <= 0:
             for idx in batches:
