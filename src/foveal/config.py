@@ -58,9 +58,9 @@ class DataConfig:
     # every split made from it.
     exclude: Optional[str] = None  # a label_issues.csv, or a text file of paths / indices / split:index, one a line
     relabel: Optional[str] = None  # a label_issues.csv: rows whose `accept` is 1/true/yes get their `suggested` class
-    workers: int = 2  # decode threads, for folders kept in memory (once) and for streamed ones (each epoch)
+    workers: int = 2  # decoder threads for folders, in memory or streamed (worker processes when streaming to CUDA)
     # Loader path for folders/CSV: True keeps all decoded images as one uint8 tensor on the training
-    # device; False streams them through decoder threads each epoch; None (auto) keeps them in
+    # device; False streams them through `workers` decoders each epoch; None (auto) keeps them in
     # memory when the decoded uint8 data (N x C x img_size^2 bytes) fits foveal.data.stream.MEMORY_BUDGET.
     in_memory: Optional[bool] = None
     max_pixels: int = 64_000_000  # refuse images declaring more pixels (decompression bombs)
