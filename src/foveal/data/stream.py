@@ -127,8 +127,8 @@ class StreamLoader(PlannedBatches):
                                       prefetch_factor=4)
 
     def _decoded(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]]:
-        """`decode_batch` of each batch, in order: in this thread with no workers, else by the decoder threads,
-        `PREFETCH_PER_WORKER` batches ahead per thread."""
+        """`decode_batch` of each batch, in order: by the persistent worker processes (CUDA), in this thread
+        with no workers, else by the decoder threads, `PREFETCH_PER_WORKER` batches ahead per thread."""
         if self._loader is not None:
             self._batches.batches = batches
             yield from self._loader
