@@ -38,7 +38,7 @@ from foveal.config import DataConfig
 from foveal.data.labels import confident_learning
 from foveal.data.sources import load_source
 from foveal.data.splits import stratified_indices
-from foveal.engine.labels import CrossValConfig, _predict, _train_fold, out_of_sample_probs
+from foveal.engine.labels import CrossValConfig, _norm_stats, _predict, _train_fold, out_of_sample_probs
 
 PAIRS = {7: 1, 2: 7, 5: 6, 3: 8}  # "class": flips drawn only from these four classes
 PARTNERS = {**PAIRS, 6: 5, 0: 6, 1: 7, 4: 9, 8: 3, 9: 4}  # "pair": every class to its look-alike
@@ -146,8 +146,7 @@ def main() -> None:
     tx, ty = b.splits["test"].images.load(), b.splits["test"].labels
     cv = CrossValConfig(model="lenet5_modern", folds=args.folds, epochs=args.epochs)
     train = dataclasses.replace(cv, epochs=args.train_epochs, translate=args.train_translate)
-    xf = x[:4096].float().div(255)
-    mean, std = xf.mean(dim=(0, 2, 3)).tolist(), xf.std(dim=(0, 2, 3)).tolist()
+    mean, std = _norm_stats(x)  # what `foveal check --labels` normalizes by
     t0 = time.time()
     clean = test_accs(x, y, tx, ty, train, mean, std, args.seeds)
     res = {"n": len(y), "cfg": vars(args), "machine": platform.processor() or platform.machine(),
