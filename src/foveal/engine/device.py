@@ -61,7 +61,8 @@ CPU_CHANNELS_LAST_MIN_PX = 160  # `train.channels_last` None: NHWC on the CPU fr
 
 
 def resolve_channels_last(setting: Optional[bool], device: torch.device, img_size: int) -> bool:
-    """`train.channels_last` in force: the user's setting, else NHWC for CPU training at ImageNet sizes."""
+    """`train.channels_last` / `robust.channels_last` in force: the user's setting, else NHWC on the CPU at
+    ImageNet sizes (training steps and attack gradient passes)."""
     if setting is not None:
         return setting
     return device.type == "cpu" and img_size >= CPU_CHANNELS_LAST_MIN_PX

@@ -28,14 +28,16 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class PixelModel(nn.Module):
     """`model((x - mean) / std)` for pixels x in [0, 1]: attacks see the pixel space."""
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], channels_last: bool = False):
         super().__init__()
         self.model = model
+        self.channels_last = channels_last  # NHWC inputs (give `model` NHWC weights too: model.to(memory_format=...))
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) / self.std)
+        z = (x - self.mean) / self.std
+        return self.model(z.contiguous(memory_format=torch.channels_last) if self.channels_last else z)
 
 
 def _per_sample_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Optional[LossFn]) -> torch.Tensor:

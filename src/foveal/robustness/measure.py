@@ -134,11 +134,15 @@ def evaluate_robustness(model: nn.Module, meta: dict[str, Any], images: torch.Te
 
     The result does not depend on cfg.batch_size: every random draw is keyed on the image's index."""
     from ..batching import resolve_batch_size
+    from ..engine.device import resolve_channels_last
 
     cfg = cfg or RobustConfig()
     check_config(cfg)
     device = torch.device(device)
-    net = PixelModel(model, meta["mean"], meta["std"]).to(device).eval()
+    nhwc = resolve_channels_last(cfg.channels_last, device, min(images.shape[-2:]))
+    if nhwc:  # in place, as training does: the caller's model keeps working on NCHW inputs
+        model.to(memory_format=torch.channels_last)
+    net = PixelModel(model, meta["mean"], meta["std"], channels_last=nhwc).to(device).eval()
     bs = resolve_batch_size(cfg.batch_size, net, tuple(images.shape[1:]), device)
     log(f"evaluating in batches of {bs} images")
     res: dict[str, Any] = {"n": len(images), "clean_accuracy": _accuracy(net, images, labels, bs, device)}
