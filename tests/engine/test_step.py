@@ -140,6 +140,51 @@ def test_cpu_bf16_autocasts_each_step_once(autocast_calls: list) -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+def test_cpu_bf16_keeps_depthwise_convs_in_fp32() -> None:
+    """oneDNN's bf16 depthwise backward is the slow kernel (engine/device.py): under CPU bf16 the
+    depthwise conv runs in fp32, the pointwise ones in bf16; gradients reach every weight, the
+    state_dict keys stay, and the EMA's deepcopy runs its own weights, not the model's."""
+    torch.manual_seed(0)
+    seen = {}
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                          nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    for name in ("0", "3", "4"):
+        model.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.dtype))
+    keys = list(model.state_dict())
+    step = TrainStep(model, _sgd(model), classify(F.cross_entropy), CPU,
+                     dataclasses.replace(OPTS, cpu_bf16=True, channels_last=True))
+    x, y = torch.randn(4, 3, 12, 12), torch.randint(0, 4, (4,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    step(x, y)
+    assert seen == {"0": torch.bfloat16, "3": torch.float32, "4": torch.bfloat16}
+    assert list(model.state_dict()) == keys
+    for k in ("0.weight", "3.weight", "4.weight"):
+        assert not torch.equal(before[k], model.state_dict()[k]), k  # every conv learned
+    ema_net = step.ema.module
+    with torch.no_grad():
+        ema_net[3].weight.zero_()  # the copy's depthwise conv, not the model's, must run
+        ema_net.eval(), model.eval()
+        assert torch.equal(ema_net[3](x[:, :1].expand(4, 8, 12, 12).contiguous()), torch.zeros(4, 8, 12, 12)
+                           + ema_net[3].bias.view(1, -1, 1, 1))
+    assert "forward" in vars(model[3]) and "forward" not in vars(model[4])
+    plain = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8))
+    TrainStep(plain, _sgd(plain), classify(F.cross_entropy), CPU, OPTS)  # fp32: the model is left as it is
+    assert "forward" not in vars(plain[0])
+
+
+def test_cpu_bf16_auto_is_on_for_nhwc_training_on_native_bf16_cpus(monkeypatch) -> None:
+    from foveal.engine import device as dev
+
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    assert dev.resolve_cpu_bf16(None, CPU, channels_last=True) is True
+    assert dev.resolve_cpu_bf16(None, CPU, channels_last=False) is False  # small inputs: fp32
+    assert dev.resolve_cpu_bf16(None, torch.device("cuda"), channels_last=True) is False  # CUDA has train.amp
+    assert dev.resolve_cpu_bf16(False, CPU, channels_last=True) is False
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
+    assert dev.resolve_cpu_bf16(None, CPU, channels_last=True) is False
+    assert dev.resolve_cpu_bf16(True, CPU, channels_last=False) is True
+
+
 def test_compile_wraps_the_module_the_step_calls_and_rewraps_on_request(monkeypatch) -> None:
     compiled = []
 

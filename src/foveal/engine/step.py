@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import RunConfig
 from . import distributed as dist
-from .device import autocast
+from .device import autocast, depthwise_in_fp32
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -126,6 +126,8 @@ class TrainStep:
         self.count = 0
         if options.channels_last:  # before DDP or the EMA copy see the weights, so both keep NHWC strides
             model.to(memory_format=torch.channels_last)
+        if options.cpu_bf16 and device.type == "cpu":
+            depthwise_in_fp32(model)  # oneDNN's bf16 depthwise backward is the slow one (device.py)
         if options.compile:
             check_compile_mode(options.compile_mode)  # now, not at the first step
         self.ema: Optional[AveragedModel] = None  # eval and checkpoints use ema.module; resume loads its state

@@ -39,7 +39,7 @@ from ..models import count_params, create_model
 from . import distributed as dist
 from . import runs
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
-from .device import resolve_channels_last, resolve_device, seed_everything, warn_slow_cpu_bf16
+from .device import resolve_channels_last, resolve_cpu_bf16, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .finetune import Finetuner, layer_decay_groups, load_for_finetune
 from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, build_optimizer
@@ -110,9 +110,9 @@ class Trainer:
         if cfg.train.resume:
             self.run_dir = runs.find_run_dir(cfg)
         self.data, self.cfg = prepare_data(cfg, self.data_in, log=self.log)
+        nhwc = resolve_channels_last(self.cfg.train.channels_last, self.device, self.cfg.data.img_size)
         self.cfg = cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(
-            self.cfg.train, channels_last=resolve_channels_last(self.cfg.train.channels_last, self.device,
-                                                                self.cfg.data.img_size)))
+            self.cfg.train, channels_last=nhwc, cpu_bf16=resolve_cpu_bf16(self.cfg.train.cpu_bf16, self.device, nhwc)))
         if not cfg.train.resume:
             self.run_dir = dist.broadcast_object(runs.new_run_dir(cfg) if self.dist.is_main else None)
         if self.dist.is_main:
