@@ -124,3 +124,24 @@ def test_lr_find_suggests_a_sane_value(tmp_path):
     res = lr_find(Trainer(_cfg(tmp_path, **{"train.name": "lrf"})), steps=80)
     assert 1e-5 < res["suggested_lr"] < 1.0
     assert (tmp_path / "runs/lrf/lr_find.png").is_file()
+
+
+def test_calibration_reuses_the_best_epochs_validation_logits(tmp_path, monkeypatch):
+    """One process, fp32, no TTA: the temperature is fitted on the logits the best epoch's validation
+    computed (no second pass over val), and it is the temperature a fresh pass with best.safetensors gives."""
+    from foveal.engine import trainer as trainer_mod
+    from foveal.engine.checkpoint import load_model
+    from foveal.engine.scoring import score_with_logits
+    from foveal.metrics.calibration import fit_temperature
+
+    passes = []
+    real = trainer_mod.score_with_logits
+    monkeypatch.setattr(trainer_mod, "score_with_logits", lambda *a, **k: passes.append(1) or real(*a, **k))
+    tr = Trainer(_cfg(tmp_path, **{"train.epochs": 3, "optim.lr": 0.3}))  # a high lr: val accuracy need not rise
+    res = tr.fit()
+    assert len(passes) == 3 + 1  # three validations and the test split; calibration added none
+    model, meta = load_model(res.run_dir, torch.device("cpu"))
+    assert meta["epoch"] == res.test_metrics["best_epoch"]
+    _, logits, labels = score_with_logits(model, tr.val_loader, 10, torch.device("cpu"))
+    assert meta["temperature"] == pytest.approx(fit_temperature(logits, labels), rel=1e-4)
+    assert meta["temperature"] != 1.0

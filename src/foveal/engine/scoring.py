@@ -58,9 +58,9 @@ def score(model: nn.Module, loader: Iterable, num_classes: int, device: torch.de
 
 
 def score_with_logits(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device,
-                      amp: bool = False, tta: Sequence[str] = ()) -> Scores:
+                      amp: bool = False, tta: Sequence[str] = (), num_groups: int = 0) -> Scores:
     """As `score`, keeping all logits (N, K) and their labels (N,) on the CPU."""
-    meter, kept = _run(model, loader, num_classes, device, amp, tta, keep=True)
+    meter, kept = _run(model, loader, num_classes, device, amp, tta, keep=True, num_groups=num_groups)
     if not kept:
         return Scores(meter, torch.zeros(0, num_classes), torch.zeros(0, dtype=torch.long))
     return Scores(meter, torch.cat([lg for lg, _ in kept]).cpu(), torch.cat([y for _, y in kept]).cpu())

@@ -144,6 +144,9 @@ class Trainer:
         self.train_step = self._build_step()
         self.ema = self.train_step.ema
         self.state = LoopState()
+        # (logits, labels) of the last validation and of the best epoch's, when `validate` keeps them
+        self._val_logits: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self._best_val_logits: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         if cfg.train.resume:
             loop = load_resume(self.run_dir / "resume.safetensors", self.model, self.optimizer, self.ema)
             self.state = LoopState(**loop)
@@ -250,8 +253,16 @@ class Trainer:
                 "images_per_s": seen / max(seconds, 1e-9), "lr": max(g["lr"] for g in self.optimizer.param_groups)}  # the head's, under layer decay
 
     def validate(self) -> dict[str, Any]:
-        meter = score(self.eval_model, self.val_loader, len(self.data.classes), self.device,
-                      amp=self.cfg.train.amp,  # per-epoch selection may run bf16 on CUDA; the final test is fp32
+        t = self.cfg.train
+        args = (self.eval_model, self.val_loader, len(self.data.classes), self.device)
+        # One process, fp32, no TTA: these logits are the ones calibration would compute again from the best
+        # weights (`calibrate`), so the best epoch's are kept for it: one pass over val less per run.
+        if not self.dist.enabled and not t.tta and not (t.amp and self.device.type == "cuda"):
+            meter, logits, labels = score_with_logits(*args, num_groups=len(self.val_group_names))
+            self._val_logits = (logits, labels)
+            return meter.compute(self.data.classes)
+        self._val_logits = None
+        meter = score(*args, amp=t.amp,  # per-epoch selection may run bf16 on CUDA; the final test is fp32
                       num_groups=len(self.val_group_names))
         dist.all_reduce_sum(meter.state())  # each rank saw its shard of the split
         return meter.compute(self.data.classes)
@@ -274,6 +285,7 @@ class Trainer:
         improved = self._improved(val[key])
         if improved:
             st.best, st.best_epoch, st.bad_epochs = val[key], epoch + 1, 0
+            self._best_val_logits = self._val_logits  # of the weights best.safetensors gets now
         else:
             st.bad_epochs += 1
         st.history.append(row)
@@ -362,10 +374,13 @@ class Trainer:
     def calibrate(self, model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         """Fit the softmax temperature on the validation split and store it with the best weights."""
         d = self.cfg.data
-        full_val = make_loader(self.data.splits["val"], self.eval_batch_size, self.device, d.mean, d.std,
-                               workers=d.workers)
-        _, val_logits, val_labels = score_with_logits(model, full_val, len(self.data.classes), self.device,
-                                                      tta=self.cfg.train.tta)  # fp32, as predict and serve
+        if self._best_val_logits is not None:  # from validating the best epoch (`validate`); not after a resume
+            val_logits, val_labels = self._best_val_logits
+        else:
+            full_val = make_loader(self.data.splits["val"], self.eval_batch_size, self.device, d.mean, d.std,
+                                   workers=d.workers)
+            _, val_logits, val_labels = score_with_logits(model, full_val, len(self.data.classes), self.device,
+                                                          tta=self.cfg.train.tta)  # fp32, as predict and serve
         meta = {**meta, "temperature": fit_temperature(val_logits, val_labels)}
         save_weights(self.run_dir / "best.safetensors", model, meta)
         return meta
