@@ -56,7 +56,16 @@ IMAGES = _images() if ic is not None else []
 
 def _ref(img: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
     np.random.seed(seed)
-    out = ic.corrupt(img, severity, name).astype(np.float32) / 255  # (H, W, 3)
+    # impulse_noise goes through skimage's random_noise, which draws from its own generator, not
+    # np.random's: seeded here too, or the reference's spread (and the test's bound) changes run to run
+    import skimage.util
+
+    sk_noise = skimage.util.random_noise
+    skimage.util.random_noise = lambda *a, **k: sk_noise(*a, **{"rng": seed, **k})
+    try:
+        out = ic.corrupt(img, severity, name).astype(np.float32) / 255  # (H, W, 3)
+    finally:
+        skimage.util.random_noise = sk_noise
     if img.ndim == 2:  # gray goes through the reference as RGB (equal channels but for frost and noise draws)
         if name == "frost":  # coloured texture: our 1-channel frost is its luma
             return (out @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[None]
