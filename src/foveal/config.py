@@ -124,7 +124,8 @@ class TrainConfig:
     # bf16 autocast for the CPU training (and `foveal pretrain`) step, depthwise convs kept in fp32; validation,
     # test and k-NN stay fp32: pays off on CPUs with native bf16 (AVX512-BF16 on Zen 4 / Cooper Lake+, AMX on
     # Sapphire Rapids+; ResNet-18 at 224 px 2.6x, EfficientNet-Lite0 1.16x), slower than fp32 on the others.
-    # None (auto): on for training in channels-last (>= 160 px) on a CPU with native bf16, off elsewhere
+    # None (auto): `foveal train` turns it on in channels-last (>= 160 px) on a CPU with native bf16, as `amp` is on
+    # CUDA; off elsewhere, and in `foveal pretrain`
     cpu_bf16: Optional[bool] = None
     compile: bool = False  # torch.compile the training model (pays off on CUDA after a minute of compiling)
     # the torch.compile mode: "reduce-overhead" adds CUDA graphs, "max-autotune" tunes kernels (slow to compile)
