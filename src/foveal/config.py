@@ -491,7 +491,8 @@ class RobustConfig:
     # depend on it: every random draw is keyed on the image's index.
     batch_size: Union[Literal["auto"], int] = "auto"
     seed: int = 0  # seeds the image subsets, the noise, the corruptions and the attacks' random starts
-    # NHWC weights and inputs; None (auto): on the CPU at >= 160 px, as `train.channels_last`. The attacks'
+    # NHWC weights and inputs; None (auto): `foveal robust` turns it on on the CPU at >= 160 px, as `train.channels_last`
+    # (`evaluate_robustness` itself reads None as off). The attacks'
     # gradient passes at 224 px run ~1.25x faster with oneDNN's NHWC kernels; accuracies match NCHW's on the
     # benchmark's 16 and 49 images, losses to ~1e-3 relative (BENCHMARKS.md, issue 23).
     channels_last: Optional[bool] = None

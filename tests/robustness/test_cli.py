@@ -117,3 +117,20 @@ def test_channels_last_auto_is_for_large_cpu_inputs() -> None:
     assert resolve_channels_last(None, torch.device("cpu"), 20) is False
     assert resolve_channels_last(None, torch.device("cuda"), 224) is False
     assert resolve_channels_last(False, torch.device("cpu"), 224) is False
+
+
+def test_cli_resolves_channels_last_before_measuring(run_dir, tmp_path, monkeypatch) -> None:
+    """`foveal robust` turns the auto setting into a bool (off at the digits run's 20 px, on when asked);
+    `evaluate_robustness` itself reads None as NCHW."""
+    import foveal.robustness.measure as measure
+    from foveal.cli.main import main
+
+    seen, real = [], measure.evaluate_robustness
+    monkeypatch.setattr(measure, "evaluate_robustness",
+                        lambda model, meta, images, labels, cfg, *a, **k: seen.append(cfg.channels_last)
+                        or real(model, meta, images, labels, cfg, *a, **k))
+    args = ["robust", str(run_dir), "--limit", "8", "--attack-limit", "4", "--skip", "corruptions,noise,occlusion",
+            "--pgd-steps", "1", "--eps", "0,0.1", "--eps-l2", "0", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--channels-last", "true", "--out", str(tmp_path / "b")]) == 0
+    assert seen == [False, True]

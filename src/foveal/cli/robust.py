@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_robust(args: argparse.Namespace) -> int:
     from ..config import RobustConfig
     from ..engine.checkpoint import load_model
-    from ..engine.device import resolve_device
+    from ..engine.device import resolve_channels_last, resolve_device
     from ..engine.inference import eval_data
     from ..robustness.measure import check_config, evaluate_robustness, load_reference, spread_subset, write_robustness
     from .config_args import dataclass_from_args
@@ -38,6 +39,7 @@ def cmd_robust(args: argparse.Namespace) -> int:
     check_config(cfg)  # before loading anything: a typo should cost nothing
     device = resolve_device(cfg.device)
     model, meta = load_model(args.run, device)
+    cfg = dataclasses.replace(cfg, channels_last=resolve_channels_last(cfg.channels_last, device, meta["img_size"]))
     bundle = eval_data(meta, args.data, cfg.split, args.data_dir)
     (split, part), = bundle.splits.items()
     n = min(cfg.limit, len(part.labels)) if cfg.limit else len(part.labels)

@@ -134,12 +134,11 @@ def evaluate_robustness(model: nn.Module, meta: dict[str, Any], images: torch.Te
 
     The result does not depend on cfg.batch_size: every random draw is keyed on the image's index."""
     from ..batching import resolve_batch_size
-    from ..engine.device import resolve_channels_last
 
     cfg = cfg or RobustConfig()
     check_config(cfg)
     device = torch.device(device)
-    nhwc = resolve_channels_last(cfg.channels_last, device, min(images.shape[-2:]))
+    nhwc = bool(cfg.channels_last)  # None: NCHW here; `foveal robust` resolves its auto setting first
     if nhwc:  # in place, as training does: the caller's model keeps working on NCHW inputs
         model.to(memory_format=torch.channels_last)
     net = PixelModel(model, meta["mean"], meta["std"], channels_last=nhwc).to(device).eval()
