@@ -119,6 +119,9 @@ def normalized_margin(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return (self_confidence(labels, probs) - other.max(1) + 1) / 2
 
 
+RANK_SCORES = {"self_confidence": self_confidence, "normalized_margin": normalized_margin}  # low: likely wrong
+
+
 @dataclass
 class LabelIssues:
     """What confident learning found in one split: flagged images ranked, and the noise estimates."""
@@ -137,6 +140,11 @@ class LabelIssues:
         m = np.zeros(len(self.given), dtype=bool)
         m[self.ranked] = True
         return m
+
+    @property
+    def score(self) -> np.ndarray:
+        """(N,) the ranking score (`rank_by`) of every image, lowest most likely wrong."""
+        return RANK_SCORES[self.rank_by](self.given, self.probs)
 
     @property
     def suggested(self) -> np.ndarray:
@@ -158,11 +166,11 @@ def confident_learning(labels: Sequence[int] | np.ndarray, probs: np.ndarray,
         raise ValueError(f"probabilities must be (N, K) for N = {len(labels)} labels, got shape {probs.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
         raise ValueError(f"labels must lie in 0..{probs.shape[1] - 1}, got {labels.min()}..{labels.max()}")
-    if rank_by not in ("self_confidence", "normalized_margin"):
-        raise ValueError(f"rank_by '{rank_by}' is not one of self_confidence, normalized_margin")
+    if rank_by not in RANK_SCORES:
+        raise ValueError(f"rank_by '{rank_by}' is not one of {', '.join(RANK_SCORES)}")
     cj = confident_joint(labels, probs)
     flagged = np.flatnonzero(prune_by_noise_rate(labels, probs, cj))
-    score = (self_confidence if rank_by == "self_confidence" else normalized_margin)(labels, probs)
+    score = RANK_SCORES[rank_by](labels, probs)
     ranked = flagged[np.argsort(score[flagged], kind="stable")]
     return LabelIssues(ranked, labels, probs, class_thresholds(labels, probs), cj, noise_matrix(cj), rank_by)
 
@@ -176,7 +184,7 @@ def issue_rows(issues: LabelIssues, classes: Sequence[str], split: str,
     y, p = issues.given, issues.probs
     sc, mg, sug = self_confidence(y, p), normalized_margin(y, p), issues.suggested
     if everything:
-        order, flagged = np.argsort(sc if issues.rank_by == "self_confidence" else mg, kind="stable"), issues.mask
+        order, flagged = np.argsort(issues.score, kind="stable"), issues.mask
     else:
         order, flagged = issues.ranked, None
     return [{"rank": r + 1, "index": int(i), "split": split, "path": paths[i] if paths is not None else "",
