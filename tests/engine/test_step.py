@@ -140,23 +140,23 @@ def test_cpu_bf16_autocasts_each_step_once(autocast_calls: list) -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-def test_cpu_bf16_keeps_depthwise_convs_in_fp32() -> None:
-    """oneDNN's bf16 depthwise backward is the slow kernel (engine/device.py): under CPU bf16 the
-    depthwise conv runs in fp32, the pointwise ones in bf16; gradients reach every weight, the
-    state_dict keys stay, and the EMA's deepcopy runs its own weights, not the model's."""
+def test_cpu_bf16_gives_depthwise_convs_their_own_policy() -> None:
+    """oneDNN's bf16 depthwise backward kernels are the slow ones (engine/device.py): under CPU bf16 each
+    depthwise conv runs in `_DepthwiseBF16` (bf16 out), the pointwise ones under plain autocast; gradients
+    reach every weight, the state_dict keys stay, and the EMA's deepcopy runs its own weights, not the model's."""
     torch.manual_seed(0)
     seen = {}
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
                           nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     for name in ("0", "3", "4"):
-        model.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.dtype))
+        model.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.grad_fn))
     keys = list(model.state_dict())
     step = TrainStep(model, _sgd(model), classify(F.cross_entropy), CPU,
                      dataclasses.replace(OPTS, cpu_bf16=True, channels_last=True))
     x, y = torch.randn(4, 3, 12, 12), torch.randint(0, 4, (4,))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     step(x, y)
-    assert seen == {"0": torch.bfloat16, "3": torch.float32, "4": torch.bfloat16}
+    assert "DepthwiseBF16" in type(seen["3"]).__name__ and "Convolution" in type(seen["4"]).__name__
     assert list(model.state_dict()) == keys
     for k in ("0.weight", "3.weight", "4.weight"):
         assert not torch.equal(before[k], model.state_dict()[k]), k  # every conv learned
@@ -170,6 +170,49 @@ def test_cpu_bf16_keeps_depthwise_convs_in_fp32() -> None:
     plain = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8))
     TrainStep(plain, _sgd(plain), classify(F.cross_entropy), CPU, OPTS)  # fp32: the model is left as it is
     assert "forward" not in vars(plain[0])
+
+
+@pytest.mark.parametrize("stride,k,same", [(1, 3, False), (2, 3, False), (1, 5, False), (2, 5, False), (2, 3, True),
+                                           (2, 5, True)])
+def test_depthwise_bf16_policy_matches_fp32_gradients(stride: int, k: int, same: bool) -> None:
+    """Every branch of the policy (bf16 or fp32 input gradient by stride, weight gradient by kernel size,
+    timm's TF-"same" padding) gives the fp32 layer's output and gradients to bf16 precision; outside
+    autocast the layer is exactly the plain one."""
+    from foveal.engine.device import cpu_bf16_depthwise
+
+    torch.manual_seed(stride * 10 + k)
+    if same:
+        from timm.layers import create_conv2d
+
+        conv = create_conv2d(6, 6, k, stride=stride, padding="same", depthwise=True)
+        assert type(conv).__name__ == "Conv2dSame"
+    else:
+        conv = nn.Conv2d(6, 6, k, stride, padding=k // 2, groups=6, bias=True)
+    ref = copy.deepcopy(conv)
+    assert cpu_bf16_depthwise(conv) == 1 and "forward" in vars(conv)
+    x = torch.randn(3, 6, 14, 14).contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(ref(x))
+    xr, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ref = ref(xr)
+    out_ref.backward(g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(xb)
+    assert out.dtype == torch.bfloat16 and out.shape == out_ref.shape
+    out.backward(g.bfloat16())
+
+    def close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+        a, b = a.detach().float(), b.detach()
+        err = float((a - b).abs().max() / b.abs().max())
+        assert err < 0.03, (what, err)
+
+    close(out, out_ref, "output")
+    close(xb.grad, xr.grad, "input gradient")
+    close(conv.weight.grad, ref.weight.grad, "weight gradient")
+    if conv.bias is not None:
+        close(conv.bias.grad, ref.bias.grad, "bias gradient")
+    assert conv.weight.grad.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(conv(x), ref(x))  # fp32 outside autocast: the layer as it was
 
 
 def test_cpu_bf16_auto_is_on_for_nhwc_training_on_native_bf16_cpus(monkeypatch) -> None:

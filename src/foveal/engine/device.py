@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import types
 from contextlib import nullcontext
 from pathlib import Path
@@ -97,23 +98,96 @@ def autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> C
     return nullcontext()
 
 
-def _fp32_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _cpu_autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
+_conv_backward = torch.ops.aten.convolution_backward
+
+
+class _DepthwiseBF16(torch.autograd.Function):
+    """A depthwise convolution whose every pass takes oneDNN's faster kernel on the CPU.
+
+    Timed per layer of EfficientNet-Lite0 at 224 px, batch 32, channels-last, on the 2-core Xeon with
+    AMX (BENCHMARKS.md, issue 23), bf16 against fp32: the forward 19 vs 60 ms in all; the input
+    gradient at stride 1 about even or faster (3.9 vs 15.3 ms at 32 ch x 112 px), at stride 2 3-130x
+    slower (129 vs 35 ms at 96 ch x 112 px); the weight gradient of 3x3 kernels even, of 5x5 kernels
+    4-5x slower (274 vs 51 ms at 144 ch x 56 px). So the forward runs in bf16 and each gradient in
+    whichever precision is faster for its stride and kernel, the fp32 ones from bf16 tensors cast
+    on the spot. Against running the whole conv in fp32 (with the casts in and out of it) a Lite0
+    step is 1.40 -> 1.13 s. Not differentiable twice (nothing in foveal takes second derivatives)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
+        xb = x.to(torch.bfloat16)
+        wb = weight.to(torch.bfloat16)
+        ctx.save_for_backward(xb, weight)
+        ctx.conv = (list(stride), list(padding), list(dilation), False, [0, 0], groups)
+        ctx.has_bias = bias is not None
+        return nn.functional.conv2d(xb, wb, None if bias is None else bias.to(torch.bfloat16), stride, padding,
+                                    dilation, groups)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):  # type: ignore[override]
+        xb, weight = ctx.saved_tensors
+        conv = ctx.conv
+        stride, k = conv[0], weight.shape[-2:]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            if max(stride) == 1:
+                grad_x = _conv_backward(g, xb, weight.to(g.dtype), None, *conv, [True, False, False])[0]
+            else:  # only the input's shape and layout are read: an fp32 tensor neither filled nor copied
+                grad_x = _conv_backward(g.float(), torch.empty_like(xb, dtype=torch.float32), weight, None, *conv,
+                                        [True, False, False])[0].to(xb.dtype)
+        if ctx.needs_input_grad[1]:
+            if max(k) <= 3:
+                grad_w = _conv_backward(g, xb, weight.to(g.dtype), None, *conv, [False, True, False])[1].float()
+            else:
+                grad_w = _conv_backward(g.float(), xb.float(), weight, None, *conv, [False, True, False])[1]
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.float().sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def _fp32_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     with torch.autocast("cpu", enabled=False):
         return type(self).forward(self, x.float())
 
 
-def depthwise_in_fp32(model: nn.Module) -> int:
-    """Run `model`'s depthwise convolutions in fp32 under CPU bf16 autocast; returns how many.
+def _bf16_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    if not _cpu_autocast_on():  # an fp32 pass of the same model (evaluation): the layer as it is
+        return type(self).forward(self, x)
+    if type(self).forward is not nn.Conv2d.forward:  # timm's Conv2dSame: its TF "same" padding, then the conv
+        x = sys.modules["timm.layers.padding"].pad_same(x, self.weight.shape[-2:], self.stride, self.dilation)
+    return _DepthwiseBF16.apply(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
-    oneDNN's bf16 depthwise-convolution backward is 2-4x slower than its fp32 NHWC one on a 2-core
-    Xeon with AMX (EfficientNet-Lite0 at 224 px: a batch-32 step 1.98 s under plain autocast against
-    1.71 s in fp32; with its 16 depthwise convs kept in fp32, 1.43 s; BENCHMARKS.md, issue 23), while
-    its bf16 pointwise convs, batch norm and activations are ~2x faster. Autocast has no per-module
-    policy, so each such conv gets an instance `forward` that leaves autocast; bound with MethodType so
-    a deepcopy (the EMA copy) rebinds it to the copy. Names and state_dict keys are unchanged."""
+
+def _timm_conv2d_same() -> Optional[type]:
+    mod = sys.modules.get("timm.layers.conv2d_same")  # only if a timm model is loaded
+    return getattr(mod, "Conv2dSame", None)
+
+
+def cpu_bf16_depthwise(model: nn.Module) -> int:
+    """Give `model`'s depthwise convolutions the CPU bf16 policy of `_DepthwiseBF16`; returns how many.
+
+    Plain autocast runs them wholly in bf16, where oneDNN's backward kernels are 2-4x slower than its
+    fp32 NHWC ones (EfficientNet-Lite0 at 224 px: a batch-32 step 1.98 s under plain autocast, 1.71 s
+    in fp32, 1.40 s with these convs wholly in fp32, 1.13 s with this policy; BENCHMARKS.md, issue 23).
+    Autocast has no per-module policy, so each such conv gets an instance `forward`, bound with
+    MethodType so a deepcopy (the EMA copy) rebinds it to the copy. Names and state_dict keys are
+    unchanged; outside autocast the layer runs as before. A conv subclass with its own forward other
+    than timm's Conv2dSame, or with string or non-zero padding modes, runs in fp32 under autocast."""
+    same = _timm_conv2d_same()
     n = 0
     for m in model.modules():
-        if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels and "forward" not in vars(m):
-            m.forward = types.MethodType(_fp32_forward, m)
-            n += 1
+        if not (isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels and "forward" not in vars(m)):
+            continue
+        plain = type(m).forward is nn.Conv2d.forward or (same is not None and type(m) is same)
+        ok = plain and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+        m.forward = types.MethodType(_bf16_forward if ok else _fp32_forward, m)
+        n += 1
     return n

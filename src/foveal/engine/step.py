@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import RunConfig
 from . import distributed as dist
-from .device import autocast, depthwise_in_fp32
+from .device import autocast, cpu_bf16_depthwise
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -127,7 +127,7 @@ class TrainStep:
         if options.channels_last:  # before DDP or the EMA copy see the weights, so both keep NHWC strides
             model.to(memory_format=torch.channels_last)
         if options.cpu_bf16 and device.type == "cpu":
-            depthwise_in_fp32(model)  # oneDNN's bf16 depthwise backward is the slow one (device.py)
+            cpu_bf16_depthwise(model)  # oneDNN's bf16 depthwise kernels: each pass in its faster precision (device.py)
         if options.compile:
             check_compile_mode(options.compile_mode)  # now, not at the first step
         self.ema: Optional[AveragedModel] = None  # eval and checkpoints use ema.module; resume loads its state
