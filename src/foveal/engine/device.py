@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import malloc
+from ..models.layers import conv_kind
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -118,7 +119,7 @@ class _DepthwiseBF16(torch.autograd.Function):
     4-5x slower (274 vs 51 ms at 144 ch x 56 px). So the forward runs in bf16 and each gradient in
     whichever precision is faster for its stride and kernel, the fp32 ones from bf16 tensors cast
     on the spot. Against running the whole conv in fp32 (with the casts in and out of it) a Lite0
-    step is 1.40 -> 1.13 s. Not differentiable twice (nothing in foveal takes second derivatives)."""
+    step is 1.37 -> 1.05 s. Not differentiable twice (nothing in foveal takes second derivatives)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
@@ -161,14 +162,9 @@ def _fp32_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def _bf16_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if not _cpu_autocast_on():  # an fp32 pass of the same model (evaluation): the layer as it is
         return type(self).forward(self, x)
-    if type(self).forward is not nn.Conv2d.forward:  # timm's Conv2dSame: its TF "same" padding, then the conv
+    if conv_kind(self) == "same":  # timm's Conv2dSame: its TF "same" padding, then the conv
         x = sys.modules["timm.layers.padding"].pad_same(x, self.weight.shape[-2:], self.stride, self.dilation)
     return _DepthwiseBF16.apply(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
-
-def _timm_conv2d_same() -> Optional[type]:
-    mod = sys.modules.get("timm.layers.conv2d_same")  # only if a timm model is loaded
-    return getattr(mod, "Conv2dSame", None)
 
 
 def cpu_bf16_depthwise(model: nn.Module) -> int:
@@ -176,18 +172,16 @@ def cpu_bf16_depthwise(model: nn.Module) -> int:
 
     Plain autocast runs them wholly in bf16, where oneDNN's backward kernels are 2-4x slower than its
     fp32 NHWC ones (EfficientNet-Lite0 at 224 px: a batch-32 step 1.98 s under plain autocast, 1.71 s
-    in fp32, 1.40 s with these convs wholly in fp32, 1.13 s with this policy; BENCHMARKS.md, issue 23).
+    in fp32, 1.37 s with these convs wholly in fp32, 1.05 s with this policy; BENCHMARKS.md, issue 23).
     Autocast has no per-module policy, so each such conv gets an instance `forward`, bound with
     MethodType so a deepcopy (the EMA copy) rebinds it to the copy. Names and state_dict keys are
     unchanged; outside autocast the layer runs as before. A conv subclass with its own forward other
     than timm's Conv2dSame, or with string or non-zero padding modes, runs in fp32 under autocast."""
-    same = _timm_conv2d_same()
     n = 0
     for m in model.modules():
         if not (isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels and "forward" not in vars(m)):
             continue
-        plain = type(m).forward is nn.Conv2d.forward or (same is not None and type(m) is same)
-        ok = plain and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+        ok = conv_kind(m) is not None and m.padding_mode == "zeros" and not isinstance(m.padding, str)
         m.forward = types.MethodType(_bf16_forward if ok else _fp32_forward, m)
         n += 1
     return n

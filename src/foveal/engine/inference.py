@@ -21,6 +21,7 @@ from ..data.loader import normalize_u8
 from ..data.bundle import DataBundle
 from ..metrics import ConfusionMeter
 from ..metrics.groups import add_group_metrics
+from ..models.fold_bn import fold_batchnorm
 from .checkpoint import load_model
 from .device import resolve_device
 from .prepare import match_format
@@ -39,6 +40,7 @@ class Predictor:
         self.temperature = float(meta.get("temperature", 1.0))  # fitted by calibration, 1.0 if not
         self.tta: list[str] = check_views(meta.get("tta", []))  # test-time views the run was evaluated with
         self._auto_batch: Optional[int] = None  # 'auto' resolved once: the server calls per micro-batch
+        self._net: Optional[torch.nn.Module] = None  # `model` with its batch norms folded, from the first batch
 
     @classmethod
     def load(cls, source: str | Path, device: str = "auto") -> "Predictor":
@@ -66,7 +68,9 @@ class Predictor:
         out = []
         for i in range(0, len(images_u8), batch_size):
             x = normalize_u8(images_u8[i:i + batch_size].to(self.device), self.mean, self.std)
-            logits = tta_logits(self.model, x, self.tta)
+            if self._net is None:  # as `eval` scores it (engine/scoring.py); `model` stays as loaded for `explain`
+                self._net = fold_batchnorm(self.model, x[:2])
+            logits = tta_logits(self._net, x, self.tta)
             out.append(torch.softmax(logits / self.temperature, dim=1).cpu())
         return torch.cat(out)
 

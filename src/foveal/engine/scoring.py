@@ -6,7 +6,9 @@ calibration, the report and per-group metrics. Each has one return type.
 `amp` (bf16 autocast on CUDA) is off by default: a finished model is evaluated, calibrated and
 served in fp32 (`Predictor`, ONNX), so `eval` scores the very logits `predict` turns into
 probabilities. Only the trainer's per-epoch validation, which merely picks the best epoch, may
-turn it on for speed.
+turn it on for speed. Each pass runs a copy of the model with its batch norms folded into the convs
+before them (models/fold_bn.py: a third of a convnet's CPU forward), checked against the model on
+the first batch; the logits are the model's to fp32 rounding.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from ..metrics import ConfusionMeter
+from ..models.fold_bn import fold_batchnorm
 from .device import autocast
 from .tta import tta_logits
 
@@ -37,10 +40,13 @@ def _run(model: nn.Module, loader: Iterable, num_classes: int, device: torch.dev
     model.eval()
     meter = ConfusionMeter(num_classes, device, num_groups=num_groups)
     kept = []
+    net = None
     try:
         for x, y, *g in loader:
+            if net is None:  # batch norm folded into its convs, checked on this batch (models/fold_bn.py)
+                net = fold_batchnorm(model, x[:2])
             with autocast(device, amp):
-                logits = tta_logits(model, x, tta)  # `tta`: test-time views whose logits are averaged
+                logits = tta_logits(net, x, tta)  # `tta`: test-time views whose logits are averaged
             logits = logits.float()
             meter.update(logits, y, nn.functional.cross_entropy(logits, y, reduction="sum"), g[0] if g else None)
             if keep:

@@ -61,3 +61,17 @@ class BasicConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+def conv_kind(m: nn.Module) -> str | None:
+    """How a Conv2d module reads its weight and bias: 'plain' (nn.Conv2d's own forward), 'same' (timm's
+    Conv2dSame: TF "same" padding, then that same conv), None for anything else (not a Conv2d, or a
+    subclass that re-parametrizes its weight, such as weight standardization). Code that rewrites convs
+    (CPU bf16 depthwise policy, batch-norm folding) touches only the first two."""
+    if not isinstance(m, nn.Conv2d):
+        return None
+    if type(m).forward is nn.Conv2d.forward:
+        return "plain"
+    if type(m).__name__ == "Conv2dSame" and type(m).__module__.startswith("timm."):
+        return "same"
+    return None
