@@ -113,10 +113,10 @@ class _DepthwiseBF16(torch.autograd.Function):
     """A depthwise convolution whose every pass takes oneDNN's faster kernel on the CPU.
 
     Timed per layer of EfficientNet-Lite0 at 224 px, batch 32, channels-last, on the 2-core Xeon with
-    AMX (BENCHMARKS.md, issue 23), bf16 against fp32: the forward 19 vs 60 ms in all; the input
-    gradient at stride 1 about even or faster (3.9 vs 15.3 ms at 32 ch x 112 px), at stride 2 3-130x
-    slower (129 vs 35 ms at 96 ch x 112 px); the weight gradient of 3x3 kernels even, of 5x5 kernels
-    4-5x slower (274 vs 51 ms at 144 ch x 56 px). So the forward runs in bf16 and each gradient in
+    AMX (`bench/bench_depthwise.py`; BENCHMARKS.md, issue 23), bf16 against fp32: the forward 19 vs
+    60 ms in all; the input gradient at stride 1 about even or faster (3.8 vs 14.4 ms at 32 ch x
+    112 px), at stride 2 3-80x slower (128 vs 37 ms at 96 ch x 112 px); the weight gradient of 3x3
+    kernels about even, of 5x5 kernels 4-6x slower (248 vs 48 ms at 144 ch x 56 px). So the forward runs in bf16 and each gradient in
     whichever precision is faster for its stride and kernel, the fp32 ones from bf16 tensors cast
     on the spot. Against running the whole conv in fp32 (with the casts in and out of it) a Lite0
     step is 1.37 -> 1.05 s. Not differentiable twice (nothing in foveal takes second derivatives)."""
