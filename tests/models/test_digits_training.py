@@ -27,9 +27,10 @@ RUNS = [
     ("lenet5", 32, 3, 0.90, False),  # 0.939, 6 s
     ("lenet5_modern", 32, 3, 0.90, False),  # 0.955, 6 s
     ("resnet20", 16, 6, 0.92, False),  # 0.964, 17 s (CIFAR ResNet: option-A shortcuts, 3 stages)
-    # AlexNet has no normalization layer and starts slowly with AdamW at 3e-3: 0.794 after 6
-    # epochs, so its floor is lower; the point is that the small-input form learns at all.
-    ("alexnet", 16, 6, 0.70, True),  # 0.794, 36 s
+    # AlexNet has no normalization layer and AdamW at the default 3e-3 is too fast for it: 0.794
+    # after 6 epochs on the AMD box (2026-11-25), 0.696 and (since the uint8 pad-crop, whose pad is
+    # black, not the mean) 0.579 on the Xeon one: a seed lottery. At 1e-3 it learns: 0.930.
+    ("alexnet", 16, 6, 0.85, True, {"optim.lr": 1e-3}),  # 0.930, 19 s
     ("vgg11_bn", 16, 6, 0.93, True),  # 0.972, 79 s
     ("hybrid_tiny", 16, 6, 0.95, True),  # 0.992, 60 s
     # With torchvision's BN momentum 0.01 this run tested at 0.100 (chance): 120 steps leave the
