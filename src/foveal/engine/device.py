@@ -115,8 +115,8 @@ class _DepthwiseBF16(torch.autograd.Function):
     Timed per layer of EfficientNet-Lite0 at 224 px, batch 32, channels-last, on the 2-core Xeon with
     AMX (`bench/bench_depthwise.py`; BENCHMARKS.md, issue 23), bf16 against fp32: the forward 19 vs
     60 ms in all; the input gradient at stride 1 about even or faster (3.8 vs 14.4 ms at 32 ch x
-    112 px), at stride 2 3-80x slower (128 vs 37 ms at 96 ch x 112 px); the weight gradient of 3x3
-    kernels about even, of 5x5 kernels 4-6x slower (248 vs 48 ms at 144 ch x 56 px). So the forward runs in bf16 and each gradient in
+    112 px), at stride 2 3-85x slower (128 vs 37 ms at 96 ch x 112 px); the weight gradient of 3x3
+    kernels about even, of 5x5 kernels 5-6x slower (248 vs 48 ms at 144 ch x 56 px). So the forward runs in bf16 and each gradient in
     whichever precision is faster for its stride and kernel, the fp32 ones from bf16 tensors cast
     on the spot. Against running the whole conv in fp32 (with the casts in and out of it) a Lite0
     step is 1.37 -> 1.05 s. Not differentiable twice (nothing in foveal takes second derivatives)."""
@@ -170,8 +170,8 @@ def _bf16_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def cpu_bf16_depthwise(model: nn.Module) -> int:
     """Give `model`'s depthwise convolutions the CPU bf16 policy of `_DepthwiseBF16`; returns how many.
 
-    Plain autocast runs them wholly in bf16, where oneDNN's backward kernels are 2-4x slower than its
-    fp32 NHWC ones (EfficientNet-Lite0 at 224 px: a batch-32 step 1.98 s under plain autocast, 1.71 s
+    Plain autocast runs them wholly in bf16, where two of oneDNN's backward kernels are 3-85x slower
+    than its fp32 NHWC ones at some shapes (EfficientNet-Lite0 at 224 px: a batch-32 step 1.98 s under plain autocast, 1.71 s
     in fp32, 1.37 s with these convs wholly in fp32, 1.05 s with this policy; BENCHMARKS.md, issue 23).
     Autocast has no per-module policy, so each such conv gets an instance `forward`, bound with
     MethodType so a deepcopy (the EMA copy) rebinds it to the copy. Names and state_dict keys are
