@@ -121,9 +121,10 @@ class TrainConfig:
     seed: int = 0  # seeds splits, model init, shuffling, augmentation and dropout
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     amp: bool = True  # bf16 autocast (CUDA only; ignored on CPU)
-    # bf16 autocast for the CPU training (and `foveal pretrain`) step, depthwise convs kept in fp32; validation,
-    # test and k-NN stay fp32: pays off on CPUs with native bf16 (AVX512-BF16 on Zen 4 / Cooper Lake+, AMX on
-    # Sapphire Rapids+; ResNet-18 at 224 px 2.6x, EfficientNet-Lite0 1.16x), slower than fp32 on the others.
+    # bf16 autocast for the CPU training (and `foveal pretrain`) step, each depthwise-conv pass in its faster
+    # precision (engine/device.py); validation, test and k-NN stay fp32: pays off on CPUs with native bf16
+    # (AVX512-BF16 on Zen 4 / Cooper Lake+, AMX on Sapphire Rapids+; ResNet-18 at 224 px 2.6x; EfficientNet-Lite0
+    # in BENCHMARKS.md, issue 23), slower than fp32 on the others.
     # None (auto): `foveal train` turns it on in channels-last (>= 160 px) on a CPU with native bf16, as `amp` is on
     # CUDA; off elsewhere, and in `foveal pretrain`
     cpu_bf16: Optional[bool] = None

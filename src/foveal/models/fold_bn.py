@@ -61,7 +61,7 @@ class _Uses(TorchFunctionMode):
         return out
 
 
-def foldable(model: nn.Module) -> bool:
+def _foldable(model: nn.Module) -> bool:
     """Whether `fold_batchnorm` may copy `model`: not a DistributedDataParallel or torch.compile wrapper
     (their copies are not plain modules), and with at least one batch norm it could fold."""
     if isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
@@ -77,7 +77,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, rtol: float = 1e-3) 
     rules below should never let happen). A pair is folded when the norm reads the conv's output and
     nothing else reads it (not a skip connection, not an in-place op between them), and neither
     module runs twice in a forward. `model` itself is not touched."""
-    if not foldable(model):
+    if not _foldable(model):
         return model
     folded = copy.deepcopy(model).eval()
     outputs: list[tuple[torch.Tensor, nn.Module]] = []  # kept alive, so identities cannot be reused
