@@ -50,10 +50,11 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, samples:
     return normalize_maps(grads.mean(0).abs().amax(1))
 
 
-@EXPLAINERS.register("ig")
-def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int = 32,
-                         baseline: torch.Tensor | None = None) -> torch.Tensor:
-    """(x - x0) * mean gradient along the straight path x0 -> x (midpoint Riemann sum).
+def ig_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int = 32,
+                    baseline: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C, H, W) signed attributions: (x - x0) * mean gradient along the straight path
+    x0 -> x (midpoint Riemann sum). They sum to about f(x) - f(x0) for the target logit
+    (completeness), closer as `steps` grows. `model` should be in eval mode (explain() sets it).
 
     The default baseline x0 is zeros in normalized space: the data set's mean image colour,
     the usual "no information" input for normalized models.
@@ -62,5 +63,11 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor
     alphas = (torch.arange(steps, device=x.device, dtype=x.dtype) + 0.5) / steps  # (S,)
     path = (x0[None] + alphas.view(-1, 1, 1, 1, 1) * (x - x0)[None]).flatten(0, 1)  # (S*B, C, H, W)
     grads = input_gradients(model, path, target.repeat(steps)).view(steps, *x.shape)
-    attributions = (x - x0) * grads.mean(0)  # (B, C, H, W)
-    return normalize_maps(attributions.sum(1).abs())
+    return (x - x0) * grads.mean(0)  # (B, C, H, W)
+
+
+@EXPLAINERS.register("ig")
+def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int = 32,
+                         baseline: torch.Tensor | None = None) -> torch.Tensor:
+    """|sum over channels| of the integrated-gradients attributions (`ig_attributions`)."""
+    return normalize_maps(ig_attributions(model, x, target, steps, baseline).sum(1).abs())
