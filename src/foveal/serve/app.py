@@ -3,8 +3,10 @@
 Limits, each answered with a JSON 4xx/5xx `{"error": ...}` while the server keeps serving:
 upload size (413, refused from Content-Length before reading, or when a streamed body passes
 the cap), pixel count (400, the decoder's decompression-bomb guard), undecodable files (400),
-missing file field (422), too many requests in flight (503), too many upload bytes held at once
-across requests (503), and a dead micro-batching task (503 from /predict and /health alike).
+more files in one request than max_files (400), missing file field (422), too many requests in
+flight (503: a request counts from its headers until it is answered, its upload included), too many
+upload bytes held at once across requests (503), and a dead micro-batching task (503 from /predict
+and /health alike).
 """
 
 from __future__ import annotations
@@ -251,7 +253,10 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeConfig] = No
             form = await request.form(max_files=s.max_files)
         except BodyRefused as e:
             raise HTTPException(e.status, str(e)) from None
-        except Exception as e:  # malformed multipart / wrong content type
+        except Exception as e:  # malformed multipart / wrong content type / past max_files
+            if "too many files" in str(e).lower():  # starlette's words, as HTTPException or MultiPartException
+                raise HTTPException(400, f"too many files in one request: at most {s.max_files} images per "
+                                    "request (max_files); send the others in further requests") from None
             raise HTTPException(400, f"could not read a multipart form ({type(e).__name__}: {e}); "
                                 "send the image as multipart/form-data field 'file'") from None
         uploads = [v for k in ("file", "files") for v in form.getlist(k) if hasattr(v, "filename")]
