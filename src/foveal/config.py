@@ -370,8 +370,9 @@ class FastConfig:
     eval_batch_size: int = 2000  # images per forward pass of the test evaluation
     amp: bool = True  # bf16 autocast (CUDA)
     channels_last: bool = True  # NHWC weights and inputs (CUDA; NCHW on the CPU)
-    compile: bool = False  # torch.compile the model once, reused by every seeded run (CUDA)
+    compile: bool = False  # torch.compile the training step's model once, reused by every seeded run
     compile_mode: str = "default"  # max-autotune-no-cudagraphs: maybe faster steps, minutes of autotuning
+    min_accuracy: float = 0.0  # a run under this test accuracy is a failure, not a timing (the presets set it)
 
 
 @dataclass

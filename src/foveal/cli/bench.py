@@ -32,7 +32,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     rows = [compare_train(m, with_timm=args.timm, **kw) for m in args.model.split(",")]
     _emit({"bf16_matmul_peak_tflops": peak, "settings": {k: v for k, v in kw.items() if k != "peak_tflops"},
            "results": rows}, args.out)
-    return 0
+    failed = [r["model"] for r in rows if not r["ours"]["passed"]]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}: the last step's loss is not finite, or compilation did not apply; "
+              "its timing is not a result", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _add_train(sub: Any) -> None:
@@ -63,18 +67,26 @@ def _cmd_fast(args: argparse.Namespace) -> int:
     if args.data not in RECIPES:
         raise ValueError(f"--data '{args.data}' has no fast recipe; choose one of {', '.join(RECIPES)}")
     overrides = {k: v for k, v in (("epochs", args.epochs), ("model", args.model), ("batch_size", args.batch_size),
-                                   ("tta", args.tta)) if v is not None}
+                                   ("tta", args.tta), ("min_accuracy", args.min_accuracy)) if v is not None}
     if args.compile:
         overrides.update(compile=True, compile_mode=args.compile_mode)
     cfg = dataclasses.replace(RECIPES[args.data], **overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_fast_data(args.data, args.data_dir).to(resolve_device(args.device))
-    res = bench_fast(data, cfg, runs=args.runs, seed=args.seed, warmup=not args.no_warmup)
-    print(f"{args.data}: accuracy {res['accuracy_mean']:.4f} +- {res['accuracy_std']:.4f} over {args.runs} runs, "
-          f"{res['seconds_mean']:.2f} s per run on {res['device']}")
+    res = bench_fast(data, cfg, runs=args.runs, seed=args.seed, warmup=not args.no_warmup,
+                     log=lambda m: print(m, file=sys.stderr))  # stdout is the JSON
+    compiled = "compiled" if res["compiled"] else "eager"
+    if res["passed"]:
+        print(f"{args.data}: accuracy {res['accuracy_mean']:.4f} +- {res['accuracy_std']:.4f} over {args.runs} runs, "
+              f"{res['seconds_mean']:.2f} s per run on {res['device']} ({compiled})")
+    else:
+        why = (f"{len(res['failed'])} of {args.runs} runs under the floor {res['min_accuracy']:.4f}" if res["failed"]
+               else "--compile was given and compilation did not apply")
+        print(f"{args.data}: FAILED: {why} (accuracies {', '.join(f'{a:.4f}' for a in res['accuracies'])}; "
+              f"{compiled} on {res['device']}); no timing reported", file=sys.stderr)
     _emit(res, args.out)
-    return 0
+    return 0 if res["passed"] else 1
 
 
 def _add_fast(sub: Any) -> None:
@@ -88,8 +100,10 @@ def _add_fast(sub: Any) -> None:
     p.add_argument("--model", help="override the preset's model (an airnet variant)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation level")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; warmed up before timing)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step (warmed up before timing)")
     p.add_argument("--compile-mode", default="default", help="or max-autotune-no-cudagraphs (minutes of autotuning)")
+    p.add_argument("--min-accuracy", type=float, help="the floor under which a run fails (default: the preset's); "
+                   "lower it on purpose, e.g. for short smoke runs")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--out", help="also write the JSON here")

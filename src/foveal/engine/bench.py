@@ -13,7 +13,9 @@ bf16 autocast (`train.cpu_bf16`), the fp32 NCHW step being the baseline.
 
 from __future__ import annotations
 
+import math
 import time
+from functools import partial
 from typing import Any, Callable, Optional
 
 import torch
@@ -22,7 +24,7 @@ from torch import nn
 from ..models import count_gflops, create_model
 from .device import autocast, cpu_has_native_bf16, resolve_device
 from .fast import Timer
-from .step import StepOptions, TrainStep, classify, memory_format
+from .step import StepOptions, StepResult, TrainStep, classify, compile_applied, memory_format
 
 # timm name -> foveal name, for the models of the speed comparison.
 TIMM_TO_OURS: dict[str, str] = {
@@ -63,9 +65,10 @@ def _synthetic(batch: int, in_chans: int, img_size: int, num_classes: int, devic
 def build_train_step(name: str, batch: int, img_size: int, device: torch.device, amp: bool = True,
                      channels_last: bool = True, compile: bool = False, compile_mode: str = "default",
                      num_classes: int = 1000, in_chans: int = 3,
-                     cpu_bf16: bool = False) -> tuple[Callable[[], Any], float]:
-    """foveal's train step (`TrainStep`, as the Trainer runs it) for model `name` on one synthetic batch,
-    and the model's forward GFLOPs per image. Nothing is read on the host: no `.item()`, no logging."""
+                     cpu_bf16: bool = False) -> tuple["partial[StepResult]", float]:
+    """foveal's train step (`TrainStep`, as the Trainer runs it) for model `name` on one synthetic batch, as a
+    `partial` whose `.func` is the TrainStep, and the model's forward GFLOPs per image. Nothing is read on
+    the host: no `.item()`, no logging."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size).to(device).train()
     gflops = count_gflops(model, img_size, in_chans)
@@ -75,22 +78,31 @@ def build_train_step(name: str, batch: int, img_size: int, device: torch.device,
                                 compile_mode=compile_mode)
     step = TrainStep(model, opt, classify(nn.CrossEntropyLoss()), device, options)
     x, y = _synthetic(batch, in_chans, img_size, num_classes, device, channels_last)
-    return lambda: step(x, y), gflops
+    return partial(step, x, y), gflops
 
 
 def bench_train_ours(name: str, batch: int = 256, img_size: int = 224, steps: int = 30, warmup: int = 10,
                      device: str | torch.device = "auto", amp: bool = True, channels_last: bool = True,
                      compile: bool = False, compile_mode: str = "default", num_classes: int = 1000,
                      peak_tflops: Optional[float] = None) -> dict[str, Any]:
-    """images/s of foveal's train step for model `name` on synthetic (batch, 3, img_size, img_size) data."""
+    """images/s of foveal's train step for model `name` on synthetic (batch, 3, img_size, img_size) data.
+
+    The result also says whether the step ran compiled ("compiled", `step.compile_applied`), the loss of its
+    last timed step ("final_loss", read after the timing) and "passed": false when that loss is not finite
+    or when compilation was asked for and did not apply (a fast step that computes garbage, or a timing of
+    something else than what was asked, is a failure, not a result)."""
     dev = resolve_device(str(device))
     step, gflops = build_train_step(name, batch, img_size, dev, amp, channels_last, compile, compile_mode, num_classes)
-    seconds = _time_steps(step, steps, warmup, dev)
-    return {"impl": "foveal", "model": name, **_result(seconds, steps, batch, dev, gflops, peak_tflops)}
+    seconds, last = _time_steps(step, steps, warmup, dev)
+    loss = last.loss.float().item()  # deliberate sync, after the timed region
+    return {"impl": "foveal", "model": name, **_result(seconds, steps, batch, dev, gflops, peak_tflops),
+            "compiled": compile_applied(step.func.net), "compile_check": step.func.compile_check,
+            "final_loss": loss, "passed": math.isfinite(loss) and compile_applied(step.func.net) == compile}
 
 
-def _time_steps(step: Callable[[], None], steps: int, warmup: int, dev: torch.device) -> float:
-    """Seconds for `steps` calls of `step` after `warmup` untimed ones; no sync between steps."""
+def _time_steps(step: Callable[[], Any], steps: int, warmup: int, dev: torch.device) -> tuple[float, Any]:
+    """Seconds for `steps` calls of `step` after `warmup` untimed ones (no sync between steps), and what the
+    last call returned."""
     for _ in range(warmup):
         step()
     _sync(dev)
@@ -98,8 +110,8 @@ def _time_steps(step: Callable[[], None], steps: int, warmup: int, dev: torch.de
         torch.cuda.reset_peak_memory_stats(dev)
     with Timer(dev) as t:
         for _ in range(steps):
-            step()
-    return t.seconds
+            last = step()
+    return t.seconds, last
 
 
 def bench_train_timm(name: str, batch: int = 256, img_size: int = 224, steps: int = 30, warmup: int = 10,
@@ -196,7 +208,7 @@ def compare_cpu_precision(name: str, batch: int = 256, img_size: int = 28, in_ch
     for label, (channels_last, bf16) in CPU_PRECISIONS.items():
         step, gflops = build_train_step(name, batch, img_size, dev, amp=False, channels_last=channels_last,
                                         num_classes=num_classes, in_chans=in_chans, cpu_bf16=bf16)
-        row[label] = _result(_time_steps(step, steps, warmup, dev), steps, batch, dev, gflops, None)
+        row[label] = _result(_time_steps(step, steps, warmup, dev)[0], steps, batch, dev, gflops, None)
     base = row["fp32"]["images_per_s"]
     for label in CPU_PRECISIONS:
         row[label]["speedup"] = row[label]["images_per_s"] / base

@@ -42,7 +42,7 @@ from .checkpoint import model_meta, save_weights
 from .device import resolve_device, seed_everything, warn_slow_cpu_bf16
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
-from .step import StepHook, StepOptions, TrainStep
+from .step import StepHook, StepOptions, TrainStep, compile_applied
 
 UNLABELED = "unlabeled"  # the single pseudo-class of a folder of images without class subfolders
 
@@ -304,8 +304,9 @@ class Pretrainer:
                                 self.device)
         self.generator = torch.Generator(device=self.device)
         # channels-last weights (the convs then run, and output, NHWC), compile, EMA, clipping: as in the Trainer
+        # (check_compile off: the loss draws its views from self.generator, which a second forward would advance)
         self.train_step = TrainStep(self.model, self.optimizer, self._loss, self.device, StepOptions.from_config(cfg),
-                                    [StepHook(before=self.schedule.set_step)])
+                                    [StepHook(before=self.schedule.set_step)], check_compile=False)
         self.history, self.best = [], None
 
     def _loss(self, net: nn.Module, idx: torch.Tensor, y: None) -> tuple[torch.Tensor, None]:
@@ -337,7 +338,7 @@ class Pretrainer:
         seconds = time.perf_counter() - t0
         return {"epoch": epoch + 1, "ssl_loss": loss_sum.item() / self.steps_per_epoch, "seconds": seconds,
                 "images_per_s": self.steps_per_epoch * bs / max(seconds, 1e-9),
-                "lr": self.optimizer.param_groups[0]["lr"]}
+                "lr": self.optimizer.param_groups[0]["lr"], "compiled": compile_applied(step.net)}
 
     def meta(self, extra: dict[str, Any]) -> dict[str, Any]:
         d = self.cfg.data

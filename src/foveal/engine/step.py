@@ -18,6 +18,7 @@ device, and the caller decides when (if ever) to look at them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -51,6 +52,68 @@ def compiled(model: nn.Module, mode: str) -> nn.Module:
     # dynamic=False: train and eval batches differ in size; without it the second size would switch the
     # graph to symbolic shapes (slower kernels) instead of compiling a second static one.
     return torch.compile(model, mode=mode, dynamic=False)
+
+
+def is_compiled_module(net: Optional[nn.Module]) -> bool:
+    """Whether `net` is torch.compile's wrapper (OptimizedModule)."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    return isinstance(net, OptimizedModule)
+
+
+def compile_applied(net: Optional[nn.Module]) -> bool:
+    """Whether `net` is torch.compile's wrapper and dynamo has compiled a graph in this process: what a result
+    records as "compiled", so a compile flag that a path ignores, or a compile that fell back, shows."""
+    from torch._dynamo.utils import counters
+
+    return is_compiled_module(net) and counters["frames"]["ok"] > 0
+
+
+class CompileMismatch(RuntimeError):
+    """The compiled module computes something else than the eager one on the same batch."""
+
+
+@torch.no_grad()
+def _restore(tensors: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
+    for t, s in zip(tensors, saved):
+        t.copy_(s)
+
+
+def check_compiled(model: nn.Module, net: nn.Module, run: Callable[[nn.Module], torch.Tensor],
+                   rtol: float = 0.02, min_cosine: float = 0.98) -> dict[str, float]:
+    """Run `run(module) -> loss` through the eager `model` and the compiled `net` on one batch and compare the
+    losses and the gradients of the trainable weights; raises `CompileMismatch` when they differ by more than
+    bf16 rounding allows. Buffers (BN statistics), gradients and the global RNG are restored afterwards, so
+    the run goes on as if the check had not happened. One deliberate host sync, once per step object."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    buffers = list(model.buffers())
+    saved = [b.detach().clone() for b in buffers]
+    rng = torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    results = []
+    for module in (model, net):
+        loss = run(module).float()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        flat = torch.cat([(g if g is not None else torch.zeros_like(p)).float().flatten() for g, p in zip(grads, params)])
+        results.append((loss.detach(), flat))
+        _restore(buffers, saved)
+        torch.random.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+    (le, ge), (lc, gc) = results
+    cos = torch.nn.functional.cosine_similarity(ge, gc, dim=0, eps=1e-30)
+    stats = torch.stack([le, lc, cos, ge.norm(), gc.norm()]).tolist()  # deliberate sync, once
+    eager_loss, compiled_loss, cosine, eager_norm, compiled_norm = stats
+    report = {"eager_loss": eager_loss, "compiled_loss": compiled_loss, "grad_cosine": cosine,
+              "grad_norm_ratio": compiled_norm / eager_norm if eager_norm else float("nan")}
+    finite = all(map(math.isfinite, (eager_loss, eager_norm)))
+    if finite and not (abs(compiled_loss - eager_loss) <= rtol * max(1.0, abs(eager_loss))
+                       and (eager_norm == 0 or (cosine >= min_cosine and abs(report["grad_norm_ratio"] - 1) <= 5 * rtol))):
+        raise CompileMismatch(
+            "torch.compile changed what the model computes on the first batch: "
+            + ", ".join(f"{k} {v:.6g}" for k, v in report.items())
+            + ". Train without compiling (train.compile false / no --compile) and report the torch version.")
+    return report
 
 
 @dataclass(frozen=True)
@@ -119,11 +182,16 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, compute: Compute, device: torch.device,
                  options: StepOptions, hooks: Sequence[StepHook] = (), dist_info: dist.DistInfo = dist.DistInfo(),
-                 net: Optional[nn.Module] = None):
+                 net: Optional[nn.Module] = None, check_compile: bool = True):
         self.model, self.optimizer, self.compute, self.device = model, optimizer, compute, device
         self.options, self.dist = options, dist_info
         self.hooks = list(hooks)
         self.count = 0
+        # Before the first compiled step, `check_compiled` compares it with eager on that batch (one process
+        # only: a second backward through DDP would all-reduce). Off where `compute` draws from a generator
+        # of its own (the pretrainer's views), which the check cannot rewind.
+        self._check_compile = check_compile and options.compile and not dist_info.enabled
+        self.compile_check: Optional[dict[str, float]] = None  # the check's numbers, once it has run
         if options.channels_last:  # before DDP or the EMA copy see the weights, so both keep NHWC strides
             model.to(memory_format=torch.channels_last)
         if options.cpu_bf16 and device.type == "cpu":
@@ -153,6 +221,15 @@ class TrainStep:
         for h in self.hooks:
             if h.batch is not None:
                 x, y = h.batch(x, y, self.count)
+        if self._check_compile:
+            self._check_compile = False
+
+            def run(module: nn.Module) -> torch.Tensor:
+                with autocast(self.device, opts.amp, cpu=opts.cpu_bf16):
+                    return self.compute(module, x, y, *extra)[0]
+
+            if is_compiled_module(net):
+                self.compile_check = check_compiled(self.model, net, run)
         with autocast(self.device, opts.amp, cpu=opts.cpu_bf16):
             loss, out = self.compute(net, x, y, *extra)
         self.optimizer.zero_grad(set_to_none=True)

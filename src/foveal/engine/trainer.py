@@ -45,7 +45,7 @@ from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
 from .scoring import score, score_with_logits
-from .step import StepHook, StepOptions, TrainStep, classify
+from .step import StepHook, StepOptions, TrainStep, classify, compile_applied
 from .tta import check_views
 
 
@@ -353,7 +353,8 @@ class Trainer:
         meter, logits, labels = score_with_logits(model, self.test_loader, len(self.data.classes), self.device,
                                                   tta=self.cfg.train.tta)  # fp32, as predict and serve
         metrics = meter.compute(self.data.classes)
-        metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time)
+        metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time,
+                       compiled=compile_applied(self.train_step.net))  # train.compile asked for and in effect
         metrics["calibration"] = calibration_report(logits, labels, meta["temperature"])
         # issue 21: per-group metrics ("groups", "worst_group_accuracy") when the test split has groups
         group_table = add_group_metrics(metrics, logits, labels, self.data.splits["test"].groups, self.data.classes,
