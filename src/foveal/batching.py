@@ -1,7 +1,7 @@
 """Evaluation and attack batch sizes sized by memory: what an 'auto' batch size becomes.
 
 A fixed 256 images at 224 px holds gigabytes of activations on a CPU, which glibc hands back
-to the kernel and faults in again on every batch (issue 23), while the cores were already busy
+to the kernel and faults in again on every batch (BENCHMARKS.md), while the cores were already busy
 at a few dozen images. So on the CPU 'auto' picks the largest batch whose activations fit
 BatchSizing.cpu_activation_mb, measured by a probe forward of two images at the real input
 size; on CUDA it is BatchSizing.max_batch, the fixed size the GPU path has always used.

@@ -124,7 +124,7 @@ class TrainConfig:
     # bf16 autocast for the CPU training (and `foveal pretrain`) step, each depthwise-conv pass in its faster
     # precision (engine/device.py); validation, test and k-NN stay fp32: pays off on CPUs with native bf16
     # (AVX512-BF16 on Zen 4 / Cooper Lake+, AMX on Sapphire Rapids+; ResNet-18 at 224 px 2.6x; EfficientNet-Lite0
-    # in BENCHMARKS.md, issue 23), slower than fp32 on the others.
+    # in BENCHMARKS.md), slower than fp32 on the others.
     # None (auto): `foveal train` turns it on in channels-last (>= 160 px) on a CPU with native bf16, as `amp` is on
     # CUDA; off elsewhere, and in `foveal pretrain`
     cpu_bf16: Optional[bool] = None
@@ -405,7 +405,7 @@ class BatchSizing:
     # and what CUDA still gets (a GPU's memory is not the limit there, and larger batches keep it busy)
     max_batch: int = 256
     # CPU: activation memory one batch may hold, measured by a probe forward of two images. Past a few
-    # dozen images at 224 px a CPU is busy anyway, and larger batches only add page faults (issue 23).
+    # dozen images at 224 px a CPU is busy anyway, and larger batches only add page faults (BENCHMARKS.md).
     cpu_activation_mb: float = 512.0
     # ONNX Runtime, which has no torch to probe the model with: images per session call in `foveal
     # predict` / `serve` on an .onnx file and in the export parity check
@@ -496,5 +496,5 @@ class RobustConfig:
     # NHWC weights and inputs; None (auto): `foveal robust` turns it on on the CPU at >= 160 px, as `train.channels_last`
     # (`evaluate_robustness` itself reads None as off). The attacks'
     # gradient passes at 224 px run ~1.25x faster with oneDNN's NHWC kernels; accuracies match NCHW's on the
-    # benchmark's 16 and 49 images, losses to ~1e-3 relative (BENCHMARKS.md, issue 23).
+    # benchmark's 16 and 49 images, losses to ~1e-3 relative (BENCHMARKS.md).
     channels_last: Optional[bool] = None

@@ -4,7 +4,7 @@ glibc serves every block above its mmap threshold (128 KiB, raised on the fly to
 with a fresh mmap and returns it with munmap on free. A 224-px convnet step allocates and frees
 activations of 10-100 MiB, so every step faults in its working set again (4 KiB page faults,
 zeroed by the kernel): on a 2-core box half of the CPU time of `foveal train` was kernel time
-(issue 23, BENCHMARKS.md "CPU: allocator"). `keep_freed_memory` raises the mmap threshold and the
+(BENCHMARKS.md "CPU: allocator"). `keep_freed_memory` raises the mmap threshold and the
 trim threshold through `mallopt`, which works at run time, so blocks come from the heap and stay
 there for the next step. Peak memory stays near the high-water mark, as with PyTorch's CUDA
 caching allocator.

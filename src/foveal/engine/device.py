@@ -113,7 +113,7 @@ class _DepthwiseBF16(torch.autograd.Function):
     """A depthwise convolution whose every pass takes oneDNN's faster kernel on the CPU.
 
     Timed per layer of EfficientNet-Lite0 at 224 px, batch 32, channels-last, on the 2-core Xeon with
-    AMX (`bench/bench_depthwise.py`; BENCHMARKS.md, issue 23), bf16 against fp32: the forward 19 vs
+    AMX (`bench/bench_depthwise.py`; BENCHMARKS.md), bf16 against fp32: the forward 19 vs
     60 ms in all; the input gradient at stride 1 about even or faster (3.8 vs 14.4 ms at 32 ch x
     112 px), at stride 2 3-85x slower (128 vs 37 ms at 96 ch x 112 px); the weight gradient of 3x3
     kernels about even, of 5x5 kernels 5-6x slower (248 vs 48 ms at 144 ch x 56 px). So the forward runs in bf16 and each gradient in
@@ -172,7 +172,7 @@ def cpu_bf16_depthwise(model: nn.Module) -> int:
 
     Plain autocast runs them wholly in bf16, where two of oneDNN's backward kernels are 3-85x slower
     than its fp32 NHWC ones at some shapes (EfficientNet-Lite0 at 224 px: a batch-32 step 1.98 s under plain autocast, 1.71 s
-    in fp32, 1.37 s with these convs wholly in fp32, 1.05 s with this policy; BENCHMARKS.md, issue 23).
+    in fp32, 1.37 s with these convs wholly in fp32, 1.05 s with this policy; BENCHMARKS.md).
     Autocast has no per-module policy, so each such conv gets an instance `forward`, bound with
     MethodType so a deepcopy (the EMA copy) rebinds it to the copy. Names and state_dict keys are
     unchanged; outside autocast the layer runs as before. A conv subclass with its own forward other

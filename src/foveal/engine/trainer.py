@@ -136,7 +136,7 @@ class Trainer:
         if cfg.data.balance == "weights":
             weights = inverse_frequency_weights(self.data.splits["train"].labels, len(self.data.classes))
         self.criterion = build_loss(cfg.optim, weights.to(self.device) if weights is not None else None,
-                                    len(self.group_names))  # issue 21: Group DRO's group count
+                                    len(self.group_names))  # Group DRO's group count
         groups = layer_decay_groups(self.model, cfg.optim) if cfg.optim.layer_decay not in (None, 1.0) else None
         self.optimizer = build_optimizer(self.model, cfg.optim, groups)
         spe = len(self.train_loader)
@@ -160,7 +160,7 @@ class Trainer:
             hooks.append(StepHook(batch=lambda x, y, step: self.mixer(x, y)))  # soft targets (B, K)
         if self.perturb is not None:
             hooks.append(StepHook(batch=self._perturb_batch))
-        dro = self.cfg.optim.loss == "group_dro"  # group ids (issue 21) also come for group-balanced draws
+        dro = self.cfg.optim.loss == "group_dro"  # group ids also come for group-balanced draws
         loss = self.criterion if dro else (lambda logits, y, *groups: self.criterion(logits, y))
         return TrainStep(self.model, self.optimizer, classify(loss), self.device, StepOptions.from_config(self.cfg),
                          hooks, self.dist)
@@ -179,7 +179,7 @@ class Trainer:
         shard = dict(rank=self.dist.rank, world=world)
         aug = Compose(d.augment, d, len(self.data.classes))
         balanced = {"balanced": True} if d.balance == "sampler" else {}  # class-balanced draws with replacement
-        self.group_names: list[str] = []  # issue 21: train groups, for group-balanced draws and Group DRO
+        self.group_names: list[str] = []  # train groups, for group-balanced draws and Group DRO
         if d.balance == "groups" or cfg.optim.loss == "group_dro":
             self.group_names, ids = self.data.splits["train"].group_index()  # batches become (x, y, g)
             balanced = {"balanced": "groups" if d.balance == "groups" else bool(balanced), "groups": ids}
@@ -192,7 +192,7 @@ class Trainer:
             from ..robustness.training import Perturber
 
             self.perturb = Perturber(cfg.train, d.mean, d.std, lambda logits, y: self.criterion(logits, y))
-        val_groups = {}  # issue 21: selecting on the worst val group needs the val split's group ids
+        val_groups = {}  # selecting on the worst val group needs the val split's group ids
         self.val_group_names: list[str] = []
         if cfg.train.best_metric == "worst_group_accuracy":
             if self.data.splits["val"].groups is None:
@@ -234,7 +234,7 @@ class Trainer:
         bar = tqdm(total=len(loader) * cfg.train.batch_size, unit="img", leave=False, file=sys.stderr,
                    desc=f"epoch {epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True,
                    disable=not (cfg.train.progress and self.dist.is_main))
-        for i, (x, y, *g) in enumerate(loader):  # g: [group ids (B,)] when the loader yields groups (issue 21)
+        for i, (x, y, *g) in enumerate(loader):  # g: [group ids (B,)] when the loader yields groups
             res = step(x, y, *g)
             loss_sum += res.loss * len(res.y)
             meter.update(res.out, res.y)  # under mixup, accuracy counts the dominant label
@@ -356,7 +356,7 @@ class Trainer:
         metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time,
                        compiled=compile_applied(self.train_step.net))  # train.compile asked for and in effect
         metrics["calibration"] = calibration_report(logits, labels, meta["temperature"])
-        # issue 21: per-group metrics ("groups", "worst_group_accuracy") when the test split has groups
+        # per-group metrics ("groups", "worst_group_accuracy") when the test split has groups
         group_table = add_group_metrics(metrics, logits, labels, self.data.splits["test"].groups, self.data.classes,
                                         self.data.splits["train"].groups)
         runs.write_eval(self.run_dir, metrics, prefix="test")

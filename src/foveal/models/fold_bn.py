@@ -3,7 +3,7 @@
 In eval mode a BatchNorm2d after a Conv2d is a per-channel affine map, so it can be folded into the
 conv's weight and bias (w' = w * g / sqrt(v + eps), b' = (b - m) * g / sqrt(v + eps) + beta). Eager
 PyTorch runs it as its own pass over the activations: on the CPU a third of an EfficientNet-Lite0
-forward at 224 px (464 of 1,365 ms for 80 images; BENCHMARKS.md, issue 23), and the gradient passes of
+forward at 224 px (464 of 1,365 ms for 80 images; BENCHMARKS.md), and the gradient passes of
 `foveal robust`'s attacks pay it twice. torch.fx's `fuse` does the same fold but needs a traceable
 model, which timm's dynamic-"same"-padding convs are not; hooks on one forward find the pairs in any
 model, and the folded copy is checked against the original on that forward before it is used.
