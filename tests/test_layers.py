@@ -3,6 +3,8 @@ relative or absolute, at module level or inside a function, counts.
 
 - no import cycle between the packages of src/foveal (data, models, engine, ...) and the
   top-level modules (config, io, api, ...), and none between the modules of data/;
+- no import cycle between any two modules anywhere in src/foveal (imports inside functions and
+  TYPE_CHECKING blocks count: a cycle that is only deferred is still a cycle);
 - report/ renders what it is given and imports nothing from engine/;
 - nothing outside cli/ imports cli/: the library (api.py included) never reaches up into the CLI.
 
@@ -171,6 +173,12 @@ def test_no_import_cycle_inside_data():
              if i.source.startswith("foveal.data") and i.target.startswith("foveal.data")]
     found = cycles(edges)
     assert not found, "modules of foveal.data import each other in a circle:\n" + _explain(found)
+
+
+def test_no_import_cycle_between_modules():
+    edges = [(i.source, i.target, i) for i in all_imports()]
+    found = cycles(edges)
+    assert not found, "modules of src/foveal import each other in a circle:\n" + _explain(found)
 
 
 def test_report_renders_and_does_not_compute():

@@ -1,5 +1,6 @@
 """Training engine: the loop, checkpoints, schedules, evaluation."""
 
-from .trainer import Callback, RunResult, Trainer
+from .callbacks import Callback, RunResult
+from .trainer import Trainer
 
 __all__ = ["Callback", "RunResult", "Trainer"]

@@ -19,7 +19,8 @@ from ..data.splits import concat
 from ..data.stream import make_loader
 from .distributed import env_info
 from .scoring import score_with_logits
-from .trainer import RunResult, Trainer
+from .callbacks import RunResult
+from .trainer import Trainer
 
 
 def upsample_errors(result: RunResult, upweight: int, batch_size: int | str = "auto") -> tuple[DataBundle, int]:

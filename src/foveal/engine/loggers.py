@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .trainer import Callback
-
-if TYPE_CHECKING:
-    from .trainer import RunResult, Trainer
+from .callbacks import Callback, RunResult
 
 # metrics.jsonl key -> TensorBoard tag
 TB_TAGS = {"train_loss": "train/loss", "train_acc": "train/acc", "lr": "train/lr", "images_per_s": "train/images_per_s",
@@ -57,18 +54,18 @@ class TensorBoardLogger(Callback):
         self.worst_k = worst_k
         self.writer = None
 
-    def on_train_begin(self, trainer: "Trainer") -> None:
+    def on_train_begin(self, trainer: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(Path(trainer.run_dir) / "tensorboard"))
 
-    def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
         for key, tag in TB_TAGS.items():
             if key in row:
                 self.writer.add_scalar(tag, row[key], row["epoch"])
         self.writer.flush()  # a crash later keeps the epochs so far
 
-    def on_train_end(self, trainer: "Trainer", result: "RunResult") -> None:
+    def on_train_end(self, trainer: Any, result: RunResult) -> None:
         m, step = result.test_metrics, max(result.test_metrics.get("best_epoch", 0), 0)
         for key, tag in TEST_TAGS.items():
             if isinstance(m.get(key), (int, float)):
@@ -76,7 +73,7 @@ class TensorBoardLogger(Callback):
         self._images(result, step)
         self.writer.close()
 
-    def _images(self, result: "RunResult", step: int) -> None:
+    def _images(self, result: RunResult, step: int) -> None:
         import io
 
         import numpy as np
@@ -96,7 +93,7 @@ class TensorBoardLogger(Callback):
             self.writer.add_images("test/worst_errors", worst, step, dataformats="NCHW")
 
 
-def worst_errors(result: "RunResult", k: int):
+def worst_errors(result: RunResult, k: int):
     """(k, C, H, W) uint8 of the test split's most confident mistakes (None without logits or images)."""
     import torch
 
@@ -118,7 +115,7 @@ class MLflowLogger(Callback):
         self.artifacts = artifacts
         self.run = None
 
-    def on_train_begin(self, trainer: "Trainer") -> None:
+    def on_train_begin(self, trainer: Any) -> None:
         import mlflow
 
         from ..config import to_dict
@@ -133,13 +130,13 @@ class MLflowLogger(Callback):
         mlflow.log_params(params)
         mlflow.set_tag("foveal.run_dir", str(Path(trainer.run_dir).resolve()))
 
-    def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))},
                            step=row["epoch"])
 
-    def on_train_end(self, trainer: "Trainer", result: "RunResult") -> None:
+    def on_train_end(self, trainer: Any, result: RunResult) -> None:
         import mlflow
 
         m = result.test_metrics

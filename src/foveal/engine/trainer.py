@@ -17,7 +17,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -38,6 +37,7 @@ from ..metrics.groups import add_group_metrics
 from ..models import count_params, create_model
 from . import distributed as dist
 from . import runs
+from .callbacks import Callback, RunResult
 from .checkpoint import load_resume, model_meta, save_resume, save_weights
 from .device import resolve_channels_last, resolve_cpu_bf16, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .finetune import Finetuner, layer_decay_groups, load_for_finetune
@@ -47,25 +47,6 @@ from .prepare import init_from_data, prepare_data
 from .scoring import score, score_with_logits
 from .step import StepHook, StepOptions, TrainStep, classify, compile_applied
 from .tta import check_views
-
-
-class Callback:
-    """Hooks at clear points of the loop; override what you need."""
-
-    def on_train_begin(self, trainer: "Trainer") -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any]) -> None: ...
-    def on_train_end(self, trainer: "Trainer", result: "RunResult") -> None: ...
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    model: nn.Module
-    meta: dict[str, Any]
-    history: list[dict[str, Any]]
-    test_metrics: dict[str, Any]
-    test_logits: Optional[torch.Tensor] = None
-    data: Optional[DataBundle] = None
 
 
 @dataclass
