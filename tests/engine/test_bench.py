@@ -101,9 +101,17 @@ def test_gpu_all_smoke_runs_every_part(tmp_path: Path) -> None:
     import runpy
 
     script = Path(__file__).resolve().parents[2] / "bench" / "gpu_all.py"
-    res = runpy.run_path(str(script), run_name="gpu_all")["main"](["--smoke", "--out", str(tmp_path)])
-    assert set(res) >= {"fast", "sync", "train", "environment"}
-    assert 0 < res["fast"]["mnist"]["accuracy_mean"] <= 1
+    module = runpy.run_path(str(script), run_name="gpu_all")
+    res = module["main"](["--smoke", "--out", str(tmp_path)])
+    assert set(res) >= {"fast", "compile", "sync", "train", "cli", "environment"}
+    fast = res["fast"]["digits"]
+    assert fast["eager"]["passed"] and fast["compiled"]["passed"] and fast["compiled"]["compiled"] is True
+    assert fast["compiled"]["accuracy_mean"] == pytest.approx(fast["eager"]["accuracy_mean"], abs=0.01)
+    assert res["compile"]["preset"]["first_divergent_step"] is None
+    assert res["compile"]["preset"]["compiled_trained"]["test_acc_tta_eager_module"] > 0.5
+    assert all(r["passed"] for r in res["cli"].values()), res["cli"]
+    assert res["cli"]["train_digits_compiled"]["compiled"] is True and res["cli"]["export"]["wall_s"] > 0
+    assert module["failures"](res) == []
     assert res["train"]["results"][0]["ours"]["images_per_s"] > 0
     saved = json.loads((tmp_path / "gpu_all.json").read_text())
     assert saved["train"]["results"][0]["model"] == "resnet18"

@@ -200,8 +200,10 @@ class Lookahead:
         torch._foreach_copy_(self.live, self.slow)
 
 
-def train(run: FastRun, data: FastData, seed: int) -> None:
-    """Train `run.model` in place from its current weights. No host synchronization inside."""
+def build_step(run: FastRun, data: FastData, check_compile: bool = True) -> tuple[TrainStep, int, Optional[Lookahead]]:
+    """The recipe's step for `run.model` from its current weights: SGD, the triangle schedule and lookahead as
+    hooks, through `run.step_model`; with the number of steps to take and the lookahead (None when off).
+    `check_compile`: the step's first-batch comparison of a compiled module with eager (step.check_compiled)."""
     cfg, model = run.cfg, run.model
     opt = build_sgd(model, cfg)
     steps_per_epoch = len(data.train_y) // cfg.batch_size
@@ -223,11 +225,18 @@ def train(run: FastRun, data: FastData, seed: int) -> None:
     options = StepOptions.plain(amp=cfg.amp, channels_last=cfg.channels_last and on_gpu, compile=cfg.compile,
                                 compile_mode=cfg.compile_mode)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction="sum")
-    step = TrainStep(model, opt, classify(criterion), run.device, options, hooks, net=run.step_model)
+    step = TrainStep(model, opt, classify(criterion), run.device, options, hooks, net=run.step_model,
+                     check_compile=check_compile)
+    return step, total, ahead
+
+
+def train(run: FastRun, data: FastData, seed: int) -> None:
+    """Train `run.model` in place from its current weights. No host synchronization inside."""
+    step, total, ahead = build_step(run, data)
     g = torch.Generator(device=run.device).manual_seed(seed)
     flip_bits = torch.rand(len(data.train_y), generator=g, device=run.device) < 0.5
-    model.train()
-    for epoch in range(math.ceil(cfg.epochs)):
+    run.model.train()
+    for epoch in range(math.ceil(run.cfg.epochs)):
         for x, y in batches(data, run, epoch, flip_bits, g):
             if step.count >= total:
                 break
