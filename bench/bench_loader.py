@@ -3,7 +3,7 @@
     python bench/bench_loader.py                 # 10,000 32-px PNGs and 2,000 640x480 JPEGs
     python bench/bench_loader.py --out loader.json
 
-The same as `foveal bench loader`; see foveal.data.bench for what is compared and how it is timed.
+The same as `foveal bench loader`; see foveal.benchmarks.loader for what is compared and how it is timed.
 """
 
 from __future__ import annotations

@@ -52,8 +52,10 @@ import torch  # noqa: E402
 
 from foveal.config import FastConfig  # noqa: E402
 from foveal.data.loader import normalize_u8  # noqa: E402
-from foveal.engine import bench, fast  # noqa: E402
-from foveal.engine.cpu_e2e import foveal_argv, time_command, write_photo_folder  # noqa: E402
+from foveal.benchmarks import train_step as bench  # noqa: E402
+from foveal.benchmarks.fast import bench_fast  # noqa: E402
+from foveal.engine import fast  # noqa: E402
+from foveal.benchmarks.cpu_e2e import foveal_argv, time_command, write_photo_folder  # noqa: E402
 from foveal.engine.device import autocast  # noqa: E402
 from foveal.engine.step import memory_format  # noqa: E402
 from foveal.io import write_json, write_text  # noqa: E402
@@ -111,7 +113,7 @@ def part_fast(args: argparse.Namespace, device: torch.device, log: Callable[[str
             c = dataclasses.replace(cfg, compile=mode == "compiled", compile_mode=args.fast_compile_mode)
             log(f"fast recipe on {data.name}, {mode}: {args.runs} runs, {c.epochs} epochs")
             try:
-                r = fast.bench_fast(data, c, runs=args.runs, log=log, warmup=device.type == "cuda")
+                r = bench_fast(data, c, runs=args.runs, log=log, warmup=device.type == "cuda")
             except Exception as e:  # the other mode's and data set's numbers still count
                 r = {"data": data.name, "passed": False, "error": f"{type(e).__name__}: {e}"}
             out[name][mode] = r

@@ -5,7 +5,7 @@ colour jitter; eval: the shorter side to size / crop_pct, centre crop), torchvis
 2 workers, fp32 eager, AdamW with weight decay on weights only (timm's param_groups_weight_decay),
 cosine schedule with a linear warm-up per step; validation every epoch, the test split at the end.
 Written as timm's own train.py does it, cut to what this recipe uses; foveal runs the same recipe
-(the flags `engine/cpu_e2e.py` passes it), so the two whole commands can be timed side by side.
+(the flags `foveal/benchmarks/cpu_e2e.py` passes it), so the two whole commands can be timed side by side.
 
     python bench/peer_timm_train.py --data PHOTOS --model tf_efficientnet_lite0 --epochs 2 \
         --pretrained lite0.safetensors --out peer.json

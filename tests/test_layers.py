@@ -6,7 +6,8 @@ relative or absolute, at module level or inside a function, counts.
 - no import cycle between any two modules anywhere in src/foveal (imports inside functions and
   TYPE_CHECKING blocks count: a cycle that is only deferred is still a cycle);
 - report/ renders what it is given and imports nothing from engine/;
-- nothing outside cli/ imports cli/: the library (api.py included) never reaches up into the CLI.
+- nothing outside cli/ imports cli/: the library (api.py included) never reaches up into the CLI;
+- benchmarks live in benchmarks/ (none inside engine/ or data/), and only cli/ imports them.
 
 See ARCHITECTURE.md for the layers these rules keep.
 """
@@ -185,6 +186,14 @@ def test_report_renders_and_does_not_compute():
     bad = [str(i) for i in all_imports() if layer(i.source) == "report" and layer(i.target) == "engine"]
     assert not bad, "report/ must not import engine/ (it renders a ReportInputs that engine builds):\n  " + \
         "\n  ".join(bad)
+
+
+def test_benchmarks_live_apart_and_only_the_cli_imports_them():
+    misplaced = [m for m in all_modules() if layer(m) in ("engine", "data") and "bench" in m.rpartition(".")[2]]
+    assert not misplaced, f"benchmark modules inside the library: {misplaced} (they belong in foveal/benchmarks/)"
+    bad = [str(i) for i in all_imports() if layer(i.target) == "benchmarks" and layer(i.source) not in
+           ("benchmarks", "cli")]
+    assert not bad, "the library imports a benchmark:\n  " + "\n  ".join(bad)
 
 
 def test_library_does_not_import_cli():

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from foveal.cli.main import main
-from foveal.engine import bench, fast
-from foveal.engine.step import CompileMismatch, StepOptions, TrainStep, check_compiled, classify
+from foveal.engine import fast
+from foveal.engine.step import CompileMismatch, StepOptions, TrainStep, check_compiled, classify, compile_applied
 
 
 @pytest.fixture()
@@ -41,7 +41,7 @@ def test_fast_recipe_compiled_equals_eager(one_thread) -> None:
         logits = fast.predict_tta(run, data.test_x)
         out[compile] = (logits, run)
         if compile:
-            assert fast.compile_applied(run.step_model)
+            assert compile_applied(run.step_model)
             check = run.compile_check
             assert check is not None and check["compiled_loss"] == pytest.approx(check["eager_loss"], rel=1e-4)
     (eager, _), (comp, _) = out[False], out[True]

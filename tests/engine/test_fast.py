@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from foveal.benchmarks.fast import bench_fast
 from foveal.engine import fast
 from foveal.models import create_model
 
@@ -25,7 +26,7 @@ def digits() -> fast.FastData:
 def test_tiny_recipe_learns_digits(digits: fast.FastData) -> None:
     torch.set_num_threads(1)
     cfg = dataclasses.replace(fast.RECIPES["digits"], epochs=8.0)
-    res = fast.bench_fast(digits, cfg, runs=1, warmup=False, log=lambda m: None)
+    res = bench_fast(digits, cfg, runs=1, warmup=False, log=lambda m: None)
     assert res["accuracy_mean"] >= 0.90, res  # chance is 0.10; 12 epochs reach ~0.96
     assert res["seconds_mean"] > 0
 

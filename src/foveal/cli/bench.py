@@ -23,7 +23,7 @@ def _emit(result: Any, out: str | None) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..engine.bench import compare_train, matmul_peak_tflops
+    from ..benchmarks.train_step import compare_train, matmul_peak_tflops
 
     peak = matmul_peak_tflops(args.device)
     kw = dict(batch=args.batch_size, img_size=args.img_size, steps=args.steps, warmup=args.warmup, device=args.device,
@@ -62,7 +62,8 @@ def _cmd_fast(args: argparse.Namespace) -> int:
     import torch
 
     from ..engine.device import resolve_device
-    from ..engine.fast import RECIPES, bench_fast, load_fast_data
+    from ..benchmarks.fast import bench_fast
+    from ..engine.fast import RECIPES, load_fast_data
 
     if args.data not in RECIPES:
         raise ValueError(f"--data '{args.data}' has no fast recipe; choose one of {', '.join(RECIPES)}")
@@ -114,7 +115,7 @@ def _add_fast(sub: Any) -> None:
 def _cmd_loader(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data.bench import run_loader_bench
+    from ..benchmarks.loader import run_loader_bench
 
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.photo_size.lower().split("x"))
@@ -139,7 +140,7 @@ def _add_loader(sub: Any) -> None:
 def _cmd_cpu_train(args: argparse.Namespace) -> int:
     import torch
 
-    from ..engine.bench import compare_cpu_precision
+    from ..benchmarks.train_step import compare_cpu_precision
 
     torch.set_num_threads(args.threads)
     rows = [compare_cpu_precision(m, args.batch_size, args.img_size, args.in_chans, args.num_classes, args.steps,
@@ -168,7 +169,7 @@ def _cmd_cpu_e2e(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from ..engine.cpu_e2e import compare_peer, run_cpu_e2e
+    from ..benchmarks.cpu_e2e import compare_peer, run_cpu_e2e
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="foveal-cpu-e2e-"))
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the JSON)

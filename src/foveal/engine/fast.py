@@ -1,6 +1,6 @@
 """The "fast" speedrun recipe.
 
-`bench_fast(data, cfg, runs)` (through `run_once`) trains and evaluates an AirNet in the manner of the public
+`run_once(run, data, seed)` trains and evaluates an AirNet in the manner of the public
 CIFAR-10 speedruns (Page 2018; Jordan 2024, arXiv 2404.00498), written from the papers:
 data as uint8 on the device, batched flip/translate augmentation with alternating flips,
 patch-whitening initialization, frozen BN scales with a 64x learning rate on BN shifts,
@@ -8,6 +8,7 @@ label smoothing 0.2, Nesterov SGD on a summed loss with a triangular schedule, l
 averaging of the weights, and test-time flip + translate augmentation. Each step is the
 `TrainStep` every loop runs (engine/step.py), its schedule and lookahead given as hooks. The step
 loop never synchronizes with the host; the one deliberate sync is reading the accuracy at the end.
+Its benchmark (seeded runs, timing, the accuracy floor) is `foveal.benchmarks.fast.bench_fast`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from ..config import FastConfig  # re-exported: the recipe's settings live with 
 from ..data.loader import normalize_u8
 from ..models import create_model
 from .device import autocast
-from .step import StepHook, StepOptions, TrainStep, classify, compile_applied, compiled, memory_format
+from .step import StepHook, StepOptions, TrainStep, classify, compiled, memory_format
 from .tta import tta_logits
 
 # ---- data: the whole data set as uint8 on the device ---------------------------------------
@@ -271,77 +272,3 @@ def run_once(run: FastRun, data: FastData, seed: int) -> tuple[torch.Tensor, tor
     train(run, data, seed)
     correct = (predict_tta(run, data.test_x).argmax(1) == data.test_y).sum()
     return correct, torch.tensor(len(data.test_y), device=run.device)
-
-
-class Timer:
-    """Wall time of a GPU region with CUDA events (no sync until read), perf_counter on the CPU."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def __enter__(self) -> "Timer":
-        if self.cuda:
-            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            self.start.record()
-        else:
-            import time
-
-            self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.cuda:
-            self.end.record()
-        else:
-            import time
-
-            self._seconds = time.perf_counter() - self.t0
-
-    @property
-    def seconds(self) -> float:
-        if self.cuda:
-            self.end.synchronize()  # deliberate sync: reading the timing
-            return self.start.elapsed_time(self.end) / 1000
-        return self._seconds
-
-
-def bench_fast(data: FastData, cfg: FastConfig, runs: int = 10, seed: int = 0, warmup: bool = True,
-               log: Any = print) -> dict[str, Any]:
-    """`runs` seeded runs of the recipe: accuracy mean/std and seconds per run (training + TTA eval).
-
-    A run under `cfg.min_accuracy` is a failure, not a result: it is logged as FAILED, listed under
-    "failed", left out of the timing, and the result's "passed" is false. "compiled" says whether the
-    step really ran through torch.compile (`step.compile_applied`), not whether it was asked for.
-    On CUDA, cuDNN autotuning and compilation are warmed up by one untimed short run first,
-    so the timed runs measure training, not start-up.
-    """
-    if runs < 1:
-        raise ValueError(f"runs must be at least 1, got {runs}")
-    if data.train_x.is_cuda:
-        torch.backends.cudnn.benchmark = True
-    run = prepare(data, cfg)
-    if warmup:
-        short = dataclasses.replace(cfg, epochs=min(cfg.epochs, 2 * cfg.batch_size / len(data.train_y) + 1))
-        warm = dataclasses.replace(run, cfg=short)
-        run_once(warm, data, seed=10_000)[0].item()
-    accs, secs, failed = [], [], []
-    for r in range(runs):
-        with Timer(run.device) as t:
-            correct, n = run_once(run, data, seed + r)
-        accs.append(correct.item() / n.item())  # deliberate sync, after the timed region
-        secs.append(t.seconds)
-        if accs[-1] < cfg.min_accuracy:
-            failed.append(r)
-            log(f"run {r + 1}/{runs}: FAILED accuracy {accs[-1]:.4f} under the floor {cfg.min_accuracy:.4f} "
-                f"(no timing reported)")
-        else:
-            log(f"run {r + 1}/{runs}: accuracy {accs[-1]:.4f}  {secs[-1]:.2f} s")
-    acc = torch.tensor(accs, dtype=torch.float64)
-    timed = torch.tensor([s for r, s in enumerate(secs) if r not in failed], dtype=torch.float64)
-    return {"data": data.name, "runs": runs, "device": str(run.device), "config": dataclasses.asdict(cfg),
-            "compiled": compile_applied(run.step_model), "compile_check": run.compile_check,
-            "passed": not failed and compile_applied(run.step_model) == cfg.compile,
-            "min_accuracy": cfg.min_accuracy, "failed": failed,
-            "accuracy_mean": acc.mean().item(), "accuracy_std": acc.std().item() if runs > 1 else 0.0,
-            "accuracy_min": acc.min().item(), "seconds_mean": timed.mean().item() if len(timed) else None,
-            "accuracies": accs, "seconds": [s if r not in failed else None for r, s in enumerate(secs)]}

@@ -21,10 +21,10 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from ..engine.device import autocast, cpu_has_native_bf16, resolve_device
+from ..engine.step import StepOptions, StepResult, TrainStep, classify, compile_applied, memory_format
 from ..models import count_gflops, create_model
-from .device import autocast, cpu_has_native_bf16, resolve_device
 from .fast import Timer
-from .step import StepOptions, StepResult, TrainStep, classify, compile_applied, memory_format
 
 # timm name -> foveal name, for the models of the speed comparison.
 TIMM_TO_OURS: dict[str, str] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from foveal.data.bench import run_loader_bench
+from foveal.benchmarks.loader import run_loader_bench
 
 
 @pytest.mark.slow

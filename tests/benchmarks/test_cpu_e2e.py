@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from foveal.engine.cpu_e2e import split_photo_folder, write_photo_folder
+from foveal.benchmarks.cpu_e2e import split_photo_folder, write_photo_folder
 
 
 def test_generated_photos_have_photo_like_statistics(tmp_path: Path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from foveal.cli.main import main
-from foveal.engine import bench
+from foveal.benchmarks import train_step as bench
 
 
 def _forbid(*_a, **_k):

@@ -102,9 +102,9 @@ def bench_in_memory(root: Path, batch_size: int, workers: int, epochs: int, devi
     """(a) 32-px images: DeviceLoader vs ImageFolder + DataLoader, both flip + pad-crop (4 px) + normalize."""
     from torchvision.transforms import v2
 
-    from .augment import Compose
-    from .loader import BatchPlan, DeviceLoader, mean_std
-    from .sources import load_folder
+    from ..data.augment import Compose
+    from ..data.loader import BatchPlan, DeviceLoader, mean_std
+    from ..data.sources import load_folder
 
     cfg = DataConfig(in_chans=3, in_memory=True, augment=["flip", "crop"], pad=4, workers=workers)
     t0 = time.perf_counter()
@@ -126,10 +126,10 @@ def bench_stream(root: Path, batch_size: int, workers: int, epochs: int, device:
     """(b) photos to 224 px: StreamLoader vs ImageFolder + DataLoader, both resize to 224 + flip + normalize."""
     from torchvision.transforms import v2
 
-    from .augment import Compose
-    from .sources import load_folder
-    from .loader import BatchPlan
-    from .stream import StreamLoader
+    from ..data.augment import Compose
+    from ..data.loader import BatchPlan
+    from ..data.sources import load_folder
+    from ..data.stream import StreamLoader
 
     cfg = DataConfig(in_chans=3, in_memory=False, augment=["flip"], workers=workers)
     split = load_folder(root, cfg, 224).splits["all"]
