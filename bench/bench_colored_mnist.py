@@ -26,7 +26,7 @@ import time
 from torch import nn
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine.jtt import fit
+from foveal.engine.fit import fit
 from foveal.models.base import FovealModel
 from foveal.models.registry import MODELS, register_model
 

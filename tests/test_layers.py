@@ -7,7 +7,8 @@ relative or absolute, at module level or inside a function, counts.
   TYPE_CHECKING blocks count: a cycle that is only deferred is still a cycle);
 - report/ renders what it is given and imports nothing from engine/;
 - nothing outside cli/ imports cli/: the library (api.py included) never reaches up into the CLI;
-- benchmarks live in benchmarks/ (none inside engine/ or data/), and only cli/ imports them.
+- benchmarks live in benchmarks/ (none inside engine/ or data/), and only cli/ imports them;
+- training enters through engine/fit.py: nothing but fit.py imports engine/jtt.py.
 
 See ARCHITECTURE.md for the layers these rules keep.
 """
@@ -194,6 +195,12 @@ def test_benchmarks_live_apart_and_only_the_cli_imports_them():
     bad = [str(i) for i in all_imports() if layer(i.target) == "benchmarks" and layer(i.source) not in
            ("benchmarks", "cli")]
     assert not bad, "the library imports a benchmark:\n  " + "\n  ".join(bad)
+
+
+def test_training_enters_through_fit_not_jtt():
+    bad = [str(i) for i in all_imports() if i.target == "foveal.engine.jtt" and i.source != "foveal.engine.fit"]
+    assert not bad, "Just Train Twice is one configuration of engine.fit.fit, not a front door:\n  " + \
+        "\n  ".join(bad)
 
 
 def test_library_does_not_import_cli():

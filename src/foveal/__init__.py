@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from . import models
 
         return getattr(models, name)
+    if name == "fit":
+        from .engine.fit import fit
+
+        return fit
     if name == "find_label_issues":
         from .engine.labels import find_label_issues
 
@@ -24,5 +28,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'foveal' has no attribute '{name}'")
 
 
-__all__ = ["Classifier", "create_model", "find_label_issues", "list_models", "RunConfig", "load_config",
+__all__ = ["Classifier", "fit", "create_model", "find_label_issues", "list_models", "RunConfig", "load_config",
            "__version__"]

@@ -173,7 +173,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             bundle = from_arrays(data, y, classes=classes)
             data = "arrays"
         log = (lambda msg: None) if self.verbose is False else print
-        from .engine.jtt import fit
+        from .engine.fit import fit
 
         result = fit(self.config(str(data)), data=bundle, log=log)
         self._set_learned(result.model, result.meta)

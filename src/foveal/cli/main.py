@@ -21,7 +21,7 @@ CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from ..engine.jtt import fit
+    from ..engine.fit import fit
 
     cfg = config_from_args(args)
     if cfg.train.devices > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun: launch it

@@ -69,9 +69,3 @@ def fit_jtt(cfg: RunConfig, data: Optional[DataBundle] = None,
     torch.manual_seed(t.seed)
     return Trainer(second, data=bundle, log=log).fit()
 
-
-def fit(cfg: RunConfig, data: Optional[DataBundle] = None, log: Callable[[str], None] = print) -> Optional[RunResult]:
-    """A training run as the config asks: `fit_jtt` when `train.jtt_epochs` > 0, else one `Trainer`."""
-    if cfg.train.jtt_epochs > 0:
-        return fit_jtt(cfg, data, log)
-    return Trainer(cfg, data=data, log=log).fit()
