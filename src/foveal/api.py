@@ -63,11 +63,10 @@ def _paths(images: Any) -> list[Any]:
 
 
 # The constructor's named settings (scikit-learn parameters) -> the config fields they set.
-NAMED_SETTINGS = {"epochs": "train.epochs", "lr": "optim.lr", "batch_size": "train.batch_size",
-                  "img_size": "data.img_size", "seed": "train.seed", "device": "train.device",
-                  "pretrained": "model.pretrained", "augment": "data.augment", "optimizer": "optim.name",
-                  "weight_decay": "optim.weight_decay", "out_dir": "train.out_dir", "name": "train.name",
-                  "progress": "train.progress", "report": "train.report", "logger": "train.logger"}
+# Classifier's named keywords: the CLI's short names (config.SHORT_NAMES, the one table), spelled with '_'
+NAMED_SETTINGS = {name: SHORT_NAMES[name.replace("_", "-")] for name in (
+    "epochs", "lr", "batch_size", "img_size", "seed", "device", "pretrained", "augment", "optimizer", "weight_decay",
+    "out_dir", "name", "progress", "report", "logger")}
 
 
 class Classifier(ClassifierMixin, BaseEstimator):

@@ -191,7 +191,8 @@ SHORT_NAMES = {
     "batch-size": "train.batch_size", "lr": "optim.lr", "img-size": "data.img_size", "seed": "train.seed",
     "name": "train.name", "device": "train.device", "pretrained": "model.pretrained", "out-dir": "train.out_dir",
     "optimizer": "optim.name", "augment": "data.augment", "devices": "train.devices",
-    "download": "data.download",
+    "download": "data.download", "weight-decay": "optim.weight_decay", "progress": "train.progress",
+    "report": "train.report", "logger": "train.logger",
 }
 
 
