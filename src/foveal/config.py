@@ -123,8 +123,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast (CUDA only; ignored on CPU)
     # bf16 autocast for the CPU training (and `foveal pretrain`) step, each depthwise-conv pass in its faster
     # precision (engine/device.py); validation, test and k-NN stay fp32: pays off on CPUs with native bf16
-    # (AVX512-BF16 on Zen 4 / Cooper Lake+, AMX on Sapphire Rapids+; ResNet-18 at 224 px 2.6x; EfficientNet-Lite0
-    # in BENCHMARKS.md), slower than fp32 on the others.
+    # (AVX512-BF16, AMX; ResNet-18 at 224 px 2.6x, BENCHMARKS.md), slower than fp32 on the others.
     # None (auto): `foveal train` turns it on in channels-last (>= 160 px) on a CPU with native bf16, as `amp` is on
     # CUDA; off elsewhere, and in `foveal pretrain`
     cpu_bf16: Optional[bool] = None
