@@ -59,7 +59,8 @@ def load_for_finetune(model: nn.Module, source: str, run_dir: Path | None = None
     report = load_pretrained(model, source, strict=False)
     head = getattr(model, "classifier_name", "head") + "."
     backbone = [k for k in model.state_dict() if not k.startswith(head)]
-    fraction = (len(report.loaded) + len(report.adapted)) / max(1, len(backbone))
+    fitted = [k for k in (*report.loaded, *report.adapted) if not k.startswith(head)]  # a loaded head is no backbone
+    fraction = len(fitted) / max(1, len(backbone))
     if run_dir is not None:
         write_json(run_dir / "pretrained.json", {"source": str(source), "loaded_fraction": round(fraction, 4),
                                                  **dataclasses.asdict(report)})
