@@ -136,8 +136,7 @@ class TrainConfig:
     channels_last: Optional[bool] = None
     ema: bool = False  # keep an exponential moving average of weights, evaluated instead
     ema_decay: float = 0.999  # per step
-    # Test-time augmentation ('flip', 'shift'; foveal.engine.tta) for the final test evaluation, and
-    # saved with the weights so that eval / predict / the report use it too; validation runs without it.
+    # Test-time views ('flip', 'shift') of the test evaluation, saved with the weights for eval/predict/report
     tta: list[str] = field(default_factory=list)
     early_stop: Optional[int] = None  # stop after this many epochs without improvement
     # 'last' keeps the final epoch as `best` (a fixed schedule decided up front, e.g. one-cycle to zero;
@@ -152,7 +151,8 @@ class TrainConfig:
     progress: bool = True  # progress bar on stderr
     log_every: int = 20  # steps between progress-bar refreshes (each one syncs the device)
     devices: int = 1  # processes on this machine; >1 launches torchrun (batch_size stays the global batch)
-    sync_bn: bool = False  # SyncBatchNorm across processes under DDP
+    # SyncBatchNorm under DDP (global-batch statistics: N processes compute what one does); None: on when N > 1
+    sync_bn: Optional[bool] = None
     dist_timeout: int = 300  # seconds a collective may wait before the job fails instead of hanging
     # Robust training (foveal.robustness.training): attacks and corruptions in [0, 1] pixel units.
     adv: Literal["none", "fgsm", "pgd"] = "none"  # fgsm: fast FGSM with random start (Wong 2020); pgd: Madry 2018

@@ -92,8 +92,10 @@ class Trainer:
             self.run_dir = runs.find_run_dir(cfg)
         self.data, self.cfg = prepare_data(cfg, self.data_in, log=self.log)
         nhwc = resolve_channels_last(self.cfg.train.channels_last, self.device, self.cfg.data.img_size)
+        sync_bn = self.dist.enabled if self.cfg.train.sync_bn is None else self.cfg.train.sync_bn
         self.cfg = cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(
-            self.cfg.train, channels_last=nhwc, cpu_bf16=resolve_cpu_bf16(self.cfg.train.cpu_bf16, self.device, nhwc)))
+            self.cfg.train, channels_last=nhwc, cpu_bf16=resolve_cpu_bf16(self.cfg.train.cpu_bf16, self.device, nhwc),
+            sync_bn=sync_bn))
         if not cfg.train.resume:
             self.run_dir = dist.broadcast_object(runs.new_run_dir(cfg) if self.dist.is_main else None)
         if self.dist.is_main:
