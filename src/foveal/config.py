@@ -366,7 +366,7 @@ class FastConfig:
     flip: bool = True  # horizontal flips (alternating per epoch); off for digits
     translate: int = 2  # max px of random translation (reflect padding)
     lookahead: bool = True  # every 5 steps pull the weights toward a slow EMA of themselves
-    tta: int = 2  # test-time augmentation: 0 none, 1 flip, 2 flip + 1-px translations
+    tta: list[str] = field(default_factory=lambda: ["flip", "shift"])  # test-time views, as train.tta
     eval_batch_size: int = 2000  # images per forward pass of the test evaluation
     amp: bool = True  # bf16 autocast (CUDA)
     channels_last: bool = True  # NHWC weights and inputs (CUDA; NCHW on the CPU)

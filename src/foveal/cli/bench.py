@@ -100,7 +100,8 @@ def _add_fast(sub: Any) -> None:
     p.add_argument("--epochs", type=float, help="override the preset's epochs")
     p.add_argument("--model", help="override the preset's model (an airnet variant)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation level")
+    p.add_argument("--tta", type=lambda v: [s for s in v.split(",") if s and s != "none"],
+                   help="test-time views, comma-separated: flip, shift; 'none' for none (default: the preset's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (warmed up before timing)")
     p.add_argument("--compile-mode", default="default", help="or max-autotune-no-cudagraphs (minutes of autotuning)")
     p.add_argument("--min-accuracy", type=float, help="the floor under which a run fails (default: the preset's); "
