@@ -15,7 +15,8 @@ import torch
 from tests.conftest import SHARED_DATA, chromium_paths, headless_chrome
 from foveal.config import DataConfig
 from foveal.data.bundle import DataBundle, Split
-from foveal.data.labels import confident_joint, confident_learning, read_refs
+from foveal.data.labels import (Ref, confident_joint, confident_learning, issue_rows, read_refs, write_issue_csv,
+                                 write_noise_csv)
 from foveal.data.sources import load_digits
 from foveal.data.splits import make_splits
 
@@ -292,3 +293,296 @@ def test_label_check_normalization_sees_every_class_of_a_sorted_split():
     x = torch.cat([torch.zeros(6000, 1, 4, 4, dtype=torch.uint8), torch.full((6000, 1, 4, 4), 255, dtype=torch.uint8)])
     (mean,), (std,) = _norm_stats(x)  # the first 4,096 alone would give mean 0, std 0.001
     assert mean == pytest.approx(0.5, abs=1e-3) and std == pytest.approx(0.5, abs=1e-3)
+
+
+# ---- each step of confident learning against cleanlab's own functions, and the edge cases ------------------
+
+
+def test_steps_equal_cleanlab_functions():
+    pytest.importorskip("cleanlab")
+    from cleanlab.count import compute_confident_joint, get_confident_thresholds
+    from cleanlab.filter import _keep_at_least_n_per_class
+    from cleanlab.rank import get_normalized_margin_for_each_label, get_self_confidence_for_each_label
+
+    from foveal.data.labels import _prune_counts, class_thresholds, normalized_margin, self_confidence
+
+    for seed, n, k, pairs in ((4, 50, 3, False), (5, 30, 4, True), (6, 300, 5, False)):
+        y, given, p = synthetic(seed, n=n, k=k, pairs=pairs)
+        np.testing.assert_allclose(class_thresholds(given, p), get_confident_thresholds(given, p), rtol=1e-12)
+        np.testing.assert_array_equal(confident_joint(given, p, calibrate=False),
+                                      compute_confident_joint(given, p, calibrate=False))
+        cj = confident_joint(given, p)
+        np.testing.assert_array_equal(cj, compute_confident_joint(given, p))
+        assert cj.dtype == np.int64 and cj.sum() == n and (cj.sum(1) == np.bincount(given, minlength=k)).all()
+        np.testing.assert_array_equal(_prune_counts(cj), _keep_at_least_n_per_class(cj.T, 1))
+        np.testing.assert_array_equal(_prune_counts(cj, 3), _keep_at_least_n_per_class(cj.T, 3))
+        np.testing.assert_allclose(self_confidence(given, p), get_self_confidence_for_each_label(given, p))
+        np.testing.assert_allclose(normalized_margin(given, p), get_normalized_margin_for_each_label(given, p))
+
+
+@pytest.mark.parametrize("seed,n,k,pairs", [(4, 50, 3, False), (5, 30, 4, True), (1, 2000, 6, False)])
+def test_flags_and_both_rankings_equal_cleanlab(seed, n, k, pairs):
+    pytest.importorskip("cleanlab")
+    from cleanlab.filter import find_label_issues
+
+    y, given, p = synthetic(seed, n=n, k=k, pairs=pairs)
+    for rank_by in ("self_confidence", "normalized_margin"):
+        ours = confident_learning(list(given), p.astype(np.float32), rank_by=rank_by)  # lists and float32 accepted
+        assert ours.given.dtype == np.int64 and ours.probs.dtype == np.float64 and ours.rank_by == rank_by
+        ref = find_label_issues(given, p.astype(np.float32).astype(np.float64), n_jobs=1,
+                                return_indices_ranked_by=rank_by)
+        np.testing.assert_array_equal(ours.ranked, ref)
+        np.testing.assert_array_equal(ours.score[ours.ranked], np.sort(ours.score[ours.ranked]))
+
+
+def test_round_rows_keeps_row_totals_like_cleanlab():
+    pytest.importorskip("cleanlab")
+    from cleanlab.internal.util import round_preserving_row_totals
+
+    from foveal.data.labels import _round_rows
+
+    m = np.array([[0.4, 0.45, 0.15],  # rounds to 0: one unit to the largest fraction
+                  [0.6, 0.6, 0.8],  # rounds to 3 of 2: one unit off the smallest fraction
+                  [2.3, 2.3, 2.4],  # 6 of 7: one unit to the largest fraction
+                  [0.3, 0.3, 0.3],  # 0 of 1
+                  [1.0, 2.0, 3.0]])
+    got = _round_rows(m)
+    np.testing.assert_array_equal(got, round_preserving_row_totals(m))
+    np.testing.assert_array_equal(got, [[0, 1, 0], [0, 1, 1], [2, 2, 3], [0, 0, 1], [1, 2, 3]])
+    assert got.dtype == np.int64
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        r = rng.random((4, 6)) * 5
+        np.testing.assert_array_equal(_round_rows(r), round_preserving_row_totals(r))
+
+
+def test_thresholds_joint_and_noise_matrix_edge_cases():
+    from foveal.data.labels import EPS, class_thresholds, noise_matrix
+
+    # class 2 is never given: its threshold is unreachable (2), and the joint's row 2 stays at its diagonal 1
+    given = np.array([0, 0, 1, 1, 0])
+    p = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.5, 0.4], [0.1, 0.1, 0.8]])
+    t = class_thresholds(given, p)
+    np.testing.assert_allclose(t, [(0.9 + 0.6 + 0.1) / 3, 0.6, 2.0])
+    # a threshold of 0 (every image of a class gives it probability 0) is raised to 2 * EPS
+    z = np.array([[1.0, 0.0], [1.0, 0.0]])
+    assert class_thresholds(np.array([0, 1]), z)[1] == 2 * EPS
+    cj = confident_joint(given, p, calibrate=False)
+    # images 3 (0.5 < t1 = 0.6) and 4 (0.8 < 2) clear no threshold: not counted; the empty diagonal is raised to 1
+    np.testing.assert_array_equal(cj, [[2, 0, 0], [0, 1, 0], [0, 0, 1]])
+    # an image exactly at a threshold (within EPS) clears it; with two cleared, the argmax is its guess
+    given = np.array([0, 0, 1, 1])
+    p = np.array([[0.7, 0.3], [0.5, 0.5], [0.45, 0.55], [0.35, 0.65]])  # t0 = 0.6, t1 = 0.6
+    t = class_thresholds(given, p)
+    np.testing.assert_allclose(t, [0.6, 0.6])
+    q = p.copy()  # image 2 (given 1) at p(0) = t0 - EPS / 2 clears class 0 by the slack; image 1 clears nothing
+    q[2] = [t[0] - EPS / 2, 1 - t[0] + EPS / 2]
+    np.testing.assert_array_equal(confident_joint(given, q, calibrate=False), [[1, 0], [1, 1]])
+    q[2] = [t[0] - 2 * EPS, 1 - t[0] + 2 * EPS]  # beyond the slack: image 2 clears nothing
+    np.testing.assert_array_equal(confident_joint(given, q, calibrate=False), [[1, 0], [0, 1]])
+    # noise matrix: columns normalized; an empty column stays 0, not nan
+    cj = np.array([[3, 0, 1], [1, 0, 1], [0, 0, 2]])
+    np.testing.assert_allclose(noise_matrix(cj), [[0.75, 0, 0.25], [0.25, 0, 0.25], [0, 0, 0.5]])
+
+
+def test_calibrated_joint_with_an_absent_class_and_a_class_that_clears_nothing():
+    pytest.importorskip("cleanlab")
+    from cleanlab.count import compute_confident_joint
+
+    given = np.array([0, 0, 0, 1, 1, 1, 1])
+    p = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1],
+                  [0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
+    np.testing.assert_array_equal(confident_joint(given, p), compute_confident_joint(given, p))
+    # an image clearing two thresholds counts for its argmax, not the first class it clears:
+    # t = (0.4, 0.5); image 0 clears both (argmax 1), images 2, 3 clear both (tied: argmax 0)
+    given = np.array([0, 0, 1, 1])
+    p = np.array([[0.45, 0.55], [0.35, 0.65], [0.5, 0.5], [0.5, 0.5]])
+    np.testing.assert_array_equal(confident_joint(given, p, calibrate=False), [[1, 2], [2, 1]])
+    np.testing.assert_array_equal(confident_joint(given, p, calibrate=False),
+                                  compute_confident_joint(given, p, calibrate=False))
+
+
+def test_prune_by_noise_rate_small_cases():
+    from foveal.data.labels import prune_by_noise_rate
+
+    # class 1 has a single image: it is never flagged (nothing would be left); the others by margin
+    given = np.array([0, 0, 0, 0, 1, 2, 2, 2])
+    p = np.array([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8],
+                  [0.1, 0.1, 0.8], [0.05, 0.05, 0.9], [0.7, 0.2, 0.1]])
+    cj = np.array([[2, 0, 2], [0, 1, 0], [1, 0, 2]])
+    flagged = prune_by_noise_rate(given, p, cj)
+    assert flagged.dtype == bool
+    np.testing.assert_array_equal(np.flatnonzero(flagged), [1, 2, 7])
+    # a flagged image whose given label is (within EPS) its argmax is unflagged
+    p2 = p.copy()
+    p2[2] = [0.45, 0.1, 0.45]
+    np.testing.assert_array_equal(np.flatnonzero(prune_by_noise_rate(given, p2, cj)), [1, 7])
+    # off-diagonal counts of 0 flag nothing
+    assert not prune_by_noise_rate(given, p, np.diag([4, 1, 3])).any()
+    # two images of a class can be flagged, one per unit of its off-diagonal count
+    cj = np.array([[2, 0, 2], [0, 1, 0], [0, 0, 3]])
+    np.testing.assert_array_equal(np.flatnonzero(prune_by_noise_rate(given, p, cj)), [1, 2])
+
+
+def test_label_issues_properties_and_stable_ranking():
+    # four identical rows given 0 but predicted 1: equal scores rank by position
+    given = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    row_bad, row_ok0, row_ok1 = [0.2, 0.8], [0.9, 0.1], [0.3, 0.7]
+    p = np.array([row_ok0, row_bad, row_ok0, row_bad, row_bad, row_ok0, row_ok1, row_ok1, row_ok1, row_ok1])
+    issues = confident_learning(given, p)
+    np.testing.assert_array_equal(issues.ranked, [1, 3, 4])
+    np.testing.assert_array_equal(issues.mask, np.isin(np.arange(10), [1, 3, 4]))
+    np.testing.assert_array_equal(issues.suggested, p.argmax(1))
+    np.testing.assert_allclose(issues.score, p[np.arange(10), given])
+    np.testing.assert_allclose(issues.thresholds, [0.55, 0.7])
+    np.testing.assert_array_equal(issues.confident_joint, [[3, 3], [0, 4]])
+    np.testing.assert_allclose(issues.noise_matrix, [[1, 3 / 7], [0, 4 / 7]])
+    assert issues.noise_rate == pytest.approx(0.3)
+    m = confident_learning(given, p, rank_by="normalized_margin")
+    np.testing.assert_allclose(m.score, (p[np.arange(10), given] - p[np.arange(10), 1 - given] + 1) / 2)
+
+
+def test_confident_learning_error_messages():
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.1, got 0\.\.2"):
+        confident_learning([0, 2], np.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.1, got -1\.\.1"):
+        confident_learning([-1, 1], np.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match=r"for N = 3 labels, got shape \(2, 2\)"):
+        confident_learning([0, 1, 1], np.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match=r"got shape \(3,\)"):
+        confident_learning([0, 1, 1], np.full(3, 0.5))
+    with pytest.raises(ValueError, match="rank_by 'margin' is not one of self_confidence, normalized_margin"):
+        confident_learning([0, 1], np.full((2, 2), 0.5), rank_by="margin")
+    assert len(confident_learning([], np.zeros((0, 3))).ranked) == 0
+
+
+def test_issue_rows_and_the_csv_files(tmp_path):
+    given = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.9, 0.1], [0.3, 0.7], [0.25, 0.75], [0.9, 0.1]] + [[0.3, 0.7]] * 4)
+    issues = confident_learning(given, p)
+    classes = ["cat", "dog"]
+    rows = issue_rows(issues, classes, "train", paths=[f"img{i}.png" for i in range(10)])
+    assert [r["index"] for r in rows] == issues.ranked.tolist() == [1, 4, 3]
+    assert rows[0] == {"rank": 1, "index": 1, "split": "train", "path": "img1.png", "given": "cat", "suggested": "dog",
+                       "self_confidence": 0.2, "margin": pytest.approx(0.2), "p_suggested": 0.8, "accept": ""}
+    assert [r["rank"] for r in rows] == [1, 2, 3] and rows[1]["margin"] == pytest.approx((0.25 - 0.75 + 1) / 2)
+    assert issue_rows(issues, classes, "test")[0]["path"] == ""
+    everything = issue_rows(issues, classes, "train", everything=True)
+    assert [r["index"] for r in everything] == np.argsort(p[np.arange(10), given], kind="stable").tolist()
+    assert [r["flagged"] for r in everything] == [int(i in (1, 3, 4)) for i in np.argsort(
+        p[np.arange(10), given], kind="stable")]
+    write_issue_csv(rows, tmp_path / "issues.csv")
+    with open(tmp_path / "issues.csv") as f:
+        back = list(csv.DictReader(f))
+    assert list(back[0]) == ["rank", "index", "split", "path", "given", "suggested", "self_confidence", "margin",
+                             "p_suggested", "accept"]
+    assert back[0]["index"] == "1" and back[0]["suggested"] == "dog" and len(back) == 3
+    write_issue_csv(everything, tmp_path / "quality.csv")
+    with open(tmp_path / "quality.csv") as f:
+        back = list(csv.DictReader(f))
+    assert list(back[0])[-1] == "flagged" and len(back) == 10
+    write_issue_csv([], tmp_path / "empty.csv")
+    assert (tmp_path / "empty.csv").read_text().strip() == ",".join(list(back[0])[:-1])
+    write_noise_csv(issues, classes, tmp_path / "noise.csv")
+    lines = (tmp_path / "noise.csv").read_text().splitlines()
+    nm = issues.noise_matrix
+    assert lines == ["given\\true,cat,dog", f"cat,{nm[0, 0]:.6f},{nm[0, 1]:.6f}", f"dog,{nm[1, 0]:.6f},{nm[1, 1]:.6f}"]
+
+
+def test_read_refs_formats_and_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"data\.exclude file '.*nope\.csv' does not exist"):
+        read_refs(tmp_path / "nope.csv")
+    with pytest.raises(FileNotFoundError, match=r"data\.relabel file '.*nope\.csv' does not exist"):
+        read_refs(tmp_path / "nope.csv", relabel=True)
+    f = tmp_path / "refs.csv"
+    f.write_text("index,suggested\n3,b\n,a\n")  # an empty index is None
+    assert read_refs(f) == [Ref(None, 3, None, "b"), Ref(None, None, None, "a")]
+    f.write_text("path,split\n img1.png ,test\n")  # a path column alone is enough
+    assert read_refs(f) == [Ref("test", None, "img1.png", None)]
+    with pytest.raises(ValueError, match=r"data\.relabel file '.*refs\.csv' needs the columns 'accept' and "
+                                         r"'suggested' \(a label_issues\.csv with an accept column filled in"):
+        read_refs(f, relabel=True)
+    f.write_text("index,accept\n1,yes\n")
+    with pytest.raises(ValueError, match="needs the columns"):
+        read_refs(f, relabel=True)
+    f.write_text("index,suggested\n1,a\n")
+    with pytest.raises(ValueError, match="needs the columns"):
+        read_refs(f, relabel=True)
+    f.write_text("index,suggested,accept\n")
+    with pytest.raises(ValueError, match="needs the columns"):
+        read_refs(f, relabel=True)
+    f.write_text("index,split,suggested,accept\n1,train,a,Yes\n2,,b, x \n3,train,a,no\n4,train,a,\n")
+    assert read_refs(f, relabel=True) == [Ref("train", 1, None, "a"), Ref(None, 2, None, "b")]
+    f.write_text("index,split,suggested,accept\n1,train,,1\n")
+    assert read_refs(f, relabel=True) == [Ref("train", 1, None, None)]
+    f.write_text("index,split,path\n,train,\n")
+    assert read_refs(f) == [Ref("train", None, None, None)]
+    t = tmp_path / "list.txt"
+    t.write_text("7\n")
+    with pytest.raises(ValueError, match=r"data\.relabel file '.*list\.txt' is not a CSV with a header "
+                                         r"\(index/path, suggested, accept\)"):
+        read_refs(t, relabel=True)
+    t.write_text("")
+    assert read_refs(t) == []
+    t.write_text("a/b:c.png\nval:12  # a comment\n\n  # only a comment\nx-y:3\n")
+    assert read_refs(t) == [Ref(path="a/b:c.png"), Ref("val", 12), Ref(path="x-y:3")]
+
+
+def test_apply_label_files_errors_and_notes(tmp_path):
+    from foveal.data.labels import apply_label_files
+
+    b = tiny_bundle(with_paths=True)
+    assert apply_label_files(b, None, None) is b
+    lst = tmp_path / "drop.txt"
+    for line, msg in (("nope:1", r"data\.exclude '.*drop\.txt': split 'nope' is not one of train, test, val"),
+                      ("0\n-1", None), ("20", r"index 20 is outside split 'train' \(20 images\); was the file written "
+                                                r"for other data\?"),
+                      ("val:4", r"index 4 is outside split 'val' \(4 images\)"),
+                      ("other.png", r"data\.exclude '.*drop\.txt': 'other\.png' is neither an index nor the path of "
+                                    r"an image of tiny")):
+        lst.write_text(line + "\n")
+        if msg is None:  # '-1' is no index: read as a path, which names no image
+            with pytest.raises(ValueError, match="'-1' is neither"):
+                apply_label_files(b, str(lst), None)
+            continue
+        with pytest.raises(ValueError, match=msg):
+            apply_label_files(b, str(lst), None)
+    lst.write_text("0\nval:3\nimg105.png\n")
+    out = apply_label_files(b, str(lst), None)
+    assert ids(out.splits["train"]) == list(range(1, 20)) and ids(out.splits["val"]) == [200, 201, 202]
+    assert ids(out.splits["test"]) == [100 + i for i in range(10) if i != 5]
+    assert out.splits["train"].paths == [f"img{i}.png" for i in range(1, 20)] and out.name == "tiny"
+    assert out.problems == [f"data.exclude: 1 images of split '{k}' left out by '{lst}'" for k in ("train", "val", "test")]
+    assert out.splits["train"].labels.dtype == torch.int64
+    # relabel: by class name or class index; repeated rows count; unknown classes refused with the choices
+    rel = tmp_path / "rel.csv"
+    write_issues(rel, [{"rank": 1, "index": 0, "split": "train", "path": "", "given": "a", "suggested": "b", "accept": 1},
+                       {"rank": 2, "index": 2, "split": "", "path": "", "given": "a", "suggested": "1", "accept": 1},
+                       {"rank": 3, "index": 1, "split": "val", "path": "img201.png", "given": "b", "suggested": "0",
+                        "accept": 1}])
+    out = apply_label_files(b, None, str(rel))
+    assert out.splits["train"].labels[:4].tolist() == [1, 1, 1, 1] and out.splits["val"].labels.tolist() == [0, 0, 0, 1]
+    assert b.splits["train"].labels[:4].tolist() == [0, 1, 0, 1]  # the source's split is not modified
+    assert out.splits["train"].paths == b.splits["train"].paths and out.splits["train"].images is b.splits[
+        "train"].images
+    assert out.problems == [f"data.relabel: 2 labels of split 'train' changed by '{rel}'",
+                            f"data.relabel: 1 labels of split 'val' changed by '{rel}'"]
+    for bad in ("2", "c", "-1"):
+        write_issues(rel, [{"rank": 1, "index": 0, "split": "", "path": "", "given": "a", "suggested": bad,
+                            "accept": 1}])
+        with pytest.raises(ValueError, match=rf"data\.relabel '.*rel\.csv': suggested class '{bad}' is not one of a, b"):
+            apply_label_files(b, None, str(rel))
+    write_issues(rel, [{"rank": 1, "index": 3, "split": "", "path": "img4.png", "given": "a", "suggested": "a",
+                        "accept": 1}])
+    with pytest.raises(ValueError, match=r"data\.relabel '.*rel\.csv': row index 3 names 'img4\.png' but position 3 of "
+                                         r"split 'train' is 'img3\.png'; check the file against this data"):
+        apply_label_files(b, None, str(rel))
+    # without a train split, indices without a split refer to the first split; groups travel along
+    x = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
+    only = DataBundle("one", ["a", "b"], {"all": Split(x, torch.tensor([0, 0, 1]), ["p0", "p1", "p2"],
+                                                       ["g0", "g1", "g2"])})
+    write_issues(rel, [{"rank": 1, "index": 1, "split": "", "path": "", "given": "a", "suggested": "b", "accept": 1}])
+    lst.write_text("2\n")
+    out = apply_label_files(only, str(lst), str(rel))
+    assert out.splits["all"].labels.tolist() == [0, 1] and out.splits["all"].groups == ["g0", "g1"]
+    assert out.splits["all"].paths == ["p0", "p1"]
