@@ -118,11 +118,23 @@ def test_randaugment_op_choice_is_uniform() -> None:
 
 
 def test_compose_runs_in_order_and_empty_is_identity() -> None:
+    """Compose(names) is the ops applied one after the other in the order named, drawing from one
+    generator; rotate and crop do not commute, so the reverse order gives other images."""
     x, y = _batch(3)
     cfg = DataConfig()
-    assert not Compose([], cfg, 10)
-    out, _ = Compose(["flip", "flip"], cfg, 10)(x, y, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape
+    empty = Compose([], cfg, 10)
+    assert not empty and torch.equal(empty(x, y, torch.Generator().manual_seed(0))[0], x)
+    names = ["rotate", "crop"]
+    out, _ = Compose(names, cfg, 10)(x, y, torch.Generator().manual_seed(0))
+
+    def one_by_one(order: list[str]) -> torch.Tensor:
+        g, z = torch.Generator().manual_seed(0), x
+        for name in order:
+            z, _ = _op(name)(z, y, g)
+        return z
+
+    assert torch.equal(out, one_by_one(names))
+    assert not torch.equal(out, one_by_one(names[::-1]))
 
 
 @pytest.mark.parametrize("mixup,cutmix", [(0.2, 0.0), (0.0, 1.0), (1.0, 1.0)])

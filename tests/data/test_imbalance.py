@@ -13,7 +13,8 @@ from foveal.config import OptimConfig, RunConfig, apply_overrides
 from foveal.data.loader import BatchPlan, DeviceLoader, balanced_indices
 from foveal.data.sources import Split
 from foveal.engine.losses import FocalLoss, build_loss, inverse_frequency_weights
-from tests.conftest import digits_arrays
+from foveal.engine.step import StepHook
+from tests.conftest import digits_arrays, write_digit_folder
 
 
 def test_focal_gamma_zero_is_cross_entropy() -> None:
@@ -136,11 +137,81 @@ def test_sampler_and_focal_raise_rare_class_f1_on_digits() -> None:
     assert f1["focal"] > f1["ce"] + 0.01, f1
 
 
-def test_trainer_wires_sampler_and_mixup(tmp_path) -> None:
+def _imbalanced_digit_folder(root) -> str:
+    """Digits 0, 1, 2 as 16-px PNGs, 150 / 25 / 25 of them: class 0 is three quarters of the data."""
+    for c, n in ((0, 150), (1, 25), (2, 25)):
+        write_digit_folder(root, per_class=n, classes=(c,), size=16)
+    return str(root)
+
+
+def spy_on_step(trainer) -> dict[str, list]:
+    """Record what the trainer's step receives (after `trainer.setup()`): the batches before mixup/cutmix
+    and the perturber ("pre", as the loader gave them), after every batch hook ("post", what the forward
+    sees), and the targets the loss is called with ("loss")."""
+    seen: dict[str, list] = {"pre": [], "post": [], "loss": []}
+
+    def record(key):
+        def hook(x, y, step):
+            seen[key].append((x.detach().clone(), y.clone()))
+            return x, y
+        return hook
+
+    trainer.train_step.hooks.insert(1, StepHook(batch=record("pre")))  # after the lr schedule, before the others
+    trainer.train_step.hooks.append(StepHook(batch=record("post")))
+    criterion = trainer.criterion  # the step's loss looks `trainer.criterion` up at each call
+
+    def loss(logits, y, *rest):
+        seen["loss"].append(y.clone())
+        return criterion(logits, y, *rest)
+
+    trainer.criterion = loss
+    return seen
+
+
+def _mix_kind(x0: torch.Tensor, y0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> str:
+    """'mixup' or 'cutmix': which of the two made (x1, t) from the batch (x0, y0); fails if neither did."""
+    hard = F.one_hot(y0, t.shape[1]).to(t.dtype)
+    pair = torch.nonzero(y0 != y0.flip(0))[0, 0]  # a row whose partner has another label
+    lam = t[pair, y0[pair]].item()
+    torch.testing.assert_close(t, lam * hard + (1 - lam) * hard.flip(0))  # soft targets, weighted by lam
+    assert 0.0 < lam < 1.0, lam
+    if torch.allclose(x1, lam * x0 + (1 - lam) * x0.flip(0), atol=1e-5):
+        return "mixup"
+    box = (x1 != x0).any(0).any(0)  # (H, W) pixels replaced, in one box shared by the batch
+    assert box.any() and torch.equal(x1, torch.where(box, x0.flip(0), x0)), "neither mixup nor cutmix"
+    assert box.sum().item() <= round((1 - lam) * box.numel()), "cutmix box larger than its target weight"
+    return "cutmix"
+
+
+def test_trainer_steps_see_balanced_mixed_randaugmented_batches(tmp_path) -> None:
+    """data.balance=sampler, mixup + cutmix and RandAugment through the Trainer: the step draws the classes
+    equally from data that is 3/4 one class, its forward sees mixup- or cutmix-mixed images (each batch one
+    of the two), the loss gets their soft targets, and the images it gets are RandAugment's, not the files'."""
     from foveal.engine import Trainer
 
-    cfg = apply_overrides(RunConfig(), {"train.out_dir": str(tmp_path), "train.progress": False, "train.device": "cpu",
-                                        "train.epochs": 1, "data.balance": "sampler", "data.mixup": 0.4,
-                                        "data.cutmix": 1.0, "data.augment": ["crop", "randaugment"]})
-    res = Trainer(cfg).fit()
-    assert math.isfinite(res.history[0]["train_loss"]) and res.test_metrics["accuracy"] > 0.3
+    cfg = apply_overrides(RunConfig(), {
+        "data.source": _imbalanced_digit_folder(tmp_path / "d"), "data.img_size": 20, "model.name": "lenet5_modern",
+        "train.batch_size": 16, "train.out_dir": str(tmp_path / "runs"), "train.progress": False,
+        "train.device": "cpu", "data.balance": "sampler", "data.mixup": 0.4, "data.cutmix": 1.0,
+        "data.augment": ["randaugment"]})
+    trainer = Trainer(cfg, log=lambda m: None)
+    trainer.setup()
+    seen = spy_on_step(trainer)
+    for epoch in range(3):
+        trainer.train_epoch(epoch)
+    train = trainer.data.splits["train"]
+    assert (train.labels == 0).float().mean() > 0.7  # the data: mostly class 0
+    drawn = torch.cat([y for _, y in seen["pre"]])
+    freq = torch.bincount(drawn, minlength=3).float() / len(drawn)
+    assert len(drawn) == 3 * len(trainer.train_loader) * 16 and (freq - 1 / 3).abs().max() < 0.1, freq  # the sampler's draws: balanced
+    kinds = [_mix_kind(x0, y0, x1, t) for (x0, y0), (x1, t) in zip(seen["pre"], seen["post"])]
+    assert {"mixup", "cutmix"} == set(kinds), kinds  # each batch one of the two, both used
+    assert len(seen["loss"]) == len(seen["post"])
+    assert all(torch.equal(t, t_loss) for (_, t), t_loss in zip(seen["post"], seen["loss"]))  # soft targets reach the loss
+    # RandAugment: the images the step gets are (almost) never one of the training images as decoded
+    d = trainer.cfg.data  # mean and std measured on the training images
+    files = ((train.images.load().float() / 255 - d.mean[0]) / d.std[0]).flatten(1)  # (N, H*W) normalized
+    x = torch.cat([x0 for x0, _ in seen["pre"]]).flatten(1)
+    dist = torch.cdist(x, files, compute_mode="donot_use_mm_for_euclid_dist").min(1).values  # exact for equal rows
+    as_decoded = (dist < 1e-3).float().mean().item()
+    assert as_decoded < 0.2, f"{as_decoded:.0%} of the step's images are the files' pixels: RandAugment did not run"

@@ -45,25 +45,83 @@ def test_group_dro_matches_sagawa_update():
         build_loss(OptimConfig(loss="group_dro"))
 
 
+def _thin_train_group(manifest, group: str, keep: int) -> None:
+    """Drop all but `keep` training rows of `group` from the manifest: that group becomes rare in training."""
+    lines = manifest.read_text().splitlines()
+    rows, kept = [lines[0]], 0
+    for line in lines[1:]:
+        if line.endswith(f",train,{group}"):
+            kept += 1
+            if kept > keep:
+                continue
+        rows.append(line)
+    manifest.write_text("\n".join(rows) + "\n")
+
+
 @pytest.mark.parametrize("overrides", [{"data.balance": "groups"}, {"optim.loss": "group_dro", "optim.dro_step": 0.05},
                                        {"optim.loss": "group_dro", "data.in_memory": False}],
                          ids=["balance_groups", "group_dro", "group_dro_streamed"])
-def test_mitigations_train_on_group_manifest(tmp_path, overrides):
+def test_mitigations_train_on_group_manifest(tmp_path, overrides, monkeypatch):
+    """Each mitigation through the Trainer, on a manifest where one of the 4 training groups is rare (4 of
+    58 images): group-balanced draws give the step every group about equally often; Group DRO gets each
+    batch's group ids, and its loss and q are Sagawa et al.'s update of the losses it was given."""
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
+    from foveal.engine import Callback, Trainer
 
     manifest = write_group_manifest(tmp_path / "d")
+    _thin_train_group(manifest, "site=B|sex=M", keep=4)
+    drawn, dro_calls = [], []
+
+    class SeeGroups(Callback):  # the group ids of every batch the step gets
+        def on_train_begin(self, trainer) -> None:
+            compute = trainer.train_step.compute
+
+            def spy(net, x, y, *extra):
+                drawn.append(extra[0].clone())
+                return compute(net, x, y, *extra)
+
+            trainer.train_step.compute = spy
+
+    forward = GroupDROLoss.forward
+
+    def dro_spy(self, logits, target, groups=None):
+        loss = forward(self, logits, target, groups)
+        dro_calls.append((logits.detach().float().clone(), target.clone(), groups, loss.detach().clone()))
+        return loss
+
+    monkeypatch.setattr(GroupDROLoss, "forward", dro_spy)
     cfg = apply_overrides(RunConfig(), {"data.source": str(manifest), "train.epochs": 2, "train.name": "m",
-                                        "train.out_dir": str(tmp_path / "runs"), "train.device": "cpu",
-                                        "train.progress": False, "train.report": False, **overrides})
-    trainer = Trainer(cfg, log=lambda m: None)
+                                        "train.batch_size": 16, "train.out_dir": str(tmp_path / "runs"),
+                                        "train.device": "cpu", "train.progress": False, "train.report": False,
+                                        **overrides})
+    trainer = Trainer(cfg, callbacks=(SeeGroups(),), log=lambda m: None)
     run = trainer.fit().run_dir
     test = json.loads((run / "test.json").read_text())
-    assert 0.0 <= test["worst_group_accuracy"] <= test["accuracy"]
+    assert test["worst_group_accuracy"] == pytest.approx(min(r["accuracy"] for r in test["groups"].values()))
     assert trainer.group_names == sorted(f"site={s}|sex={x}" for s in "AB" for x in "FM")
-    if cfg.optim.loss == "group_dro":
-        q = trainer.criterion.q
-        assert q.shape == (4,) and q.sum().item() == pytest.approx(1.0) and not torch.allclose(q, torch.full((4,), .25))
+    train_groups = trainer.data.splits["train"].group_index()[1]
+    rare = trainer.group_names.index("site=B|sex=M")
+    assert len(train_groups) == 58 and (train_groups == rare).sum() == 4
+    g = torch.cat(drawn)
+    assert len(drawn) == trainer.state.step == 2 * (58 // 16)
+    freq = torch.bincount(g, minlength=4).float() / len(g)
+    if cfg.data.balance == "groups":  # the draws, not the data: every group about 1/4, the rare one included
+        assert (freq - 0.25).abs().max() < 0.15 and freq[rare] > 0.17, freq  # (class-balanced: 0.08)
+    else:  # shuffled without replacement: the rare group as rare as in the data
+        assert freq[rare] == pytest.approx(4 / 58, abs=0.05), freq
+    if cfg.optim.loss == "group_dro":  # replay Sagawa et al.'s Algorithm 1 on what the loss was given
+        grouped = [c for c in dro_calls if c[2] is not None]
+        assert len(grouped) == trainer.state.step and all(torch.equal(c[2], d) for c, d in zip(grouped, drawn))
+        q = torch.full((4,), 0.25)
+        for logits, y, groups, loss in grouped:
+            per = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+            gl = torch.stack([per[groups == k].mean() if (groups == k).any() else torch.tensor(0.0)
+                              for k in range(4)])
+            q = q * torch.exp(cfg.optim.dro_step * gl)
+            q = q / q.sum()
+            assert loss.item() == pytest.approx((gl @ q).item(), rel=1e-5)
+        torch.testing.assert_close(trainer.criterion.q, q)
+        assert not torch.allclose(q, torch.full((4,), .25))
 
 
 def test_group_mitigation_without_groups_says_how(tmp_path, digit_folder):

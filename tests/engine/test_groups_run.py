@@ -71,14 +71,27 @@ def test_group_manifest_train_eval_report(tmp_path, in_memory):
     assert '<section id="groups">' in (tmp_path / "ev" / "report.html").read_text()
 
 
-def test_no_groups_no_section(tmp_path):
-    from foveal.report.html import build_html  # noqa: F401  (section is shown only when present)
-    from foveal.report.html import groups_section
+def test_no_groups_no_section():
+    """The report has a Groups section (and its link) when the evaluated split had groups, and none
+    when it had not: the same metrics, before and after add_group_metrics."""
+    import torch
 
-    m = {"groups": {"a": {"n": 3, "accuracy": 1.0, "balanced_accuracy": 1.0, "macro_f1": 1.0, "ece": 0.1,
-                          "recall": {"x": 1.0}}}, "attributes": {}, "worst_group": "a", "worst_group_accuracy": 1.0,
-         "accuracy_gap": 0.0}
-    assert groups_section(m).startswith('<section id="groups">')
+    from foveal.metrics import ConfusionMeter
+    from foveal.metrics.groups import add_group_metrics
+    from foveal.report.html import build_html
+    from foveal.report.inputs import ReportInputs
+
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(40, 2, generator=g), torch.randint(0, 2, (40,), generator=g)
+    meter = ConfusionMeter(2)
+    meter.update(logits, labels)
+    m = meter.compute(["0", "1"])
+    page = build_html(ReportInputs("no groups", {"classes": ["0", "1"]}, m))
+    assert '<section id="groups">' not in page and 'href="#groups"' not in page and "Groups" not in page
+    assert '<section id="metrics">' in page  # the page itself was built
+    add_group_metrics(m, logits, labels, ["site=A", "site=B"] * 20, ["0", "1"])
+    page = build_html(ReportInputs("groups", {"classes": ["0", "1"]}, m))
+    assert '<section id="groups">' in page and 'href="#groups"' in page and "site=B" in page
 
 
 def test_groups_section_in_headless_chromium(tmp_path):
