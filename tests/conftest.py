@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,29 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FOVEAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: after the -ra list
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line at the end of every run, just above the counts: `skipped: 80 imagecorruptions (...) not
+    installed, 5 need ../shared/data (absent)`. A green run that skipped the shared-data or reference
+    cases says so where it is read (the -ra list of every skipped test scrolls away)."""
+    try:
+        return (yield)  # the terminal reporter's own summaries (failures, -ra) first
+    finally:
+        reasons = Counter(_skip_reason(rep) for rep in terminalreporter.stats.get("skipped", ()))
+        if reasons:
+            terminalreporter.write_line("skipped: " + ", ".join(f"{n} {r}" for r, n in reasons.most_common()),
+                                        yellow=True, bold=True)
+
+
+def _skip_reason(report) -> str:
+    """The reason of a skip report; every skip for want of the shared MNIST files is one reason."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    if "MNIST" in reason:  # the skipif reasons of the tests that read SHARED_DATA
+        return f"need {SHARED_DATA} ({'present, without these files' if SHARED_DATA.is_dir() else 'absent'})"
+    return reason.removeprefix("Skipped: ")
 
 
 def digits_arrays():
