@@ -37,6 +37,9 @@ SIZE = 28  # px: LeNet-5's padded MNIST form
 TRAIN = ["--model", "lenet5", "--img-size", str(SIZE), "--batch-size", "16", "--seed", "0", "--device", "cpu",
          "--train.progress", "false", "--data.workers", "1"]
 DATA_PATHS = ("memory", "streamed", "csv", "digits")
+# Test accuracy floors, chance being 1/3. Measured (2 epochs, seed 0): scratch 0.76-0.85 per data path, the
+# other starts 0.76-0.90; every run stays below 1.0 (the mislabeled files), so the error paths run.
+FLOOR = 0.65
 STARTS = ("scratch", "pretrained", "linear", "gradual", "ssl")
 VERBS = ("eval", "predict", "explain", "embed", "robust", "export", "serve", "report")
 
@@ -155,7 +158,7 @@ def test_scratch_runs_write_everything_and_are_partly_wrong(scratch_runs):
                   "test.json", "report.html", "curves.png"):
             assert (rd / f).is_file(), f"{path}: {f} missing"
         m = json.loads((rd / "test.json").read_text())
-        assert 0.34 < m["accuracy"] < 1.0, f"{path}: accuracy {m['accuracy']} (the grid wants partly wrong data)"
+        assert FLOOR < m["accuracy"] < 1.0, f"{path}: accuracy {m['accuracy']} (the grid wants partly wrong data)"
         assert "Worst errors (most confident mistakes)" in (rd / "report.html").read_text(), \
             f"{path}: the error gallery did not run"
 
@@ -201,8 +204,13 @@ def test_every_start_trains_on_every_data_path(path, work, photos, manifest, scr
         run("train", *TRAIN, *data_flags(path, photos, manifest), "--epochs", "2", "--name", name,
             *_start_flags(start, path, scratch_runs, ssl_runs), cwd=work)
         rd = work / "runs" / name
-        assert json.loads((rd / "test.json").read_text())["accuracy"] > 0.34, name
-        assert json.loads((rd / "pretrained.json").read_text())["loaded_fraction"] >= 0.5, name
+        acc = json.loads((rd / "test.json").read_text())["accuracy"]
+        assert FLOOR < acc < 1.0, (name, acc)
+        loaded = json.loads((rd / "pretrained.json").read_text())
+        # the same architecture: every backbone tensor fits; a supervised run's head (3 classes) loads too,
+        # an SSL run has none to load (the head is new)
+        assert loaded["loaded_fraction"] == 1.0 and loaded["missing"] == loaded["mismatched"] == [], (name, loaded)
+        assert loaded["head_replaced"] == (["head.weight", "head.bias"] if start == "ssl" else []), (name, loaded)
         if start == "linear":  # only the head moved
             before = load_tensors(scratch_runs[path] / "best.safetensors")[0]
             after = load_tensors(rd / "last.safetensors")[0]
@@ -237,10 +245,21 @@ def test_every_verb_on_every_data_path(path, work, photos, scratch_runs, tmp_pat
     run("export", rd, "--format", "onnx", "--format", "int8", "--max-int8-drop", "100", cwd=work)
     assert json.loads((rd / "export" / "parity.json").read_text())["passed"]
     run("report", rd, cwd=work)
-    assert "robust" in (rd / "report.html").read_text().lower()
+    page = (rd / "report.html").read_text()
+    rob = json.loads((rd / "robustness.json").read_text())
+    assert rob["clean_accuracy"] > 0 and rob["noise"]["0.2"] >= 0 and rob["attacks"]["pgd_linf"]["0.1"] >= 0
+    assert _report_data(page)["robustness"] == rob, "report did not read back robustness.json"
+    assert '<section id="robustness">' in page
     classes = json.loads((rd / "test.json").read_text())["classes"]
     _serve_answers(rd, some[0], classes)
     _serve_answers(rd / "export" / "model.onnx", some[0], classes)
+
+
+def _report_data(page: str) -> dict:
+    """The JSON a report embeds for its scripts (metrics, history, robustness)."""
+    start = page.index('<script type="application/json" id="report-data">')
+    blob = page[page.index(">", start) + 1:page.index("</script>", start)]
+    return json.loads(blob.replace("<\\/", "</"))
 
 
 def _serve_answers(model: Path, image: Path, classes: list[str]) -> None:
@@ -266,9 +285,17 @@ def test_export_that_onnx_cannot_express_is_a_clear_error(tmp_path):
                             "classes": ["a", "b", "c"]}, tmp_path / "m.onnx")
 
 
-def test_pretrain_run_takes_embed_and_report(work, ssl_runs):
-    run("embed", ssl_runs["memory"], cwd=work)
-    assert np.load(ssl_runs["memory"] / "embeddings.npy").ndim == 2
+def test_pretrain_run_takes_embed_and_report_says_it_has_no_classes(work, ssl_runs, capsys):
+    """An SSL run is a backbone: `embed` maps its features; `report` (which evaluates the classes) and
+    `eval` say what the run is and what to run instead, rather than scoring features as logits."""
+    rd = ssl_runs["memory"]
+    run("embed", rd, cwd=work)
+    emb = np.load(rd / "embeddings.npy")
+    shown = json.loads((rd / "embedding_map.json").read_text())
+    assert emb.shape == (shown["images"], shown["dim"]) and shown["images"] > 0
+    for verb in ("report", "eval"):
+        err = run_error(verb, rd, cwd=work, capsys=capsys)
+        assert "backbone without a classifier" in err and "--pretrained" in err and "foveal embed" in err, err
 
 
 # ---- numpy arrays through Classifier ------------------------------------------------------------
@@ -286,7 +313,8 @@ def test_arrays_through_classifier_from_every_start(work, scratch_runs, capsys):
     for start, extra in starts.items():
         clf = foveal.Classifier("lenet5", name=f"arrays-{start}", **common, **extra).fit(x, y)
         pred = clf.predict(x)
-        assert len(pred) == len(x) and 0.34 < np.mean(np.array(pred) == y), start  # int labels predict ints
+        acc = float(np.mean(np.array(pred) == y))  # on the training arrays: measured 0.90-0.96, never all
+        assert len(pred) == len(x) and 0.8 < acc < 1.0, (start, acc)  # int labels predict ints
         assert clf.predict_proba(x).shape == (len(x), len(clf.classes_))
         assert clf.embed(x).shape[0] == len(x)
     err = run_error("eval", clf.run_dir_, cwd=work, capsys=capsys)

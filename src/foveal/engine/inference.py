@@ -143,6 +143,10 @@ def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = 
                    data_dir: Optional[str] = None) -> tuple[dict[str, Any], torch.Tensor, DataBundle]:
     """Metrics of a trained model on a split: (metrics, logits (N, K), the data evaluated)."""
     pred = Predictor.load(source, device)
+    if not pred.classes:  # its outputs are features: scoring them as logits would index past the classes
+        raise ValueError(f"'{source}' is a backbone without a classifier (a `foveal pretrain` run): there are no "
+                         f"classes to evaluate or report on. Fine-tune it (`foveal train --pretrained {source}`), "
+                         f"or map its features with `foveal embed {source}`")
     bundle = eval_data(pred.meta, data, split, data_dir)
     (name, part), = bundle.splits.items()
     from ..data.stream import make_loader  # streams when the data is too large to hold in memory
