@@ -156,8 +156,6 @@ class Classifier(ClassifierMixin, BaseEstimator):
         the sorted distinct values and `predict` returns them. With `classes`, int labels are
         indices into those names, and `classes_` holds the names.
         """
-        from .engine import Trainer
-
         bundle, values = None, None
         if y is not None or not isinstance(data, (str, Path)):
             from .data.datasets import from_arrays
@@ -213,9 +211,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         Array labels follow `fit`'s rule: integers are indices into `classes_`, other labels are
         class names looked up in `classes_`.
         """
-        from .data.stream import make_loader
-        from .engine.inference import eval_data
-        from .engine.scoring import score
+        from .engine.inference import eval_data, evaluate_bundle
 
         self._check_fitted()
         if y is not None or _is_array(data):
@@ -224,11 +220,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             return self.test_metrics_  # computed by fit on the same split with the same weights
         else:
             bundle = eval_data(self.meta_, data, split)
-        (name, part), = bundle.splits.items()
-        p = self.predictor_
-        meter = score(p.model, make_loader(part, p.batch_size(), p.device, p.meta["mean"], p.meta["std"]),
-                      len(self.classes_), p.device, tta=p.tta)
-        return {**meter.compute(self.classes_), "split": name}
+        return evaluate_bundle(self.predictor_, bundle, classes=self.classes_)[0]
 
     def _array_bundle(self, x: Any, y: Any) -> "DataBundle":
         """Arrays and labels as a one-split DataBundle in the model's input format and class order."""

@@ -148,19 +148,30 @@ def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = 
                          f"classes to evaluate or report on. Fine-tune it (`foveal train --pretrained {source}`), "
                          f"or map its features with `foveal embed {source}`")
     bundle = eval_data(pred.meta, data, split, data_dir)
+    metrics, logits = evaluate_bundle(pred, bundle, batch_size)
+    metrics["data"] = data or pred.meta.get("config", {}).get("data", {}).get("source")
+    return metrics, logits, bundle
+
+
+def evaluate_bundle(pred: Predictor, bundle: DataBundle, batch_size: int | str = "auto",
+                    classes: Optional[list[Any]] = None) -> tuple[dict[str, Any], torch.Tensor]:
+    """Metrics and logits (N, K) of `pred` on the one split of `bundle` (labels in the model's class order), with
+    its TTA and per-group rows; `classes` names the per-class rows (default: the model's class names). What
+    `foveal eval` and `Classifier.evaluate` both compute."""
     (name, part), = bundle.splits.items()
     from ..data.stream import make_loader  # streams when the data is too large to hold in memory
 
     loader = make_loader(part, pred.batch_size(batch_size), pred.device, pred.meta["mean"], pred.meta["std"])
     meter, logits, labels = score_with_logits(pred.model, loader, len(pred.classes), pred.device, tta=pred.tta)
     if len(labels) != len(part):  # the report pairs logits with the split's files one to one
-        raise ValueError(f"{len(part) - len(labels)} of {len(part)} images in '{data or name}' could not be decoded: "
-                         + "; ".join(getattr(loader, "problems", [])[:5]) + ". Fix or remove them, then evaluate again.")
-    metrics = meter.compute(pred.classes)
-    add_group_metrics(metrics, logits, labels, part.groups, pred.classes)  # per-group rows when the data has groups
+        raise ValueError(f"{len(part) - len(labels)} of {len(part)} images in '{bundle.name or name}' could not be "
+                         "decoded: " + "; ".join(getattr(loader, "problems", [])[:5])
+                         + ". Fix or remove them, then evaluate again.")
+    names = list(classes) if classes is not None else pred.classes
+    metrics = meter.compute(names)
+    add_group_metrics(metrics, logits, labels, part.groups, names)  # per-group rows when the data has groups
     metrics["split"] = name
-    metrics["data"] = data or pred.meta.get("config", {}).get("data", {}).get("source")
-    return metrics, logits, bundle
+    return metrics, logits
 
 
-__all__ = ["Predictor", "evaluate_model", "list_images", "ConfusionMeter"]
+__all__ = ["Predictor", "evaluate_bundle", "evaluate_model", "list_images", "ConfusionMeter"]
