@@ -228,7 +228,8 @@ TRUE = {"1", "true", "yes", "y", "x", "accept", "accepted"}
 def read_refs(path: str | Path, relabel: bool = False) -> list[Ref]:
     """The images a `label_issues.csv` (or, for exclude, a text file of paths / indices / split:index,
     one a line, # comments) names; for `relabel` only the rows whose `accept` is true, with their
-    `suggested` class."""
+    `suggested` class. A CSV with a `flagged` column (`label_quality.csv`: every image of the split,
+    ranked) names only its flagged rows, so the check's own output is safe to pass on whole."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"data.{'relabel' if relabel else 'exclude'} file '{p}' does not exist")
@@ -241,6 +242,8 @@ def read_refs(path: str | Path, relabel: bool = False) -> list[Ref]:
                              "(a label_issues.csv with an accept column filled in: 1/true/yes)")
         if relabel:
             rows = [r for r in rows if (r.get("accept") or "").strip().lower() in TRUE]
+        elif rows and "flagged" in rows[0]:
+            rows = [r for r in rows if (r.get("flagged") or "").strip().lower() in TRUE]
         return [Ref(r.get("split") or None, int(r["index"]) if (r.get("index") or "").strip() else None,
                     (r.get("path") or "").strip() or None, (r.get("suggested") or "").strip() or None) for r in rows]
     if relabel:
@@ -316,6 +319,10 @@ def apply_label_files(bundle, exclude: Optional[str], relabel: Optional[str]):
         for split, i, _ in _locate(read_refs(exclude), bundle, default, "exclude", exclude):
             drop.setdefault(split, set()).add(i)
         for split, gone in drop.items():
+            if len(gone) == len(splits[split]):
+                raise ValueError(f"data.exclude '{exclude}' names every one of the {len(gone)} images of split "
+                                 f"'{split}', which would leave nothing to train on: pass label_issues.csv (the "
+                                 "flagged images), or a list of only the images to leave out")
             keep = torch.tensor([i for i in range(len(splits[split])) if i not in gone], dtype=torch.long)
             splits[split] = splits[split].subset(keep)
         notes += [f"data.exclude: {len(g)} images of split '{k}' left out by '{exclude}'" for k, g in drop.items()]
