@@ -1,6 +1,12 @@
-"""Seeded stratified splits, so every run with the same seed sees the same images."""
+"""Seeded stratified splits, so every run with the same seed sees the same images; byte-identical copies of
+an image always land in the same split (a copy in train and its twin in test would inflate the test score)."""
 
 from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from typing import Optional
 
 import torch
 
@@ -28,6 +34,72 @@ def stratified_indices(labels: torch.Tensor, fractions: list[float], seed: int) 
     return [torch.sort(torch.cat(p))[0] if p else torch.empty(0, dtype=torch.long) for p in parts]
 
 
+def content_keys(split: Split) -> list[Optional[str]]:
+    """A key per image, equal for byte-identical images: for files, the SHA-256 of the bytes of those whose size
+    another file shares (a file of unique size has no copy, so large folders are not read whole); for images in
+    memory without files, the hash of their uint8 pixels. None: no copy possible or the file cannot be read."""
+    if split.paths is None:
+        if not split.images.in_memory:  # nothing to hash without decoding every image
+            return [None] * len(split)
+        flat = split.images.load().reshape(len(split), -1).numpy()
+        return [hashlib.sha1(row.tobytes()).hexdigest() for row in flat]
+    sizes: list[Optional[int]] = []
+    for p in split.paths:
+        try:
+            sizes.append(os.stat(p).st_size)
+        except OSError:
+            sizes.append(None)
+    seen: dict[int, int] = defaultdict(int)
+    for s in sizes:
+        if s is not None:
+            seen[s] += 1
+    keys: list[Optional[str]] = []
+    for p, s in zip(split.paths, sizes):
+        try:
+            keys.append(hashlib.sha256(open(p, "rb").read()).hexdigest() if s is not None and seen[s] > 1 else None)
+        except OSError:
+            keys.append(None)
+    return keys
+
+
+def keep_copies_together(parts: list[torch.Tensor], keys: list[Optional[str]]) -> list[torch.Tensor]:
+    """Move every copy of an image into the part that holds its first (lowest-index) copy; parts without
+    copies are returned unchanged."""
+    part_of = {int(i): k for k, p in enumerate(parts) for i in p.tolist()}
+    first: dict[str, int] = {}
+    moved = False
+    for i in sorted(part_of):
+        key = keys[i]
+        if key is None:
+            continue
+        if key in first:
+            moved |= part_of[i] != part_of[first[key]]
+            part_of[i] = part_of[first[key]]
+        else:
+            first[key] = i
+    if not moved:
+        return parts
+    out: list[list[int]] = [[] for _ in parts]
+    for i, k in sorted(part_of.items()):
+        out[k].append(i)
+    return [torch.tensor(o, dtype=torch.long) for o in out]
+
+
+def shared_copies(splits: dict[str, Split]) -> list[str]:
+    """Notes naming given splits that share byte-identical images with 'train' (carved splits never do)."""
+    if "train" not in splits:
+        return []
+    train = {k for k in content_keys(splits["train"]) if k is not None}
+    notes = []
+    for name, s in splits.items():
+        if name != "train" and train:
+            n = sum(k is not None and k in train for k in content_keys(s))
+            if n:
+                notes.append(f"{n} images of split '{name}' have byte-identical copies in 'train': its score is "
+                             "inflated by them (foveal check lists the copies)")
+    return notes
+
+
 def concat(a: Split, b: Split) -> Split:
     paths = a.paths + b.paths if a.paths is not None and b.paths is not None else None
     groups = a.groups + b.groups if a.groups is not None and b.groups is not None else None
@@ -51,8 +123,9 @@ def make_splits(bundle: DataBundle, cfg: DataConfig, seed: int) -> DataBundle:
     want_test = "test" not in s
     want_val = "val" not in s
     fracs = ([cfg.test_fraction] if want_test else []) + ([cfg.val_fraction] if want_val else [])
+    notes = shared_copies({k: v for k, v in s.items() if k in ("train", "val", "test")}) if len(fracs) < 2 else []
     if fracs:
-        parts = stratified_indices(train.labels, fracs, seed)
+        parts = keep_copies_together(stratified_indices(train.labels, fracs, seed), content_keys(train))
         k = 0
         if want_test:
             s["test"] = train.subset(parts[k]); k += 1
@@ -66,4 +139,5 @@ def make_splits(bundle: DataBundle, cfg: DataConfig, seed: int) -> DataBundle:
         if len(s[name]) == 0:
             raise ValueError(f"{bundle.name}: the '{name}' split is empty; add images or change data.val_fraction / "
                              "data.test_fraction")
-    return DataBundle(bundle.name, bundle.classes, {k: s[k] for k in ("train", "val", "test")}, bundle.problems)
+    return DataBundle(bundle.name, bundle.classes, {k: s[k] for k in ("train", "val", "test")},
+                      list(bundle.problems) + notes)
