@@ -41,7 +41,7 @@ def content_keys(split: Split) -> list[Optional[str]]:
     if split.paths is None:
         if not split.images.in_memory:  # nothing to hash without decoding every image
             return [None] * len(split)
-        flat = split.images.load().reshape(len(split), -1).numpy()
+        flat = split.images.load().flatten(1).numpy()  # (N, C*H*W); reshape(0, -1) fails on an empty split
         return [hashlib.sha1(row.tobytes()).hexdigest() for row in flat]
     sizes: list[Optional[int]] = []
     for p in split.paths:
