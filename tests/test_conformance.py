@@ -275,11 +275,15 @@ def _serve_answers(model: Path, image: Path, classes: list[str]) -> None:
 
 
 def test_export_that_onnx_cannot_express_is_a_clear_error(tmp_path):
-    """LeNet-5 below 28 px pools a 3x3 map up to 5x5, which the ONNX exporter refuses: say so."""
+    """An op the ONNX exporter refuses (torch's own adaptive pooling of a 3x3 map up to 5x5, which LeNet-5 at
+    20 px used before models.layers.pool) ends in a clear error naming the model and size."""
+    from torch import nn
+
     from foveal.export.onnx_export import export_onnx
     from foveal.models import create_model
 
     model = create_model("lenet5", num_classes=3, in_chans=1, img_size=20)
+    model.pool = nn.AdaptiveAvgPool2d(5)
     with pytest.raises(ValueError, match="lenet5 at 20 px cannot be exported to ONNX"):
         export_onnx(model, {"model": "lenet5", "mean": [0.5], "std": [0.5], "in_chans": 1, "img_size": 20,
                             "classes": ["a", "b", "c"]}, tmp_path / "m.onnx")

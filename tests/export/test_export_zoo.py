@@ -51,12 +51,8 @@ INT8_VARIANT = {"vgg": "vgg11_bn"}
 FAST_INT8_MAX_PARAMS = 100_000
 
 # Variants that do not export at their smallest size, and why; strict: a fix turns them into failures.
-UNEXPORTABLE = {
-    name: "at 20 px LeNet-5's 3x3 map is average-pooled up to 5x5 (nn.AdaptiveAvgPool2d), which the "
-          "TorchScript ONNX exporter refuses ('output size that are not factor of input size'); export_onnx "
-          "says so (tests/test_conformance.py pins that message). Exports from 28 px (test_export.py)."
-    for name in ("lenet5", "lenet5_modern")
-}
+# (LeNet-5 at 20 px was one until its 3x3 -> 5x5 pooling became models.layers.pool.AdaptiveAvgPool.)
+UNEXPORTABLE: dict[str, str] = {}
 
 
 @functools.cache

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .base import FovealModel
+from .layers.pool import AdaptiveAvgPool
 from .registry import register_model
 
 
@@ -31,7 +32,7 @@ class LeNet5(FovealModel):
         )
         # Map side after the features: ((s + 2p - 4) // 2 - 4) // 2; pooled to 5x5 when larger.
         side = ((img_size + 2 * pad - 4) // 2 - 4) // 2
-        self.pool = nn.AdaptiveAvgPool2d(5) if side != 5 else nn.Identity()
+        self.pool = AdaptiveAvgPool(5) if side != 5 else nn.Identity()
         self.num_features = 84
         self.pre_logits = nn.Sequential(nn.Flatten(), nn.Linear(16 * 25, 120), act(), nn.Linear(120, 84), act())
         self.head = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
