@@ -241,9 +241,9 @@ def test_vflip_flips_rows_and_flip_flips_columns() -> None:
     assert torch.equal(out[0], x[0].flip(2)) and torch.equal(out[1], x[1])
 
 
-@pytest.mark.parametrize("pad,size,p", [(4, 32, 4), (4, 16, 2), (4, 8, 1), (1, 8, 1), (3, 64, 6), (4, 24, 3)])
+@pytest.mark.parametrize("pad,size,p", [(4, 32, 4), (4, 16, 2), (4, 8, 1), (1, 8, 1), (3, 64, 6), (4, 24, 3), (3, 80, 8)])
 def test_pad_crop_padding_offsets_and_kernel(pad, size, p) -> None:
-    got_p, off = _params("crop", n=4000, shape=(1, size, size), pad=pad)
+    got_p, off = _params("crop", n=4000, shape=(1, 2 * size, size), pad=pad)  # the width sets the padding
     assert got_p == p and off.shape == (2, 4000) and off.dtype == torch.int64
     assert set(off.flatten().tolist()) == set(range(2 * p + 1))  # every offset in [0, 2p]
     x = torch.rand(5, 2, size, size + 2, generator=torch.Generator().manual_seed(1))
@@ -434,7 +434,7 @@ def _mix_reference(seed: int, epoch: int, mixup: float, cutmix: float, H: int, W
 @pytest.mark.parametrize("mixup,cutmix,seed,epoch", [(0.4, 0.0, 0, 0), (0.0, 1.0, 3, 2), (1.0, 1.0, 0, 1),
                                                      (1.0, 1.0, 0, 3), (1.0, 1.0, 5, 0), (0.0, 2.0, 1, 1)])
 def test_mix_equals_its_definition(mixup, cutmix, seed, epoch) -> None:
-    B, K, H, W = 6, 5, 12, 10
+    B, K, H, W = 6, 6, 12, 10  # class 5 in no label: one_hot must be told K
     x = torch.arange(B, dtype=torch.float64).view(B, 1, 1, 1).expand(B, 2, H, W).contiguous()  # image i is all i
     y = torch.tensor([0, 1, 2, 3, 4, 0])
     mix = MixBatch(mixup, cutmix, K, seed=seed)
@@ -473,7 +473,7 @@ def test_mix_is_off_only_with_both_alphas_zero() -> None:
 
 def test_equalize_equals_torchvision_exactly() -> None:
     g = torch.Generator().manual_seed(0)
-    for shape in ((5, 3, 7, 9), (4, 1, 16, 16), (3, 3, 2, 2)):
+    for shape in ((5, 3, 32, 32), (4, 1, 40, 48), (3, 1, 16, 20), (3, 3, 2, 2)):  # 2 x 2: under 256 pixels, identity
         u = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
         u[0] = u[0].clamp(100, 140)  # few levels
         u[1, 0] = 7  # a flat channel
@@ -499,3 +499,84 @@ def test_apply_op_factors_are_one_plus_signed_magnitude() -> None:
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     _, _, s = _op("trivialaugment").make_params(torch.zeros(8, 1, 2, 2, dtype=torch.float64), torch.Generator())
     assert s.dtype == torch.float64
+
+
+def test_cutmix_boxes_and_lambda_over_many_draws() -> None:
+    """The box is centred at a uniform pixel with sides sqrt(1 - lam) H and W, clipped to the image; lam is
+    corrected to the pixels actually kept (over 40 batches, boxes cross every edge)."""
+    B, K, H, W = 4, 4, 9, 11
+    x = torch.arange(B, dtype=torch.float32).view(B, 1, 1, 1).expand(B, 1, H, W).contiguous()
+    y = torch.tensor([0, 1, 2, 3])
+    edges = set()
+    for epoch in range(40):
+        mix = MixBatch(0.0, 1.0, K, seed=11)
+        mix.set_epoch(epoch)
+        xm, t = mix(x, y)
+        _, lam, (y0, y1, x0, x1) = _mix_reference(11, epoch, 0.0, 1.0, H, W)
+        ref = x.clone()
+        ref[..., y0:y1, x0:x1] = x.flip(0)[..., y0:y1, x0:x1]
+        assert torch.equal(xm, ref), epoch
+        kept = 1 - (y1 - y0) * (x1 - x0) / (H * W)
+        assert t[0, 0].item() == pytest.approx(kept) and (xm[0] == 0).float().mean().item() == pytest.approx(kept)
+        edges |= {"top"} if y0 == 0 else set()
+        edges |= {"bottom"} if y1 == H else set()
+        edges |= {"left"} if x0 == 0 else set()
+        edges |= {"right"} if x1 == W else set()
+    assert edges == {"top", "bottom", "left", "right"}
+
+
+def test_kernels_on_images_without_black_borders_or_channels() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = 0.2 + 0.6 * torch.rand(4, 3, 9, 7, generator=g, dtype=torch.float64)
+    x[:, 1] = x[:, 1] * 0.5 + 0.3  # channels with different minima and maxima
+    torch.testing.assert_close(AU.autocontrast(x), TF.autocontrast(x), atol=1e-12, rtol=0)
+    f = torch.tensor([0.3, 1.7, 0.0, 2.0], dtype=torch.float64)
+    want = torch.stack([TF.adjust_sharpness(x[i], f[i].item()) for i in range(4)])
+    torch.testing.assert_close(AU.sharpen(x, f), want, atol=1e-6, rtol=0)
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    torch.testing.assert_close(AU.grayscale(x)[:, 0], luma, atol=1e-14, rtol=0)
+    rgba = torch.cat([x, torch.ones_like(x[:, :1])], 1)  # a fourth channel is ignored
+    torch.testing.assert_close(AU.grayscale(rgba), AU.grayscale(x), atol=0, rtol=0)
+    # RandAugment's translate range (150/331 of the side): output(x) = input(x + 0.453 W), bilinear
+    img = torch.rand(1, 1, 6, 20, generator=g)
+    out = apply_op(img, torch.tensor([OPS.index("translate_x")]), torch.ones(1), torch.ones(1), RA_RANGES)
+    s = 150 / 331 * 20
+    i, frac = int(s), s - int(s)
+    ref = (1 - frac) * img[..., i:i + 10] + frac * img[..., i + 1:i + 11]
+    torch.testing.assert_close(out[..., :10], ref, atol=1e-5, rtol=0)
+    out = apply_op(img, torch.tensor([OPS.index("translate_y")]), torch.ones(1), torch.ones(1), RA_RANGES)
+    s = 150 / 331 * 6
+    i, frac = int(s), s - int(s)
+    torch.testing.assert_close(out[..., :2, :], (1 - frac) * img[..., i:i + 2, :] + frac * img[..., i + 1:i + 3, :],
+                               atol=1e-5, rtol=0)
+
+
+def test_erase_on_non_square_images_and_its_dtype() -> None:
+    on, y0, x0, h, w, fill = _params("erase", n=20000, shape=(1, 20, 10), erase_p=0.5)
+    assert w.max() == 10 and w.min() >= 1 and h.max() <= 20 and (x0 + w <= 10 + 1e-4).all()
+    assert _spans(x0 / (10 - w).clamp_min(1e-6), 0, 1, 0.05)
+    w_small = _params("erase", n=2000, shape=(1, 2, 2))[4]
+    assert w_small.min() == 1
+    x = torch.zeros(1, 1, 4, 7)
+    params = (torch.tensor([True]), torch.tensor([0.5]), torch.tensor([4.0]), torch.tensor([2.0]),
+              torch.tensor([3.0]), torch.ones(1, 1, 4, 7))
+    ref = torch.zeros(4, 7)
+    ref[1:3, 4:7] = 1  # rows >= 0.5 and < 2.5, columns >= 4 and < 7
+    assert torch.equal(_op("erase").apply(x, None, params)[0][0, 0], ref)
+    x64 = torch.rand(8, 1, 6, 6, dtype=torch.float64)
+    op = _op("erase", erase_p=0.5)
+    a = op(x64, None, torch.Generator().manual_seed(1))[0]
+    assert torch.equal(a, op(x64, None, torch.Generator().manual_seed(1))[0])  # `on` is drawn from the generator
+    assert op.make_params(x64, torch.Generator())[5].dtype == torch.float64
+
+
+def test_global_batch_draws_in_float64() -> None:
+    from foveal.data.loader import GlobalRows
+
+    x = torch.rand(10, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    rows = torch.tensor([2, 3, 9])
+    for name in ("noise", "erase", "randaugment"):
+        op = _op(name, erase_p=1.0)
+        full, _ = op(x, None, torch.Generator().manual_seed(5))
+        part, _ = op(x[rows], None, torch.Generator().manual_seed(5), GlobalRows(rows, 10))
+        assert part.dtype == torch.float64 and torch.equal(part, full[rows]), name

@@ -586,3 +586,96 @@ def test_apply_label_files_errors_and_notes(tmp_path):
     out = apply_label_files(only, str(lst), str(rel))
     assert out.splits["all"].labels.tolist() == [0, 1] and out.splits["all"].groups == ["g0", "g1"]
     assert out.splits["all"].paths == ["p0", "p1"]
+
+
+def test_prune_counts_with_small_diagonals_equal_cleanlab():
+    """Raising a diagonal to min_per_class takes the difference evenly from the column's nonzero noise counts."""
+    pytest.importorskip("cleanlab")
+    from cleanlab.filter import _keep_at_least_n_per_class
+
+    from foveal.data.labels import _prune_counts
+
+    for cj in (np.array([[0, 3, 1], [2, 5, 0], [1, 0, 4]]), np.diag([0, 3]) + 1):
+        for n in (1, 2, 3):
+            got = _prune_counts(cj, n) if n != 1 else _prune_counts(cj)
+            np.testing.assert_array_equal(got, _keep_at_least_n_per_class(cj.T, n), err_msg=f"{cj} {n}")
+    np.testing.assert_array_equal(_prune_counts(np.array([[0, 3], [2, 5]])), [[1, 2], [2, 5]])
+    # an uneven share leaves fractions: cleanlab 2.9 truncates them (astype(int)); here each row is rounded
+    # keeping its total, so the result is within 1 of the real-valued matrix everywhere
+    cj = np.array([[1, 4, 4, 0], [0, 0, 6, 2], [3, 1, 2, 0], [0, 5, 0, 0]])
+    np.testing.assert_array_equal(_prune_counts(cj), _keep_at_least_n_per_class(cj.T, 1))
+    for n in (2, 3):
+        m = cj.T.astype(float)
+        d = np.maximum(m.diagonal(), n) - m.diagonal()
+        raw = np.clip(m - d / np.maximum(np.count_nonzero(m, axis=0) - 1.0, 1.0), 0, None)
+        np.fill_diagonal(raw, np.maximum(cj.diagonal(), n))
+        got = _prune_counts(cj, n)
+        assert (np.abs(got - raw) < 1).all() and (got.sum(1) == raw.sum(1).round()).all(), (n, got, raw)
+    np.testing.assert_array_equal(_prune_counts(cj, 2), [[2, 0, 3, 0], [4, 2, 1, 3], [4, 4, 2, 0], [0, 0, 0, 2]])
+
+
+def test_prune_skips_single_image_classes_only_and_flags_pairs():
+    from foveal.data.labels import prune_by_noise_rate
+
+    given = np.array([0, 0, 0, 0, 1, 2, 2, 2, 3, 3])
+    p = np.array([[0.9, 0.05, 0.05, 0], [0.1, 0.1, 0.8, 0], [0.2, 0.1, 0.7, 0], [0.8, 0.1, 0.1, 0],
+                  [0.1, 0.1, 0.8, 0], [0.1, 0.1, 0.8, 0], [0.05, 0.05, 0.9, 0], [0.7, 0.2, 0.1, 0],
+                  [0.8, 0, 0, 0.2], [0.1, 0, 0, 0.9]])
+    cj = np.array([[2, 0, 2, 0], [0, 1, 1, 0], [1, 0, 2, 0], [1, 0, 0, 1]])
+    # class 1's single image (argmax 2) stays unflagged; class 3's two images: the one closer to class 0 is flagged
+    np.testing.assert_array_equal(np.flatnonzero(prune_by_noise_rate(given, p, cj)), [1, 2, 7, 8])
+
+
+def test_confident_joint_counts_are_integers_and_the_threshold_slack_is_inclusive():
+    from foveal.data.labels import EPS, class_thresholds
+
+    given = np.array([0, 0, 1, 1])
+    p = np.array([[0.7, 0.3], [0.5, 0.5], [0.45, 0.55], [0.35, 0.65]])
+    assert confident_joint(given, p, calibrate=False).dtype == np.int64
+    t0 = class_thresholds(given, p)[0]
+    q = p.copy()
+    q[2] = [t0 - EPS, 1 - (t0 - EPS)]  # exactly at the slack's edge: still clears
+    assert confident_joint(given, q, calibrate=False)[1, 0] == 1
+
+
+def test_ties_rank_by_position_beyond_insertion_sort_sizes():
+    given = np.array([0] * 40 + [1] * 10)
+    p = np.array([[0.2, 0.8] if i % 2 else [0.9, 0.1] for i in range(40)] + [[0.3, 0.7]] * 10)
+    issues = confident_learning(given, p)
+    np.testing.assert_array_equal(issues.ranked, np.arange(1, 40, 2))  # 20 equal scores, in index order
+    rows = issue_rows(issues, ["a", "b"], "train", everything=True)
+    assert [r["index"] for r in rows[:20]] == list(range(1, 40, 2))
+
+
+def test_issue_rows_round_to_six_decimals_and_a_single_row_csv(tmp_path):
+    given = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([[0.9, 0.1], [0.1234567, 0.8765433], [0.9, 0.1], [0.3, 0.7], [0.3, 0.7], [0.3, 0.7]])
+    issues = confident_learning(given, p)
+    row = issue_rows(issues, ["a", "b"], "train")[0]
+    assert row["index"] == 1 and row["self_confidence"] == 0.123457 and row["p_suggested"] == 0.876543
+    assert row["margin"] == round((0.1234567 - 0.8765433 + 1) / 2, 6)
+    single = issue_rows(issues, ["a", "b"], "train", everything=True)[:1]
+    write_issue_csv(single, tmp_path / "one.csv")
+    assert (tmp_path / "one.csv").read_text().splitlines()[0].endswith(",flagged")
+
+
+def test_apply_label_files_default_split_and_both_files(tmp_path):
+    from foveal.data.labels import apply_label_files
+
+    b = tiny_bundle(with_paths=False)
+    b = DataBundle("tiny", ["a", "b"], {"test": b.splits["test"], "val": b.splits["val"], "train": b.splits["train"]})
+    lst = tmp_path / "drop.txt"
+    lst.write_text("1\nval:0\nval:1\nval:2\n")  # a bare index is a position in 'train', wherever it is listed
+    rel = tmp_path / "rel.csv"
+    write_issues(rel, [{"rank": 1, "index": 0, "split": "", "path": "", "given": "a", "suggested": "b", "accept": 1}])
+    out = apply_label_files(b, str(lst), str(rel))
+    assert out.classes == ["a", "b"] and list(out.splits) == ["test", "val", "train"]
+    assert ids(out.splits["train"]) == [0] + list(range(2, 20)) and out.splits["train"].labels[0] == 1
+    assert ids(out.splits["val"]) == [203] and ids(out.splits["test"]) == list(range(100, 110))
+    assert out.splits["val"].labels.dtype == torch.int64
+    assert out.problems == [f"data.relabel: 1 labels of split 'train' changed by '{rel}'",
+                            f"data.exclude: 1 images of split 'train' left out by '{lst}'",
+                            f"data.exclude: 3 images of split 'val' left out by '{lst}'"]
+    lst.write_text("val:0\nval:1\nval:2\nval:3\n")
+    with pytest.raises(ValueError, match=r"names every one of the 4 images of split 'val'"):
+        apply_label_files(b, str(lst), None)

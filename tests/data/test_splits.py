@@ -151,7 +151,8 @@ def test_an_empty_split_is_refused_with_its_name(given, missing):
     b = DataBundle("toy", ["a"], {k: _split(n, counts={0: n} if n else None) if n else
                                   Split(torch.zeros(0, 1, 2, 2, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
                                   for k, n in given.items()})
-    with pytest.raises(ValueError, match=f"toy: the '{missing}' split is empty"):
+    with pytest.raises(ValueError, match=f"toy: the '{missing}' split is empty; add images or change "
+                                         r"data\.val_fraction / data\.test_fraction$"):
         make_splits(b, _cfg(val_fraction=0.01), seed=0)
 
 

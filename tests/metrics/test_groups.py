@@ -145,3 +145,5 @@ def test_group_report_refuses_mismatched_groups_and_formats_a_table():
                            "worst_group_accuracy": 0.5, "accuracy_gap": 0.0})
     assert short.split("\n")[0].startswith("group" + " " * 7 + " " * 7 + "n ")  # the column is at least 12 wide
     assert short.split("\n")[1].startswith("A" + " " * 11 + " ") and "(not" not in short
+    # without train_groups no row carries the in_training flag, and none is marked
+    assert "(not in training)" not in format_groups(group_report(logits, y, groups, ["a", "b", "c"]))

@@ -386,3 +386,108 @@ def test_masking_warnings_each_sign_and_its_threshold() -> None:
         "PGD at eps=1 (any image reachable) leaves accuracy 0.2100, far above chance 0.100"]
     assert masking_warnings(_report(huge_eps={"eps": 1.0, "accuracy": 0.55}), 2) == []
     assert masking_warnings(_report(huge_eps=None), 10) == [] and masking_warnings(_report(huge_eps={}), 10) == []
+
+
+# ---- the guard and the gradient-pass savings on a small linear model (fast enough for mutation testing) -------
+
+
+def _digits_linear():
+    """A linear classifier fitted in closed form-ish (a few Adam steps) on 8x8 digits: ~0.9 accurate, in 0.1 s."""
+    x, y = _digits()
+    torch.manual_seed(0)
+    model = PixelModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), [0.3], [0.4])
+    opt = torch.optim.Adam(model.parameters(), 0.05)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[:1000]), y[:1000]).backward()
+        opt.step()
+    return model.eval(), x[1000:1200], y[1000:1200]
+
+
+@pytest.mark.parametrize("wrapper", [None, Quantized, Saturated])
+def test_guard_on_a_linear_model(wrapper) -> None:
+    model, x, y = _digits_linear()
+    m = model if wrapper is None else wrapper(model).eval()
+    r = attack_sweep(m, x, y, (0.0, 0.1, 0.3), (), (AttackSpec("fgsm", "linf"), AttackSpec("pgd", "linf", 5)),
+                     batch_size=64, huge_eps=1.0)
+    assert r["clean_accuracy"] > 0.85
+    if wrapper is None:
+        assert r["warnings"] == [] and r["suspect_gradient_masking"] is False and r["zero_grad_fraction"] == 0.0
+        assert r["attacks"]["pgd_linf"]["0.3"] < 0.1 and r["huge_eps"]["accuracy"] < 0.1
+    else:
+        assert r["suspect_gradient_masking"] is True and r["zero_grad_fraction"] > 0.5
+        assert r["warnings"][0].startswith("input gradient is exactly zero for")
+
+
+def test_zero_eps_and_fgsm_reuse_count_gradient_passes(monkeypatch) -> None:
+    model, x, y = _digits_linear()
+    calls = []
+    real = A.input_grad
+    monkeypatch.setattr(A, "input_grad", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for norm in ("linf", "l2"):
+        assert torch.equal(A.pgd(model, x[:8], y[:8], 0.0, steps=5, norm=norm, restarts=2), x[:8])
+        assert torch.equal(A.fgsm(model, x[:8], y[:8], 0.0, norm), x[:8])
+    assert not calls
+    specs = (AttackSpec("fgsm", "linf"), AttackSpec("fgsm", "l2"))
+    r = attack_sweep(model, x, y, (0.0, 0.1), (0.5, 1.0), attacks=specs, batch_size=64, huge_eps=None)
+    assert len(calls) == 4  # 200 images in batches of 64: one gradient pass each, shared by every FGSM point
+    for norm, e in (("linf", 0.1), ("l2", 1.0)):
+        adv = torch.cat([real(model, x[i:i + 64], y[i:i + 64]) for i in range(0, 200, 64)])
+        adv = A.fgsm_from_grad(x, adv, e, norm)
+        with torch.no_grad():
+            acc = (model(adv).argmax(1) == y).double().mean().item()
+        assert r["attacks"][f"fgsm_{norm}"][f"{e:g}"] == pytest.approx(acc, abs=1e-12)
+
+
+def test_defaults_custom_losses_and_edge_values() -> None:
+    model = _linear(6)
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(8))
+    x[0] = 0.0
+    x[1] = 1.0
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    # the default is 40 steps of 2.5 eps / 40
+    torch.testing.assert_close(A.pgd(model, x, y, 0.1, rand_init=False),
+                               _pgd_reference(model, x, y, 0.1, 2.5 * 0.1 / 40, 40, "linf"), rtol=0, atol=1e-6)
+    # a custom loss drives every step and the choice between restarts: the negated loss lowers the cross-entropy
+    neg = lambda lo, t: -nn.functional.cross_entropy(lo, t, reduction="none")  # noqa: E731
+    with torch.no_grad():
+        clean = nn.functional.cross_entropy(model(x), y, reduction="none")
+    adv = A.pgd(model, x, y, 0.1, steps=3, restarts=2, loss_fn=neg, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (nn.functional.cross_entropy(model(adv), y, reduction="none") < clean).all()
+    # no steps: the random start alone, already a valid image in the ball
+    start = A.pgd(model, x, y, 0.3, 0.1, steps=0, generator=torch.Generator().manual_seed(1))
+    assert start.min() >= 0 and start.max() <= 1 and (start - x).abs().max() <= 0.3 + 1e-6
+    assert not torch.equal(start, x)
+    # eps = 1 is a step like any other
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(A.fgsm_from_grad(x, g, 1.0, "linf"), (x + g.sign()).clamp(0, 1))
+    x64 = x.double()
+    for norm in ("linf", "l2"):
+        assert A.random_start(x64, 0.1, norm, torch.Generator()).dtype == torch.float64
+
+
+def test_sweep_defaults_and_exact_zero_gradient_fraction() -> None:
+    model, x, y = _digits_linear()
+    x, y = x[:40], y[:40]
+    specs = (AttackSpec("fgsm", "linf"),)
+    auto = attack_sweep(model, x, y, (0.1,), (), specs)
+    explicit = attack_sweep(model, x, y, (0.1,), (), specs, batch_size=40, seed=0, huge_eps=1.0)
+    assert auto == explicit
+    r = attack_sweep(Quantized(model).eval(), x, y, (0.1,), (), specs, batch_size=16, huge_eps=None)
+    assert r["zero_grad_fraction"] == 1.0  # every image's gradient is exactly zero
+
+
+def test_masking_warnings_boundaries_and_numeric_eps_order() -> None:
+    from foveal.robustness.attacks import masking_warnings
+
+    floor = 0.6 * 1.01 + 1e-4
+    assert len(masking_warnings(_report(attack_loss={"pgd_linf": {"0.1": floor}}), 10)) == 1  # equal: no rise
+    w = masking_warnings(_report(attacks={"fgsm_linf": {"0.1": 0.5}, "pgd_linf": {"0.1": 0.75}}), 10, tol=0.25)
+    assert w == []  # weaker by exactly tol: tolerated
+    w = masking_warnings(_report(attacks={"pgd_linf": {"0.5": 0.25, "1": 0.5}}), 10, tol=0.25)
+    assert w == []
+    w = masking_warnings(_report(attacks={"pgd_l2": {"2": 0.3, "10": 0.2}}), 10)  # "10" < "2" as text
+    assert w == []
+    w = masking_warnings(_report(attacks={"pgd_l2": {"2": 0.2, "10": 0.3}}), 10)
+    assert w == ["pgd_l2: accuracy rises from 0.2000 at eps=2 to 0.3000 at eps=10"]

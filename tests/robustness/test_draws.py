@@ -30,7 +30,8 @@ def test_image_draws_are_keyed_per_image_whatever_the_batch():
     full = ImageDraws(5, "s", range(10))
     part = ImageDraws(5, "s", [6, 7, 8])
     assert len(full) == 10 and len(part) == 3
-    for draw, kw in ((D.rand, {}), (D.randn, {}), (D.rand, {"dtype": torch.float64})):
+    for draw, kw in ((D.rand, {}), (D.randn, {}), (D.rand, {"dtype": torch.float64}),
+                     (D.randn, {"dtype": torch.float64})):
         a, b = draw((10, 2, 3), full, torch.device("cpu"), **kw), draw((3, 2, 3), part, torch.device("cpu"), **kw)
         assert a.shape == (10, 2, 3) and a.dtype == kw.get("dtype", torch.float32)
         assert torch.equal(a[6:9], b)
