@@ -119,11 +119,9 @@ EQUIVALENT: dict[str, str] = {
     "foveal.robustness.attacks.x_attack_sweep__mutmut_226": "pgd's default step 2.5 eps / 10 steps is eps / 4",
     "foveal.robustness.attacks.x_attack_sweep__mutmut_236": "'linf' is pgd's default norm",
     "foveal.robustness.attacks.x_attack_sweep__mutmut_237": "'linf' is pgd's default norm",
-    "foveal.data.splits.x_make_splits__mutmut_61": DEAD_STORE,
-    "foveal.data.splits.x_make_splits__mutmut_68": DEAD_STORE,
-    "foveal.data.splits.x_make_splits__mutmut_69": DEAD_STORE,
-    "foveal.data.splits.x_make_splits__mutmut_70": DEAD_STORE,
-    "foveal.data.splits.x_make_splits__mutmut_78": "at len(train) == limit the stratified sample of fraction 1 "
+    **{f"foveal.data.splits.x_make_splits__mutmut_{i}": DEAD_STORE for i in (79, 86, 87, 88)},
+    "foveal.data.splits.x_content_keys__mutmut_6": "flatten(2) keeps each image's bytes in the same order: same hash",
+    "foveal.data.splits.x_make_splits__mutmut_96": "at len(train) == limit the stratified sample of fraction 1 "
                                                    "keeps every image in order",
 }
 
