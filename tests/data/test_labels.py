@@ -272,8 +272,11 @@ def test_mnist_test_split_ranks_human_confirmed_errors_first():
     (bench/mnist_test_label_errors.csv). Measured (2026-12-02, seed 0, normalization from 4,096 images
     spread over the training split): 4 flagged, 1 of them confirmed; of the 15, 6 in the 15 least
     self-confident test images, 9 in the top 50, 11 in the top 100 (normalization from the first 4,096:
-    5 / 10 / 14, so the tail of the ranking moves with small changes). The floors leave a margin for other
-    CPUs' float order and stay far above chance (0.15 of the 15 expected in a random top 100)."""
+    5 / 10 / 14, so the tail of the ranking moves with small changes). On a 2-core AMD EPYC (2026-12-04):
+    3 flagged, none of the 15, and 5 / 10 / 12 in the top 15 / 50 / 100: whether one of 3-4 flagged images is
+    among the 15 confirmed is a coin toss of float order (the others flagged may be unconfirmed errors), so
+    the check is on the ranking, whose floors leave a margin for other CPUs' float order and stay far above
+    chance (0.15 of the 15 expected in a random top 100)."""
     from foveal.engine.labels import find_label_issues
 
     bench = runpy.run_path(str(Path(__file__).resolve().parents[2] / "bench" / "bench_mnist_test_errors.py"))
@@ -282,8 +285,8 @@ def test_mnist_test_split_ranks_human_confirmed_errors_first():
     assert check.method.startswith("held out: one lenet5_modern trained on train (60,000 images)")
     assert all(check.issues.given[c["index"]] == c["given"] for c in confirmed)  # the official t10k order
     r = bench["score"](check, confirmed)
-    assert r["confirmed_flagged"] >= 1 and r["flagged"] <= 100, r
-    assert r["top"][50] >= 7 and r["top"][100] >= 9, r
+    assert 1 <= r["flagged"] <= 100, r
+    assert r["top"][15] >= 4 and r["top"][50] >= 7 and r["top"][100] >= 9, r
 
 
 def test_label_check_normalization_sees_every_class_of_a_sorted_split():
