@@ -95,3 +95,21 @@ def test_given_splits_that_share_copies_say_so(tmp_path):
     b.splits["train"] = Split(b.splits["train"].images.load(), b.splits["train"].labels, None)
     out = make_splits(b, DataConfig(), seed=0)
     assert any("2 images of split 'test' have byte-identical copies in 'train'" in p for p in out.problems)
+
+
+def test_given_file_splits_that_share_a_copy_say_so(tmp_path):
+    """Files are keyed across the splits together: a test file whose only twin is in train (its size unique
+    within test) is still found."""
+    b = _bundle()
+    for name, s in b.splits.items():
+        paths = []
+        for i in range(len(s)):
+            p = tmp_path / f"{name}{i}.bin"
+            p.write_bytes(bytes([i % 251]) * (100 + i + (0 if name == "train" else 1000 * (1 + len(name)))))
+            paths.append(str(p))
+        b.splits[name] = Split(s.images.load(), s.labels, paths)
+    (tmp_path / "test3.bin").write_bytes((tmp_path / "train5.bin").read_bytes())  # one copy across splits
+    out = make_splits(b, DataConfig(), seed=0)
+    assert [p for p in out.problems if "byte-identical" in p] == [
+        "1 images of split 'test' have byte-identical copies in 'train': its score is inflated by them "
+        "(foveal check lists the copies)"]

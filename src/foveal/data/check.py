@@ -127,12 +127,12 @@ def check_files(name: str, items: list[Item], classes: list[str], problems: list
 def check_bundle(bundle: DataBundle) -> dict[str, Any]:
     """The report for a loaded dataset (MNIST, CIFAR...): duplicates by hash of each image's pixels."""
     from .loader import mean_std
+    from .splits import pixel_keys
 
     labels, keys = [], []
     for split, s in bundle.splits.items():
-        flat = s.images.load().reshape(len(s), -1).numpy()
-        for i, (row, y) in enumerate(zip(flat, s.labels.tolist())):
-            keys.append((hashlib.sha1(row.tobytes()).hexdigest(), f"{split}[{i}]", bundle.classes[y], split))
+        for i, (key, y) in enumerate(zip(pixel_keys(s.images.load()), s.labels.tolist())):
+            keys.append((key, f"{split}[{i}]", bundle.classes[y], split))
             labels.append(bundle.classes[y])
     train = bundle.splits.get("train") or next(iter(bundle.splits.values()))
     mean, std = mean_std(train.images)

@@ -34,32 +34,42 @@ def stratified_indices(labels: torch.Tensor, fractions: list[float], seed: int) 
     return [torch.sort(torch.cat(p))[0] if p else torch.empty(0, dtype=torch.long) for p in parts]
 
 
-def content_keys(split: Split) -> list[Optional[str]]:
-    """A key per image, equal for byte-identical images: for files, the SHA-256 of the bytes of those whose size
-    another file shares (a file of unique size has no copy, so large folders are not read whole); for images in
-    memory without files, the hash of their uint8 pixels. None: no copy possible or the file cannot be read."""
-    if split.paths is None:
-        if not split.images.in_memory:  # nothing to hash without decoding every image
-            return [None] * len(split)
-        flat = split.images.load().flatten(1).numpy()  # (N, C*H*W); reshape(0, -1) fails on an empty split
-        return [hashlib.sha1(row.tobytes()).hexdigest() for row in flat]
+def pixel_keys(images: torch.Tensor) -> list[str]:
+    """One hash per (N, ...) uint8 image, equal for identical pixels (`foveal check` groups datasets' copies by it)."""
+    return [hashlib.sha1(row.tobytes()).hexdigest() for row in images.flatten(1).numpy()]
+
+
+def content_keys(*splits: Split) -> list[list[Optional[str]]]:
+    """A key per image of each split, equal for byte-identical images across all of them: for files, the SHA-256
+    of the bytes of those whose size another file shares (a file of unique size has no copy, so large folders
+    are not read whole); for images in memory without files, the hash of their uint8 pixels. None: no copy
+    possible, or the file cannot be read."""
+    if not all(s.paths is not None for s in splits):
+        return [pixel_keys(s.images.load()) if s.images.in_memory else [None] * len(s)  # hashing would decode all
+                for s in splits]
+    paths = [p for s in splits for p in s.paths]
     sizes: list[Optional[int]] = []
-    for p in split.paths:
+    for p in paths:
         try:
             sizes.append(os.stat(p).st_size)
         except OSError:
             sizes.append(None)
     seen: dict[int, int] = defaultdict(int)
-    for s in sizes:
-        if s is not None:
-            seen[s] += 1
+    for size in sizes:
+        if size is not None:
+            seen[size] += 1
     keys: list[Optional[str]] = []
-    for p, s in zip(split.paths, sizes):
+    for p, size in zip(paths, sizes):
         try:
-            keys.append(hashlib.sha256(open(p, "rb").read()).hexdigest() if s is not None and seen[s] > 1 else None)
+            keys.append(hashlib.sha256(open(p, "rb").read()).hexdigest() if size is not None and seen[size] > 1
+                        else None)
         except OSError:
             keys.append(None)
-    return keys
+    out, start = [], 0
+    for s in splits:
+        out.append(keys[start:start + len(s)])
+        start += len(s)
+    return out
 
 
 def keep_copies_together(parts: list[torch.Tensor], keys: list[Optional[str]]) -> list[torch.Tensor]:
@@ -85,18 +95,16 @@ def keep_copies_together(parts: list[torch.Tensor], keys: list[Optional[str]]) -
     return [torch.tensor(o, dtype=torch.long) for o in out]
 
 
-def shared_copies(splits: dict[str, Split]) -> list[str]:
-    """Notes naming given splits that share byte-identical images with 'train' (carved splits never do)."""
-    if "train" not in splits:
-        return []
-    train = {k for k in content_keys(splits["train"]) if k is not None}
+def shared_copies(given: dict[str, list[Optional[str]]], train_keys: list[Optional[str]]) -> list[str]:
+    """Notes naming given splits (name -> their `content_keys`) that share byte-identical images with 'train'
+    (`train_keys`, keyed in the same call); carved splits never do."""
+    train = {k for k in train_keys if k is not None}
     notes = []
-    for name, s in splits.items():
-        if name != "train" and train:
-            n = sum(k is not None and k in train for k in content_keys(s))
-            if n:
-                notes.append(f"{n} images of split '{name}' have byte-identical copies in 'train': its score is "
-                             "inflated by them (foveal check lists the copies)")
+    for name, keys in given.items():
+        n = sum(k is not None and k in train for k in keys)
+        if n:
+            notes.append(f"{n} images of split '{name}' have byte-identical copies in 'train': its score is "
+                         "inflated by them (foveal check lists the copies)")
     return notes
 
 
@@ -123,9 +131,11 @@ def make_splits(bundle: DataBundle, cfg: DataConfig, seed: int) -> DataBundle:
     want_test = "test" not in s
     want_val = "val" not in s
     fracs = ([cfg.test_fraction] if want_test else []) + ([cfg.val_fraction] if want_val else [])
-    notes = shared_copies({k: v for k, v in s.items() if k in ("train", "val", "test")}) if len(fracs) < 2 else []
+    given = [k for k in ("val", "test") if k in s]
+    keys, *given_keys = content_keys(train, *(s[k] for k in given))
+    notes = shared_copies(dict(zip(given, given_keys)), keys)
     if fracs:
-        parts = keep_copies_together(stratified_indices(train.labels, fracs, seed), content_keys(train))
+        parts = keep_copies_together(stratified_indices(train.labels, fracs, seed), keys)
         k = 0
         if want_test:
             s["test"] = train.subset(parts[k]); k += 1
