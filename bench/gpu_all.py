@@ -162,7 +162,7 @@ def lockstep(data: fast.FastData, cfg: FastConfig, seed: int = 0) -> dict[str, A
         run.model.eval()
         with torch.no_grad(), autocast(run.device, cfg.amp):
             x = memory_format(normalize_u8(data.test_x[:cfg.eval_batch_size], run.mean, run.std),
-                                   cfg.channels_last and data.train_x.is_cuda)
+                              cfg.channels_last and data.train_x.is_cuda)
             through = run.step_model(x).argmax(1)  # no TTA: the compiled eval graph against the eager one
             plain = run.model(x).argmax(1)
         res[f"{tag}_trained"] = {"test_acc_tta_eager_module": acc,

@@ -78,9 +78,9 @@ def bench_fast(data: FastData, cfg: FastConfig, runs: int = 10, seed: int = 0, w
             log(f"run {r + 1}/{runs}: accuracy {accs[-1]:.4f}  {secs[-1]:.2f} s")
     acc = torch.tensor(accs, dtype=torch.float64)
     timed = torch.tensor([s for r, s in enumerate(secs) if r not in failed], dtype=torch.float64)
+    compiled = compile_applied(run.step_model)
     return {"data": data.name, "runs": runs, "device": str(run.device), "config": dataclasses.asdict(cfg),
-            "compiled": compile_applied(run.step_model), "compile_check": run.compile_check,
-            "passed": not failed and compile_applied(run.step_model) == cfg.compile,
+            "compiled": compiled, "compile_check": run.compile_check, "passed": not failed and compiled == cfg.compile,
             "min_accuracy": cfg.min_accuracy, "failed": failed,
             "accuracy_mean": acc.mean().item(), "accuracy_std": acc.std().item() if runs > 1 else 0.0,
             "accuracy_min": acc.min().item(), "seconds_mean": timed.mean().item() if len(timed) else None,

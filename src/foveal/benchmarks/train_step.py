@@ -95,9 +95,10 @@ def bench_train_ours(name: str, batch: int = 256, img_size: int = 224, steps: in
     step, gflops = build_train_step(name, batch, img_size, dev, amp, channels_last, compile, compile_mode, num_classes)
     seconds, last = _time_steps(step, steps, warmup, dev)
     loss = last.loss.float().item()  # deliberate sync, after the timed region
+    compiled = compile_applied(step.func.net)
     return {"impl": "foveal", "model": name, **_result(seconds, steps, batch, dev, gflops, peak_tflops),
-            "compiled": compile_applied(step.func.net), "compile_check": step.func.compile_check,
-            "final_loss": loss, "passed": math.isfinite(loss) and compile_applied(step.func.net) == compile}
+            "compiled": compiled, "compile_check": step.func.compile_check, "final_loss": loss,
+            "passed": math.isfinite(loss) and compiled == compile}
 
 
 def _time_steps(step: Callable[[], Any], steps: int, warmup: int, dev: torch.device) -> tuple[float, Any]:

@@ -106,6 +106,7 @@ class FastRun:
 def prepare(data: FastData, cfg: FastConfig) -> FastRun:
     """Build the model on the data's device, with memory format and compilation applied once (compilation on
     every device: inductor compiles for the CPU too, which is how the tests hold compiled equal to eager)."""
+    check_views(cfg.tta)  # a misspelt view fails here, not after training
     device = data.train_x.device
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.train_x.shape[1],
                          img_size=data.train_x.shape[-1]).to(device)

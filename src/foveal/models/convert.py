@@ -8,6 +8,7 @@ plain containers only), for files the user downloaded from a source they trust.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pickle
 import re
 from pathlib import Path
@@ -28,8 +29,11 @@ def _unpickle(src: Path) -> Any:
     UnsafeFileError (a ValueError) when the restricted unpickler refuses it, ValueError when unreadable."""
     if not src.is_file():
         raise FileNotFoundError(f"checkpoint '{src}' does not exist")
+    if not hasattr(torch.serialization, "safe_globals"):  # torch 2.4: only the process-wide allow list
+        torch.serialization.add_safe_globals(_ALLOWED_GLOBALS)
+    allowed = getattr(torch.serialization, "safe_globals", lambda _: contextlib.nullcontext())(_ALLOWED_GLOBALS)
     try:
-        with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
+        with allowed:
             return torch.load(src, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
