@@ -62,7 +62,7 @@ from foveal.io import write_json, write_text  # noqa: E402
 
 MODELS = ["resnet50", "vit_base_patch16_224", "efficientnet_b0", "mobilenetv3_large_100", "convnext_tiny", "resnet18"]
 TARGETS = {"fashion-mnist": (0.950, 3.5), "mnist": (0.995, 2.0)}  # (mean accuracy, seconds per run)
-PARTS = ("fast", "compile", "sync", "train", "cli")
+PARTS = ("tune", "fast", "compile", "sync", "train", "cli")
 
 
 def environment() -> dict[str, Any]:
@@ -90,6 +90,48 @@ def environment() -> dict[str, Any]:
 
 
 # ---- parts ----------------------------------------------------------------------------------
+def part_tune(args: argparse.Namespace, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+    """Fashion-MNIST's epochs for its target: one model (compiled unless --no-compile, eager if compiling fails
+    its check), `--tune-runs` seeded runs per candidate of `--tune-epochs`; the fewest epochs whose mean reaches
+    the target accuracy plus `--tune-margin` within the time target, else the most accurate in time. The fast
+    part then runs with that choice (unless --fmnist-epochs is given)."""
+    import dataclasses as dc
+
+    name = "digits" if args.smoke else "fashion-mnist"
+    data = (fast.load_fast_data("digits", img_size=16) if args.smoke
+            else fast.load_fast_data(name, str(Path(args.data_dir) / name))).to(device)
+    acc_t, sec_t = (0.5, 60.0) if args.smoke else TARGETS[name]
+    candidates = [float(e) for e in args.tune_epochs.split(",")]
+    base = fast.RECIPES[name]
+    rows: list[dict[str, Any]] = []
+    for compile in ((False,) if args.no_compile else (True, False)):
+        try:
+            rows = []
+            prepared = fast.prepare(data, dc.replace(base, compile=compile))  # one compiled graph for all
+            for e in candidates:
+                cfg = dc.replace(base, epochs=e, compile=compile, min_accuracy=0.0)
+                r = bench_fast(data, cfg, runs=args.tune_runs, seed=1000, log=log, run=prepared,
+                               warmup=device.type == "cuda" and not rows)
+                rows.append({"epochs": e, "compiled": r["compiled"], "accuracy_mean": r["accuracy_mean"],
+                             "seconds_mean": r["seconds_mean"], "accuracies": r["accuracies"]})
+                log(f"tune {name} epochs {e} compiled={r['compiled']}: {r['accuracy_mean']:.4f} "
+                    f"{r['seconds_mean']:.2f} s")
+            break
+        except Exception as e:  # a compiled step unlike eager: tune eager instead, and say so
+            log(f"tune with compile={compile} failed: {type(e).__name__}: {e}")
+            rows = [{"error": f"{type(e).__name__}: {e}", "compiled": compile}]
+    ok = [r for r in rows if "error" not in r and r["accuracy_mean"] >= acc_t + args.tune_margin
+          and r["seconds_mean"] <= sec_t]
+    in_time = [r for r in rows if "error" not in r and r["seconds_mean"] <= sec_t]
+    pick = min(ok, key=lambda r: r["epochs"]) if ok else (max(in_time, key=lambda r: r["accuracy_mean"])
+                                                          if in_time else None)
+    if pick is not None and args.fmnist_epochs is None and not args.smoke:
+        args.fmnist_epochs = pick["epochs"]
+    log(f"tune picked {pick}")
+    return {"data": name, "runs_each": args.tune_runs, "margin": args.tune_margin, "rows": rows,
+            "picked_epochs": pick["epochs"] if pick else None}
+
+
 def _fast_cases(args: argparse.Namespace, device: torch.device) -> list[tuple[str, fast.FastData, FastConfig]]:
     """(name, data on the device, preset) for each data set of the fast part; digits for --smoke."""
     if args.smoke:
@@ -172,12 +214,16 @@ def lockstep(data: fast.FastData, cfg: FastConfig, seed: int = 0) -> dict[str, A
 
 
 def part_compile(args: argparse.Namespace, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
-    """`lockstep` on the first fast data set, for the preset and with bf16, channels-last, lookahead each off."""
+    """`lockstep` on the last fast data set for the preset; when the preset diverges (or with
+    --compile-variants), also with bf16, channels-last, lookahead each off, to say which one matters."""
     name, data, cfg = _fast_cases(args, device)[-1]  # MNIST (digits with --smoke): the shorter recipe
     variants = {"preset": {}, "no_bf16": {"amp": False}, "no_channels_last": {"channels_last": False},
                 "no_lookahead": {"lookahead": False}}
     out: dict[str, Any] = {"data": name}
     for label, change in variants.items():
+        if label != "preset" and not args.compile_variants and "error" not in out["preset"] \
+                and out["preset"]["first_divergent_step"] is None:
+            break  # the preset agrees: the variants would diagnose nothing
         log(f"compile diagnosis on {name}: {label}")
         try:
             out[label] = lockstep(data, dataclasses.replace(cfg, **change))
@@ -425,6 +471,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--fmnist-epochs", type=float, help="override the preset (default: its epochs)")
     p.add_argument("--mnist-epochs", type=float)
+    p.add_argument("--tune-epochs", default="10,11,12,13,14", help="the tune part's Fashion-MNIST candidates")
+    p.add_argument("--tune-runs", type=int, default=3, help="seeded runs per tune candidate")
+    p.add_argument("--tune-margin", type=float, default=0.001, help="accuracy over the target a pick must reach")
+    p.add_argument("--compile-variants", action="store_true", help="diagnose bf16/channels-last/lookahead "
+                   "even when the preset's compiled run agrees with eager")
     p.add_argument("--fast-compile-mode", default="default", help="max-autotune-no-cudagraphs may be faster "
                    "per run but autotunes for minutes")
     p.add_argument("--models", default=",".join(MODELS))
@@ -443,6 +494,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.smoke:
         args.runs, args.models, args.cli_photos, args.cli_model, args.cli_img_size = 1, "resnet18", 24, "lenet5", 32
+        args.tune_epochs, args.tune_runs = "3,5", 1
     t0 = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out)
@@ -460,7 +512,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown part(s) {', '.join(sorted(unknown))} ({', '.join(PARTS)})")
     for part in args.parts.split(","):
-        if part == "fast":
+        if part == "tune":
+            res["tune"] = part_tune(args, device, log)
+        elif part == "fast":
             res["fast"] = part_fast(args, device, log)
         elif part == "compile":
             res["compile"] = part_compile(args, device, log)

@@ -103,11 +103,15 @@ def test_gpu_all_smoke_runs_every_part(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parents[2] / "bench" / "gpu_all.py"
     module = runpy.run_path(str(script), run_name="gpu_all")
     res = module["main"](["--smoke", "--out", str(tmp_path)])
-    assert set(res) >= {"fast", "compile", "sync", "train", "cli", "environment"}
+    assert set(res) >= {"tune", "fast", "compile", "sync", "train", "cli", "environment"}
+    tune = res["tune"]
+    assert [r["epochs"] for r in tune["rows"]] == [3.0, 5.0] and all(r["compiled"] for r in tune["rows"])
+    assert tune["picked_epochs"] in (3.0, 5.0)
     fast = res["fast"]["digits"]
     assert fast["eager"]["passed"] and fast["compiled"]["passed"] and fast["compiled"]["compiled"] is True
     assert fast["compiled"]["accuracy_mean"] == pytest.approx(fast["eager"]["accuracy_mean"], abs=0.01)
     assert res["compile"]["preset"]["first_divergent_step"] is None
+    assert "no_bf16" not in res["compile"]  # the variants diagnose a divergent preset only
     assert res["compile"]["preset"]["compiled_trained"]["test_acc_tta_eager_module"] > 0.5
     assert all(r["passed"] for r in res["cli"].values()), res["cli"]
     assert res["cli"]["train_digits_compiled"]["compiled"] is True and res["cli"]["export"]["wall_s"] > 0

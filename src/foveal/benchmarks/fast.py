@@ -4,12 +4,12 @@ recipe's accuracy floor, so that a fast wrong answer is a failure and never a re
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from ..config import FastConfig
-from ..engine.fast import FastData, prepare, run_once
+from ..engine.fast import FastData, FastRun, prepare, run_once
 from ..engine.step import compile_applied
 
 
@@ -46,20 +46,26 @@ class Timer:
 
 
 def bench_fast(data: FastData, cfg: FastConfig, runs: int = 10, seed: int = 0, warmup: bool = True,
-               log: Any = print) -> dict[str, Any]:
+               log: Any = print, run: Optional[FastRun] = None) -> dict[str, Any]:
     """`runs` seeded runs of the recipe: accuracy mean/std and seconds per run (training + TTA eval).
 
     A run under `cfg.min_accuracy` is a failure, not a result: it is logged as FAILED, listed under
     "failed", left out of the timing, and the result's "passed" is false. "compiled" says whether the
     step really ran through torch.compile (`step.compile_applied`), not whether it was asked for.
     On CUDA, cuDNN autotuning and compilation are warmed up by one untimed short run first,
-    so the timed runs measure training, not start-up.
+    so the timed runs measure training, not start-up. `run`: a model `prepare`d before (its compiled graph
+    reused, e.g. across epoch counts), run here with `cfg`, which must agree with it on compile.
     """
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
     if data.train_x.is_cuda:
         torch.backends.cudnn.benchmark = True
-    run = prepare(data, cfg)
+    if run is None:
+        run = prepare(data, cfg)
+    elif run.cfg.compile != cfg.compile:
+        raise ValueError(f"bench_fast: the prepared run has compile={run.cfg.compile}, the config {cfg.compile}")
+    else:
+        run = dataclasses.replace(run, cfg=cfg)
     if warmup:
         short = dataclasses.replace(cfg, epochs=min(cfg.epochs, 2 * cfg.batch_size / len(data.train_y) + 1))
         warm = dataclasses.replace(run, cfg=short)
