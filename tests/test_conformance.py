@@ -8,7 +8,8 @@ clear error.
 
 Axes
 - data paths: in-memory folder, streamed folder (the same files, `--data.in_memory false`), CSV
-  manifest, named dataset (digits), numpy arrays through `foveal.Classifier`;
+  manifest, named dataset (digits), shards of the folder (`foveal shard`; in memory, and streamed for two
+  processes), numpy arrays through `foveal.Classifier`;
 - verbs: train, eval, predict, explain, embed, robust, export, serve, report, pretrain;
 - processes: 1, and 2 (torchrun, gloo) for `train`, the one distributed verb;
 - starts: scratch, `--pretrained` run, `finetune linear`, `finetune gradual`, SSL (`foveal pretrain`) run.
@@ -36,7 +37,7 @@ CLASSES = (3, 5, 8)  # digits that look alike at low resolution: the model gets 
 SIZE = 28  # px: LeNet-5's padded MNIST form
 TRAIN = ["--model", "lenet5", "--img-size", str(SIZE), "--batch-size", "16", "--seed", "0", "--device", "cpu",
          "--train.progress", "false", "--data.workers", "1"]
-DATA_PATHS = ("memory", "streamed", "csv", "digits")
+DATA_PATHS = ("memory", "streamed", "csv", "digits", "shards")
 # Test accuracy floors, chance being 1/3. Measured (2 epochs, seed 0): scratch 0.76-0.85 per data path, the
 # other starts 0.76-0.90; every run stays below 1.0 (the mislabeled files), so the error paths run.
 FLOOR = 0.65
@@ -105,8 +106,19 @@ def manifest(photos: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def shards(photos: Path) -> Path:
+    """The folder written by `foveal shard` with every size kept: the same bytes, so the same pixels."""
+    dest = photos.parent / "shards"
+    assert foveal(["shard", str(photos), str(dest), "--max-side", "0", "--shard-mb", "0.05"]) == 0
+    return dest
+
+
 def data_flags(path: str, photos: Path, manifest: Path) -> list[str]:
+    shards = photos.parent / "shards"  # the `shards` fixture's
     return {"memory": ["--data", str(photos), "--data.in_memory", "true"],
+            "shards": ["--data", str(shards)],
+            "shards-streamed": ["--data", str(shards), "--data.in_memory", "false"],
             "streamed": ["--data", str(photos), "--data.in_memory", "false"],
             "csv": ["--data", str(manifest)],
             "csv-streamed": ["--data", str(manifest), "--data.in_memory", "false"],
@@ -140,7 +152,7 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def scratch_runs(work: Path, photos: Path, manifest: Path) -> dict[str, Path]:
+def scratch_runs(work: Path, photos: Path, manifest: Path, shards: Path) -> dict[str, Path]:
     """One scratch run per data path, 2 epochs (partly wrong on purpose)."""
     out = {}
     for path in DATA_PATHS:
@@ -177,6 +189,23 @@ def test_memory_and_streamed_paths_train_the_same(work, photos, manifest, scratc
     b = load_tensors(work / "runs" / "from-scratch-csv-streamed" / "last.safetensors")[0]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_shards_train_what_the_folder_does(scratch_runs, shards):
+    """The same files in the same order (the unreadable one skipped when sharding, dropped at load from the
+    folder): the same weights, bit for bit."""
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert manifest["skipped"] == 1 and any("zz_broken.jpg" in p for p in manifest["problems"])
+    assert len(manifest["shards"]) > 1
+    a = load_tensors(scratch_runs["memory"] / "last.safetensors")[0]
+    b = load_tensors(scratch_runs["shards"] / "last.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_check_reads_shards(shards, capsys):
+    assert foveal(["check", str(shards), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["images"] == 3 * (40 + 12 + 18 + 3 * 4) and r["splits"].keys() == {"train", "val", "test"}
 
 
 @pytest.fixture(scope="module")
@@ -337,13 +366,13 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 # (the in-memory CSV cell duplicates the in-memory loader of the other cells: run with -m slow)
-TWO_PROCESS_CELLS = [("streamed", "scratch"), ("csv-streamed", "scratch"),
+TWO_PROCESS_CELLS = [("streamed", "scratch"), ("csv-streamed", "scratch"), ("shards-streamed", "scratch"),
                      pytest.param("csv", "scratch", marks=pytest.mark.slow), ("digits", "linear"),
                      ("digits", "gradual"), ("memory", "ssl")]
 
 
 @pytest.mark.parametrize("path,start", TWO_PROCESS_CELLS)
-def test_two_processes_train_what_one_does(path, start, work, photos, manifest, scratch_runs, ssl_runs):
+def test_two_processes_train_what_one_does(path, start, work, photos, manifest, scratch_runs, ssl_runs, shards):
     """Default augmentation (crop) on: the global batch's draws are sliced per rank, so the weights
     match the one-process run of the same cell to float-summation tolerance. The streamed folder holds
     an unreadable training file: each rank fills its slot from its own slice of the batch, so there

@@ -15,7 +15,7 @@ from .config_args import add_config_flags, config_from_args
 # `set_defaults(handler=fn)`; this module registers the core verbs the same way (`register` below).
 # Imported lazily by name so `foveal -h` stays fast and an optional group whose dependencies are
 # missing does not break the others.
-CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.cli.deploy", "foveal.cli.ssl", "foveal.cli.robust", "foveal.cli.runs"]
+CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.cli.deploy", "foveal.cli.ssl", "foveal.cli.robust", "foveal.cli.runs", "foveal.cli.shard"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ class Split:
     labels: torch.Tensor  # (N,) int64
     paths: Optional[list[str]] = None  # source file per image, when there are files
     groups: Optional[list[str]] = None  # group per image ('site=A|sex=F': attributes joined by '|'), when known
+    digests: Optional[list[str]] = None  # sha256 of each image's original file, when known (shards record it)
 
     def __post_init__(self) -> None:
         self.images = as_images(self.images)
@@ -49,7 +50,8 @@ class Split:
         rows = idx.tolist()
         paths = [self.paths[i] for i in rows] if self.paths is not None else None
         groups = [self.groups[i] for i in rows] if self.groups is not None else None
-        return Split(self.images[idx], self.labels[idx], paths, groups)
+        digests = [self.digests[i] for i in rows] if self.digests is not None else None
+        return Split(self.images[idx], self.labels[idx], paths, groups, digests)
 
 
 @dataclass

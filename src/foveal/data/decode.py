@@ -7,6 +7,7 @@ the file. Torch-free (`load_image` imports it on call): the inference install re
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -68,18 +69,20 @@ def _to_mode(img: Image.Image, in_chans: int) -> Image.Image:
     return img if img.mode == target else img.convert(target)
 
 
-def open_image(path: str | Path, max_pixels: int = DataConfig.max_pixels, draft_size: int | None = None) -> Image.Image:
+def open_image(path: str | Path, max_pixels: int = DataConfig.max_pixels, draft_size: int | None = None,
+               data: bytes | None = None) -> Image.Image:
     """Open, orient (EXIF) and fully decode an image, or raise DecodeError naming `path`.
 
-    `draft_size` lets JPEG decode at a reduced scale (1/2, 1/4, 1/8) no smaller than it.
+    `draft_size` lets JPEG decode at a reduced scale (1/2, 1/4, 1/8) no smaller than it. `data`: the file's
+    bytes, already read (an image inside a shard); `path` then only names it in messages.
     """
-    path = Path(path)
+    path = Path(path) if data is None else path
     try:
-        if path.stat().st_size == 0:
+        if (len(data) if data is not None else Path(path).stat().st_size) == 0:
             raise DecodeError(f"'{path}': empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise DecodeError(f"'{path}': declares {w}x{h} = {w * h:,} pixels, over the limit of "
@@ -122,11 +125,11 @@ def pil_to_array(img: Image.Image, img_size: int, in_chans: int, resize: str = "
 
 
 def read_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
-               max_pixels: int = DataConfig.max_pixels, crop_pct: float = 1.0) -> np.ndarray:
-    """Read `path` as a (in_chans, img_size, img_size) uint8 array, or raise DecodeError."""
+               max_pixels: int = DataConfig.max_pixels, crop_pct: float = 1.0, data: bytes | None = None) -> np.ndarray:
+    """Read `path` (or its bytes `data`) as a (in_chans, img_size, img_size) uint8 array, or raise DecodeError."""
     # Draft keeps both sides >= img_size / crop_pct, so the centre crop still covers img_size.
     crop = crop_pct if resize == "crop" else 1.0
-    img = open_image(path, max_pixels, draft_size=int(img_size / crop + 0.999))
+    img = open_image(path, max_pixels, draft_size=int(img_size / crop + 0.999), data=data)
     try:
         return pil_to_array(img, img_size, in_chans, resize, crop)
     except (OSError, ValueError) as e:
@@ -141,10 +144,10 @@ def read_for(meta: dict, path: str | Path, max_pixels: int = DataConfig.max_pixe
 
 
 def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",
-               max_pixels: int = DataConfig.max_pixels, crop_pct: float = 1.0) -> "torch.Tensor":
+               max_pixels: int = DataConfig.max_pixels, crop_pct: float = 1.0, data: bytes | None = None) -> "torch.Tensor":
     """`read_image` as a (in_chans, img_size, img_size) uint8 tensor."""
     import torch
 
     # Pillow can hand back a read-only buffer; torch tensors must own writable memory.
-    return torch.from_numpy(np.require(read_image(path, img_size, in_chans, resize, max_pixels, crop_pct),
+    return torch.from_numpy(np.require(read_image(path, img_size, in_chans, resize, max_pixels, crop_pct, data),
                                        requirements="W"))

@@ -19,6 +19,7 @@ This module also reads what `foveal check --labels` writes back for `data.exclud
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Sequence
@@ -295,7 +296,7 @@ def apply_label_files(bundle, exclude: Optional[str], relabel: Optional[str]):
     """
     if not exclude and not relabel:
         return bundle
-    from .bundle import DataBundle, Split
+    from .bundle import DataBundle
 
     default = "train" if "train" in bundle.splits else next(iter(bundle.splits))
     splits, notes = dict(bundle.splits), []
@@ -308,7 +309,7 @@ def apply_label_files(bundle, exclude: Optional[str], relabel: Optional[str]):
                                  f"{', '.join(bundle.classes)}")
             s = splits[split]
             if split not in changed:
-                s = splits[split] = Split(s.images, s.labels.clone(), s.paths, s.groups)
+                s = splits[split] = dataclasses.replace(s, labels=s.labels.clone())
             s.labels[i] = index[r.label] if r.label in index else int(r.label)
             changed[split] = changed.get(split, 0) + 1
         notes += [f"data.relabel: {n} labels of split '{k}' changed by '{relabel}'" for k, n in changed.items()]

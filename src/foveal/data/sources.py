@@ -210,8 +210,10 @@ def load_csv(path: Path, cfg: DataConfig, img_size: int) -> DataBundle:
 
 def scan_files(source: str | Path) -> Optional[tuple[list[Item], list[str], list[str]]]:
     """(items, classes, problems) when `source` is a folder or CSV manifest; None for named datasets."""
-    if str(source).lower() in DATASETS:
-        return None
+    from .shards import is_shard_location
+
+    if str(source).lower() in DATASETS or is_shard_location(str(source)):
+        return None  # loaded whole by load_source
     path = Path(source).expanduser()
     if path.is_dir():
         return scan_folder(path)
@@ -225,6 +227,10 @@ def load_source(cfg: DataConfig, img_size: int) -> DataBundle:
     src = cfg.source
     if src.lower() in DATASETS:
         return DATASETS.get(src.lower())(cfg, img_size)
+    from .shards import is_shard_location, load_shards
+
+    if is_shard_location(src):
+        return load_shards(src, cfg, img_size)
     path = Path(src).expanduser()
     if path.is_dir():
         return load_folder(path, cfg, img_size)
@@ -237,5 +243,5 @@ def load_source(cfg: DataConfig, img_size: int) -> DataBundle:
     if path.exists():
         raise ValueError(f"data source '{src}' is a file but not a .csv manifest or .npz (MedMNIST) archive")
     raise ValueError(f"data source '{src}' is neither a known dataset ({', '.join(DATASETS.names())}) "
-                     "nor an existing folder or CSV file")
+                     "nor an existing folder, CSV file or shard location (a folder with manifest.json, s3://...)")
 

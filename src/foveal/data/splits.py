@@ -43,7 +43,9 @@ def content_keys(*splits: Split) -> list[list[Optional[str]]]:
     """A key per image of each split, equal for byte-identical images across all of them: for files, the SHA-256
     of the bytes of those whose size another file shares (a file of unique size has no copy, so large folders
     are not read whole); for images in memory without files, the hash of their uint8 pixels. None: no copy
-    possible, or the file cannot be read."""
+    possible, or the file cannot be read. Splits that know their files' sha256 (from shards) use it."""
+    if all(s.digests is not None for s in splits):
+        return [list(s.digests) for s in splits]  # type: ignore[arg-type]
     if not all(s.paths is not None for s in splits):
         return [pixel_keys(s.images.load()) if s.images.in_memory else [None] * len(s)  # hashing would decode all
                 for s in splits]
@@ -111,7 +113,8 @@ def shared_copies(given: dict[str, list[Optional[str]]], train_keys: list[Option
 def concat(a: Split, b: Split) -> Split:
     paths = a.paths + b.paths if a.paths is not None and b.paths is not None else None
     groups = a.groups + b.groups if a.groups is not None and b.groups is not None else None
-    return Split(a.images.cat(b.images), torch.cat([a.labels, b.labels]), paths, groups)
+    digests = a.digests + b.digests if a.digests is not None and b.digests is not None else None
+    return Split(a.images.cat(b.images), torch.cat([a.labels, b.labels]), paths, groups, digests)
 
 
 def make_splits(bundle: DataBundle, cfg: DataConfig, seed: int) -> DataBundle:
