@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL mid-epoch and resumed ends with the weights of an uninterrupted run."""
+"""A run killed with SIGKILL mid-epoch and resumed ends with the weights of an uninterrupted run: on digits in
+memory, and streamed from shards (`foveal shard digits`)."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from foveal.io import load_tensors
@@ -17,8 +19,8 @@ ARGS = ["train", "--model", "lenet5_modern", "--epochs", "5", "--batch-size", "1
         "--seed", "3"]
 
 
-def _cmd(name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "foveal.cli.main", *ARGS, "--name", name, *extra]
+def _cmd(name: str, data: list[str]) -> list[str]:
+    return [sys.executable, "-m", "foveal.cli.main", *ARGS, *data, "--name", name]
 
 
 def _epochs_done(run: Path) -> int:
@@ -26,12 +28,18 @@ def _epochs_done(run: Path) -> int:
     return len(f.read_text().splitlines()) if f.exists() else 0
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
-    subprocess.run(_cmd("full"), cwd=tmp_path, check=True, capture_output=True, timeout=300)
+@pytest.mark.parametrize("source", ["digits", "shards-streamed"])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, source):
+    data: list[str] = []
+    if source == "shards-streamed":
+        subprocess.run([sys.executable, "-m", "foveal.cli.main", "shard", "digits", str(tmp_path / "shards")],
+                       cwd=tmp_path, check=True, capture_output=True, timeout=300)
+        data = ["--data", str(tmp_path / "shards"), "--data.in_memory", "false", "--img-size", "24", "--data.limit", "500"]
+    subprocess.run(_cmd("full", data), cwd=tmp_path, check=True, capture_output=True, timeout=300)
     full = load_tensors(tmp_path / "runs/full/last.safetensors")[0]
     seconds = json.loads((tmp_path / "runs/full/metrics.jsonl").read_text().splitlines()[0])["train_seconds"]
 
-    proc = subprocess.Popen(_cmd("killed"), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_cmd("killed", data), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = tmp_path / "runs/killed"
     deadline = time.time() + 240
     while _epochs_done(run) < 2 and proc.poll() is None and time.time() < deadline:
