@@ -26,7 +26,8 @@ from foveal.engine import Trainer
 from foveal.engine.checkpoint import load_model
 from foveal.models.base import FovealModel
 from foveal.models.registry import MODELS, register_model
-from foveal.robustness.attacks import PixelModel, pgd
+from foveal.data.preprocess import Normalized
+from foveal.robustness.attacks import pgd
 
 
 class WongMnistCNN(FovealModel):
@@ -77,8 +78,8 @@ def _test_pixels(data_dir):
 
 
 def _pgd_acc(run, data_dir, eps, steps, alpha, restarts, limit=None):
-    model, meta = load_model(run)
-    net = PixelModel(model, meta["mean"], meta["std"]).eval()
+    model, card = load_model(run)
+    net = Normalized(model, card.preprocessing.mean, card.preprocessing.std).eval()
     x, y = _test_pixels(data_dir)
     if limit:
         x, y = x[:limit], y[:limit]

@@ -54,19 +54,22 @@ def linear_probe(backbone: torch.nn.Module, data, mean: list[float], std: list[f
 
 
 def run_probes(run: Path, data_dir: str, C: float, max_train: int | None, baseline: bool) -> dict:
+    from foveal.card import ModelCard
     from foveal.config import load_config
     from foveal.engine.prepare import prepare_data
     from foveal.models import create_model
     from foveal.models.weights import read_state_dict
 
     sd, meta = read_state_dict(run)
+    card = ModelCard.from_dict(meta)
     cfg = load_config(run / "config.yaml", {"data.data_dir": data_dir})
     data, cfg = prepare_data(cfg, log=lambda m: None)
-    mean, std = meta["mean"], meta["std"]
+    mean, std = list(card.preprocessing.mean), list(card.preprocessing.std)
     out = {}
     for name, weights in (("simclr", sd), ("random_init", None))[:2 if baseline else 1]:
         torch.manual_seed(0)
-        backbone = create_model(meta["model"], num_classes=0, in_chans=meta["in_chans"], img_size=meta["img_size"])
+        backbone = create_model(card.model, num_classes=0, in_chans=card.in_chans,
+                                img_size=card.preprocessing.img_size)
         if weights is not None:
             backbone.load_state_dict(weights)
         out[name] = linear_probe(backbone, data, mean, std, C, max_train)

@@ -30,13 +30,14 @@ def make_run(model: str, img_size: int, root: Path) -> Path:
     """A run folder with random weights of `model` for 10 classes (3 channels, `img_size` px)."""
     import torch
 
-    from foveal.engine.checkpoint import model_meta, save_weights
+    from foveal.card import ModelCard, Preprocessing
+    from foveal.engine.checkpoint import save_weights
     from foveal.models import create_model
 
     torch.manual_seed(0)
     m = create_model(model, num_classes=10, in_chans=3, img_size=img_size).eval()
-    meta = model_meta(m, [str(i) for i in range(10)], [0.5] * 3, [0.25] * 3, img_size, "squash", {})
-    save_weights(root / "best.safetensors", m, meta)
+    card = ModelCard(model, [str(i) for i in range(10)], 3, Preprocessing([0.5] * 3, [0.25] * 3, img_size))
+    save_weights(root / "best.safetensors", m, card)
     return root
 
 

@@ -112,9 +112,9 @@ def tta_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                         "train.out_dir": str(tmp_path_factory.mktemp("tta_run")),
                                         "train.device": "cpu", "train.progress": False})
     run = Trainer(cfg, log=lambda m: None).fit().run_dir
-    model, meta = load_model(run, "cpu")
-    assert meta["tta"] == ["flip", "shift"] and meta["temperature"] != 1.0
-    export_onnx(model, meta, run / "export" / "model.onnx")
+    model, card = load_model(run, "cpu")
+    assert card.tta == ("flip", "shift") and card.temperature != 1.0
+    export_onnx(model, card, run / "export" / "model.onnx")
     return run
 
 

@@ -8,7 +8,9 @@ relative or absolute, at module level or inside a function, counts.
 - report/ renders what it is given and imports nothing from engine/;
 - nothing outside cli/ imports cli/: the library (api.py included) never reaches up into the CLI;
 - benchmarks live in benchmarks/ (none inside engine/ or data/), and only cli/ imports them;
-- training enters through engine/fit.py: nothing but fit.py imports engine/jtt.py.
+- training enters through engine/fit.py: nothing but fit.py imports engine/jtt.py;
+- weights' metadata is read through the model card (foveal/card.py) alone: no other module reads
+  it by string key.
 
 See ARCHITECTURE.md for the layers these rules keep.
 """
@@ -207,3 +209,49 @@ def test_library_does_not_import_cli():
     bad = [str(i) for i in all_imports() if layer(i.target) == "cli" and layer(i.source) != "cli"]
     assert not bad, "the library imports the command line (cli/ calls the library, never the reverse):\n  " + \
         "\n  ".join(bad)
+
+
+def _string_key_reads(tree: ast.AST) -> list[tuple[ast.AST, str, str]]:
+    """(node, key, the object read from) for every `obj["key"]` and `obj.get("key", ...)` in `tree`."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and \
+                isinstance(node.slice.value, str):
+            found.append((node, node.slice.value, ast.unparse(node.value)))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" and \
+                node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            found.append((node, node.args[0].value, ast.unparse(node.func.value)))
+    return found
+
+
+# Reads that look like weight metadata and are not, each with what it reads
+NOT_WEIGHT_METADATA = {
+    ("foveal.data.check", "s"): "`foveal check`'s own report: the statistics it suggests",
+    ("foveal.data.check", "DATASETS.entry(source.lower()).meta"): "a dataset's registry entry (native size)",
+    ("foveal.engine.checkpoint", "meta"): "the resume file's metadata (optimizer state, loop counters), in load_resume",
+    ("foveal.models.registry", "meta"): "a model's registry entry (family, default and smallest input size)",
+}
+
+
+def test_only_the_model_card_reads_weight_metadata_by_key():
+    """The card (foveal/card.py) is the one reader of the JSON saved with weights and exported models;
+    everything else reads its typed attributes, so a renamed or added field has one place to change."""
+    bad = []
+    for name, path in all_modules().items():
+        if name == "foveal.card":
+            continue
+        text = path.read_text()
+        for node, key, obj in _string_key_reads(ast.parse(text, str(path))):
+            meta_like = obj == "meta" or obj.endswith(".meta") or key in ("mean", "std")
+            if meta_like and (name, obj) not in NOT_WEIGHT_METADATA:
+                bad.append(f"{path.relative_to(SRC.parent)}:{node.lineno}: {obj}[{key!r}]")
+        if "foveal-weights/1" in text or "foveal-onnx/1" in text:
+            bad.append(f"{path.relative_to(SRC.parent)}: names a card format (use ModelCard.describes)")
+    assert not bad, "weight metadata read by string key outside foveal/card.py (read the ModelCard):\n  " + \
+        "\n  ".join(bad)
+
+
+def test_the_metadata_check_sees_reads(tmp_path):
+    """Not vacuous: the reads the check looks for are found in source that has them."""
+    reads = _string_key_reads(ast.parse('m = meta["mean"]\nx = pred.meta.get("img_size")\ny = row["epoch"]'))
+    assert [(k, o) for _, k, o in reads] == [("mean", "meta"), ("img_size", "pred.meta"), ("epoch", "row")]

@@ -19,6 +19,7 @@ from sklearn.exceptions import NotFittedError
 from .config import SHORT_NAMES, ConfigError, RunConfig, field_paths
 
 if TYPE_CHECKING:
+    from .card import ModelCard
     from .data import DataBundle
 
 
@@ -173,7 +174,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         from .engine.fit import fit
 
         result = fit(self.config(str(data)), data=bundle, log=log)
-        self._set_learned(result.model, result.meta)
+        self._set_learned(result.model, result.card)
         if values is not None:  # predict returns these values (ints for int labels), not the names
             self.classes_ = values
             self.label_index_ = {v: i for i, v in enumerate(values)}
@@ -182,14 +183,14 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.test_metrics_ = result.test_metrics
         return self
 
-    def _set_learned(self, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    def _set_learned(self, model: torch.nn.Module, card: "ModelCard") -> None:
         from .engine.inference import Predictor
 
         self.model_ = model
-        self.meta_ = meta
-        self.classes_ = meta["classes"]
+        self.card_ = card
+        self.classes_ = list(card.classes)
         self.label_index_: Optional[dict[Any, int]] = None  # original label value -> class index (array fits)
-        self.predictor_ = Predictor(model, meta, next(model.parameters()).device)
+        self.predictor_ = Predictor(model, card, next(model.parameters()).device)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
@@ -219,7 +220,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         elif data is None and split == "test" and hasattr(self, "test_metrics_"):
             return self.test_metrics_  # computed by fit on the same split with the same weights
         else:
-            bundle = eval_data(self.meta_, data, split)
+            bundle = eval_data(self.card_, data, split)
         return evaluate_bundle(self.predictor_, bundle, classes=self.classes_)[0]
 
     def _array_bundle(self, x: Any, y: Any) -> "DataBundle":
@@ -240,7 +241,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             named = arr.dtype.kind in "USO" and not all(v in self.label_index_ for v in arr.ravel().tolist())
             if not named:
                 y = _label_indices(y, self.label_index_)
-        _, labels = encode_labels(y, len(images), self.meta_["classes"])
+        _, labels = encode_labels(y, len(images), list(self.card_.classes))
         return DataBundle("arrays", list(self.classes_), {"arrays": Split(images, torch.from_numpy(labels))})
 
     def _model_images(self, images: Any) -> torch.Tensor:
@@ -253,7 +254,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
         p = self.predictor_
         if _is_array(images):
-            return to_images_u8(images, p.meta["img_size"], p.meta["in_chans"])
+            return to_images_u8(images, p.card.preprocessing.img_size, p.card.in_chans)
         return p.load_images(list_images(_paths(images)))
 
     def predict_proba(self, images: Any) -> np.ndarray:
@@ -280,14 +281,15 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
         self._check_fitted()
         p = self.predictor_
-        return embed_split(p.model, self._model_images(images), p.meta["mean"], p.meta["std"], p.device)
+        pre = p.card.preprocessing
+        return embed_split(p.model, self._model_images(images), pre.mean, pre.std, p.device)
 
     def save(self, path: str | Path) -> Path:
         """Write weights and metadata to one safetensors file."""
         from .engine.checkpoint import save_weights
 
         self._check_fitted()
-        save_weights(path, self.model_, self.meta_)
+        save_weights(path, self.model_, self.card_)
         return Path(path)
 
     @classmethod
@@ -296,8 +298,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
         from .engine.inference import Predictor
 
         p = Predictor.load(path, device)
-        clf = cls(p.meta["model"])
-        clf._set_learned(p.model, p.meta)
+        clf = cls(p.card.model)
+        clf._set_learned(p.model, p.card)
         return clf
 
     def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # BaseEstimator's signature

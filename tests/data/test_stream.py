@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from foveal.config import DataConfig, RunConfig, apply_overrides
-from foveal.data import make_splits, mean_std
+from foveal.data import make_splits, stats
 from foveal.data.augment import Compose
 from foveal.data.decode import open_image
 from foveal.data.loader import BatchPlan, DeviceLoader
@@ -59,7 +59,7 @@ def test_stream_batches_equal_in_memory_batches(jpeg_folder):
     tr_m, tr_l = mem.splits["train"], lazy.splits["train"]
     assert isinstance(tr_l.images, FileImages) and tr_m.paths == tr_l.paths
     assert torch.equal(tr_m.images.load(), tr_l.images.load())  # same decoder, same pixels
-    mean, std = mean_std(tr_m.images)
+    mean, std = stats(tr_m.images)
     aug = Compose(cfg.augment, cfg, 3)
     kw = dict(plan=BatchPlan(5, shuffle=True, drop_last=True, seed=3), device=torch.device("cpu"), mean=mean, std=std,
               augment=aug)

@@ -31,10 +31,10 @@ def test_embed_writes_features_labels_and_map_that_separates_classes(digits_run,
     res = embed_run(digits_run, out=tmp_path, device="cpu")
     emb = np.load(tmp_path / "embeddings.npy")
     pred = Predictor.load(digits_run, "cpu")
-    test = eval_data(pred.meta, None, "test").splits["test"]
+    test = eval_data(pred.card, None, "test").splits["test"]
     assert emb.shape == (len(test), pred.model.num_features) and emb.dtype == np.float32
     # The saved features are the model's own pre-logits: its head applied to them gives its logits.
-    x = (test.images.load()[:16].float() / 255 - pred.mean) / pred.std
+    x = (test.images.load()[:16].float() / 255 - pred.normalized.mean) / pred.normalized.std
     with torch.no_grad():
         logits = pred.model(x)
         from_emb = pred.model.get_classifier()(torch.from_numpy(emb[:16]))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from foveal.card import ModelCard, Preprocessing
 from foveal.cli.main import main
 from tests.conftest import write_digit_folder
 
@@ -81,16 +82,17 @@ def test_no_groups_no_section():
     from foveal.report.html import build_html
     from foveal.report.inputs import ReportInputs
 
+    card = ModelCard("lenet5", ["0", "1"], 1, Preprocessing([0.5], [0.5], 32))
     g = torch.Generator().manual_seed(0)
     logits, labels = torch.randn(40, 2, generator=g), torch.randint(0, 2, (40,), generator=g)
     meter = ConfusionMeter(2)
     meter.update(logits, labels)
     m = meter.compute(["0", "1"])
-    page = build_html(ReportInputs("no groups", {"classes": ["0", "1"]}, m))
+    page = build_html(ReportInputs("no groups", card, m))
     assert '<section id="groups">' not in page and 'href="#groups"' not in page and "Groups" not in page
     assert '<section id="metrics">' in page  # the page itself was built
     add_group_metrics(m, logits, labels, ["site=A", "site=B"] * 20, ["0", "1"])
-    page = build_html(ReportInputs("groups", {"classes": ["0", "1"]}, m))
+    page = build_html(ReportInputs("groups", card, m))
     assert '<section id="groups">' in page and 'href="#groups"' in page and "site=B" in page
 
 

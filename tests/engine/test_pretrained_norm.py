@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine.checkpoint import model_meta, save_weights
+from foveal.card import ModelCard, Preprocessing
+from foveal.engine.checkpoint import save_weights
 from foveal.engine.prepare import prepare_data
 from foveal.models import create_model
 
 
 def _weights(path, mean, std, in_chans=1):
     model = create_model("lenet5", num_classes=10, in_chans=in_chans, img_size=32)
-    save_weights(path, model, model_meta(model, [str(i) for i in range(10)], mean, std, 32, "squash", {}))
+    save_weights(path, model, ModelCard("lenet5", [str(i) for i in range(10)], in_chans, Preprocessing(mean, std, 32)))
     return path
 
 

@@ -163,8 +163,8 @@ def test_calibration_reuses_the_best_epochs_validation_logits(tmp_path, monkeypa
     tr = Trainer(_cfg(tmp_path, **{"train.epochs": 3, "optim.lr": 0.3}))  # a high lr: val accuracy need not rise
     res = tr.fit()
     assert len(passes) == 3 + 1  # three validations and the test split; calibration added none
-    model, meta = load_model(res.run_dir, torch.device("cpu"))
-    assert meta["epoch"] == res.test_metrics["best_epoch"]
+    model, card = load_model(res.run_dir, torch.device("cpu"))
+    assert card.epoch == res.test_metrics["best_epoch"]
     _, logits, labels = score_with_logits(model, tr.val_loader, 10, torch.device("cpu"))
-    assert meta["temperature"] == pytest.approx(fit_temperature(logits, labels), rel=1e-4)
-    assert meta["temperature"] != 1.0
+    assert card.temperature == pytest.approx(fit_temperature(logits, labels), rel=1e-4)
+    assert card.temperature != 1.0

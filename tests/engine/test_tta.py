@@ -53,8 +53,8 @@ def test_trainer_eval_and_predict_share_the_tta_setting(tmp_path):
     res = Trainer(cfg, log=lambda m: None).fit()
     pred = Predictor.load(res.run_dir, "cpu")
     assert pred.tta == ["flip", "shift"]
-    test = eval_data(pred.meta, None, "test").splits["test"]
-    x = (test.images.load().float() / 255 - pred.mean) / pred.std
+    test = eval_data(pred.card, None, "test").splits["test"]
+    x = (test.images.load().float() / 255 - pred.normalized.mean) / pred.normalized.std
     with torch.no_grad():
         by_hand = tta_logits(pred.model, x, ["flip", "shift"])
         plain = pred.model(x)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from foveal.data.loader import normalize_u8
 from tests.conftest import write_digit_folder
 
 LINE = re.compile(r"^(?P<path>.+)\t(?P<method>\w+) for '(?P<target>[^']+)' \(p=(?P<p>[0-9.]+); "
@@ -42,7 +41,7 @@ def test_explain_reports_what_predict_prints(tta_run: Path, tmp_path: Path, caps
         assert float(line["p"]) == pytest.approx(r["top"][0]["prob"], abs=PRINTED)
         assert Path(line["dest"]).is_file()
     # The data tells the two paths apart: plain logits would print other probabilities.
-    x = normalize_u8(pred.load_images([Path(r["path"]) for r in records]), pred.mean, pred.std)
+    x = pred.normalize(pred.load_images([Path(r["path"]) for r in records]))
     with torch.no_grad():
         plain = torch.softmax(pred.model(x) / pred.temperature, 1).max(1).values.tolist()
     assert any(abs(p - float(shown[r["path"]]["p"])) > 4 * PRINTED for p, r in zip(plain, records))
@@ -71,6 +70,6 @@ def test_heat_map_is_of_the_plain_image(tta_run: Path, tmp_path: Path, capsys: p
     folder = write_digit_folder(tmp_path / "imgs", per_class=2, classes=(1, 7), size=20)
     _explain(tta_run, folder, tmp_path / "out", capsys)
     pred = Predictor.load(tta_run, "cpu")
-    x = normalize_u8(pred.load_images(list_images([folder])), pred.mean, pred.std)
+    x = pred.normalize(pred.load_images(list_images([folder])))
     assert len(seen) == 1
     torch.testing.assert_close(seen[0], x)

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from foveal.config import ExportConfig, ParityLimits
-from foveal.export.onnx_export import Preprocessed, export_onnx, read_onnx_meta
+from foveal.card import ModelCard, Preprocessing
+from foveal.data.preprocess import Normalized
+from foveal.export.onnx_export import export_onnx, read_onnx_meta
 from foveal.export.parity import ExportCheckError, export_run
 from foveal.export.runtime import OnnxPredictor
 
@@ -26,17 +28,16 @@ def test_random_weights_round_trip(name: str, size: int, chans: int, tmp_path: P
 
     torch.manual_seed(0)
     model = create_model(name, num_classes=7, in_chans=chans, img_size=size).eval()
-    meta = {"model": name, "classes": list("abcdefg"), "in_chans": chans, "img_size": size, "resize": "squash",
-            "mean": [0.2] * chans, "std": [0.3] * chans, "temperature": 1.5}
-    path = export_onnx(model, meta, tmp_path / "m.onnx")
+    card = ModelCard(name, list("abcdefg"), chans, Preprocessing([0.2] * chans, [0.3] * chans, size), temperature=1.5)
+    path = export_onnx(model, card, tmp_path / "m.onnx")
     x = np.random.default_rng(0).integers(0, 256, (3, chans, size, size), dtype=np.uint8)
     with torch.inference_mode():
-        ref = Preprocessed(model, meta["mean"], meta["std"])(torch.from_numpy(x)).numpy()
+        ref = Normalized(model, [0.2] * chans, [0.3] * chans)(torch.from_numpy(x)).numpy()
     got = OnnxPredictor.load(path).logits(x)
     assert got.shape == (3, 7)
     np.testing.assert_allclose(got, ref, atol=1e-4 * max(1.0, np.abs(ref).max()))
     stored = read_onnx_meta(path)
-    assert stored["classes"] == meta["classes"] and stored["img_size"] == size and stored["temperature"] == 1.5
+    assert stored["classes"] == list("abcdefg") and stored["img_size"] == size and stored["temperature"] == 1.5
     assert json.loads((tmp_path / "m.onnx.json").read_text())["input"]["dtype"] == "uint8"
 
 

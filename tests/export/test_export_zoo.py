@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from foveal.config import ExportConfig, ParityLimits, RunConfig, to_dict
-from foveal.engine.checkpoint import model_meta, save_weights
+from foveal.card import ModelCard, Preprocessing
+from foveal.engine.checkpoint import save_weights
 from foveal.export.onnx_export import read_onnx_meta
 from foveal.export.parity import ExportCheckError, _split_arrays, export_run
 from foveal.export.runtime import OnnxPredictor
@@ -140,7 +141,7 @@ def _normalized(images_u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x).float()
 
 
-def _random_run(name: str, root: Path) -> tuple[Path, torch.nn.Module, dict]:
+def _random_run(name: str, root: Path) -> tuple[Path, torch.nn.Module, ModelCard]:
     """A run folder as training leaves it (best.safetensors with its metadata) for `name` at its
     smallest size, 3 channels, digits classes; returns (folder, the eager model, its metadata)."""
     size = model_info(name)["min_img_size"]
@@ -148,22 +149,22 @@ def _random_run(name: str, root: Path) -> tuple[Path, torch.nn.Module, dict]:
     cfg.model.name, cfg.data.img_size, cfg.data.mean, cfg.data.std = name, size, MEAN, STD
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_chans=3, img_size=size)
-    meta = model_meta(model, [str(c) for c in range(10)], MEAN, STD, size, "squash", to_dict(cfg))
-    calib, _ = _split_arrays(meta, "train", 64)
+    card = ModelCard(name, [str(c) for c in range(10)], 3, Preprocessing(MEAN, STD, size), config=to_dict(cfg))
+    calib, _ = _split_arrays(card, "train", 64)
     _trained_like(model, _normalized(calib))
     run = root / name
     run.mkdir()
-    save_weights(run / "best.safetensors", model, meta)
-    return run, model, meta
+    save_weights(run / "best.safetensors", model, card)
+    return run, model, card
 
 
 @pytest.mark.parametrize("name", _fp32_cases())
 def test_fp32_onnx_matches_eager_at_smallest_size(name: str, tmp_path: Path) -> None:
-    run, model, meta = _random_run(name, tmp_path)
-    # The reference, independent of export_run's (the exporter's own Preprocessed wrapper around the
+    run, model, card = _random_run(name, tmp_path)
+    # The reference, independent of export_run's (the exporter's own Normalized wrapper around the
     # weights it reads back): the graph's contract written out, applied to the model as it was
     # before saving, on the images export_run checks, in a batch size the export never saw.
-    x, _ = _split_arrays(meta, "test", EVAL_IMAGES)
+    x, _ = _split_arrays(card, "test", EVAL_IMAGES)
     with torch.inference_mode():
         ref = model.eval()(_normalized(x)).numpy()
         ref64 = model.double()(_normalized(x).double()).numpy()  # (model is not used after this)
@@ -186,7 +187,7 @@ def test_fp32_onnx_matches_eager_at_smallest_size(name: str, tmp_path: Path) -> 
         pytest.fail(str(e))
     path = Path(report["files"]["onnx"])
     stored = read_onnx_meta(path)
-    assert (stored["model"], stored["img_size"], stored["in_chans"]) == (name, meta["img_size"], 3)
+    assert (stored["model"], stored["img_size"], stored["in_chans"]) == (name, card.preprocessing.img_size, 3)
     assert (stored["mean"], stored["std"], stored["precision"]) == (MEAN, STD, "float32")
 
     got = OnnxPredictor.load(path, threads=1).logits(x)

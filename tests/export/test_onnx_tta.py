@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from foveal.card import ModelCard
 from foveal.engine.tta import TTA_VIEWS, tta_logits
 from foveal.export import runtime
 from foveal.export.runtime import OnnxPredictor, make_session, read_onnx_meta, softmax, tta_views
@@ -64,7 +65,7 @@ def test_onnx_probabilities_equal_predictor_with_tta(tta_run: Path, tmp_path: Pa
 
     torch_pred = Predictor.load(tta_run, "cpu")
     path = tta_run / "export" / "model.onnx"
-    onnx = OnnxPredictor(make_session(path), {**read_onnx_meta(path), "tta": torch_pred.tta})
+    onnx = OnnxPredictor(make_session(path), ModelCard.from_dict({**read_onnx_meta(path), "tta": torch_pred.tta}))
     x = _images(tta_run, tmp_path)
     want = torch_pred.probabilities(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(onnx.probabilities(x), want, rtol=1e-4, atol=1e-5)
@@ -76,14 +77,14 @@ def test_onnx_probabilities_equal_predictor_with_tta(tta_run: Path, tmp_path: Pa
 def test_plain_logits_stay_those_of_the_graph(tta_run: Path, tmp_path: Path):
     """`logits` (what the export parity check compares with eager) is the plain model, views or not."""
     from foveal.engine.checkpoint import load_model
-    from foveal.export.onnx_export import Preprocessed
+    from foveal.data.preprocess import Normalized
 
-    model, meta = load_model(tta_run, "cpu")
+    model, card = load_model(tta_run, "cpu")
     path = tta_run / "export" / "model.onnx"
-    onnx = OnnxPredictor(make_session(path), {**read_onnx_meta(path), "tta": meta["tta"]})
+    onnx = OnnxPredictor(make_session(path), card)
     x = _images(tta_run, tmp_path)
     with torch.inference_mode():
-        eager = Preprocessed(model, meta["mean"], meta["std"])(torch.from_numpy(x)).numpy()
+        eager = Normalized(model, card.preprocessing.mean, card.preprocessing.std)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(onnx.logits(x), eager, rtol=1e-4, atol=1e-4)
 
 

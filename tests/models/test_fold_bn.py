@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from foveal.card import ModelCard, Preprocessing
 from foveal.models import create_model
 from foveal.models.fold_bn import fold_batchnorm
 
@@ -123,8 +124,8 @@ def test_scoring_and_predictor_run_the_folded_copy() -> None:
     model.train()
     logits = score_with_logits(model, [(x[:6], y[:6]), (x[6:], y[6:])], 3, torch.device("cpu")).logits
     assert model.training and float((logits - ref).abs().max()) < 1e-4
-    meta = {"classes": ["a", "b", "c"], "mean": [0.0] * 3, "std": [1.0] * 3, "in_chans": 3, "img_size": 16}
-    pred = Predictor(model, meta, torch.device("cpu"))
+    card = ModelCard("m", ["a", "b", "c"], 3, Preprocessing([0.0] * 3, [1.0] * 3, 16))
+    pred = Predictor(model, card, torch.device("cpu"))
     u8 = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
     with torch.no_grad():
         want = torch.softmax(model(u8.float() / 255), 1)

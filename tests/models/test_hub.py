@@ -169,7 +169,7 @@ def test_hub_weights_and_their_preprocessing(server):
     _hub_repo(server, "timm/resnet10t.test", {k: v.contiguous() for k, v in m.state_dict().items()}, cfg)
     got = hub.resolve("hf-hub:timm/resnet10t.test", "timm/resnet10t")
     p = got.preprocessing
-    assert (p.mean, p.std, p.img_size, p.crop_pct, p.interpolation) == ([0.5] * 3, [0.5] * 3, 176, 0.9, "bicubic")
+    assert (list(p.mean), list(p.std), p.img_size, p.crop_pct, p.interpolation) == ([0.5] * 3, [0.5] * 3, 176, 0.9, "bicubic")
     model = create_model("timm/resnet10t", num_classes=1000, pretrained=str(got.path))
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(model.eval()(x), m.eval()(x))
@@ -183,7 +183,7 @@ def test_timm_default_uses_its_pretrained_cfg(server, monkeypatch):
     server.files[f"/{pcfg.hf_hub_id}/resolve/main/model.safetensors"] = __import__(
         "safetensors.torch", fromlist=["save"]).save({k: v.contiguous() for k, v in m.state_dict().items()})
     got = hub.resolve("imagenet", "timm/tf_efficientnet_lite0")
-    assert got.preprocessing.mean == list(pcfg.mean) and got.preprocessing.std == list(pcfg.std)
+    assert list(got.preprocessing.mean) == list(pcfg.mean) and list(got.preprocessing.std) == list(pcfg.std)
     assert got.preprocessing.img_size == pcfg.input_size[-1] and got.preprocessing.crop_pct == pcfg.crop_pct
 
 
@@ -201,7 +201,7 @@ def test_every_torchvision_architecture_foveal_has_resolves_with_a_checkable_has
     assert len(hub._hash_prefix(Path(w.url).name)) >= 8
     p = hub._tv_preprocessing(w)
     t = w.transforms()
-    assert p.mean == list(t.mean) and p.img_size == t.crop_size[0]
+    assert list(p.mean) == list(t.mean) and p.img_size == t.crop_size[0]
 
 
 def test_named_weights_set_the_run_preprocessing_and_staged_fine_tune(server, monkeypatch, tmp_path):

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from foveal.card import ModelCard, Preprocessing
 from foveal.data.bundle import Split
 from foveal.data.images import TensorImages
 from foveal.engine.reporting import error_gallery
@@ -23,11 +24,11 @@ def test_gallery_falls_back_to_saliency_for_mlp_on_two_channels():
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(2 * 14 * 14, 16), nn.ReLU(), nn.Linear(16, 2)).eval()
     with torch.no_grad():
         logits = mlp((images.float() / 255 - 0.5) / 0.5)
-    meta = {"classes": ["0-4", "5-9"], "mean": [0.5, 0.5], "std": [0.5, 0.5], "temperature": 1.0}
-    items = error_gallery(mlp, meta, logits, Split(TensorImages(images), labels), k=4)
+    card = ModelCard("mlp", ["0-4", "5-9"], 2, Preprocessing([0.5, 0.5], [0.5, 0.5], 14))
+    items = error_gallery(mlp, card, logits, Split(TensorImages(images), labels), k=4)
     wrong = int((logits.argmax(1) != labels).sum())
     assert wrong > 0 and len(items) == min(4, wrong)  # the random MLP gets some wrong: the gallery has them
     assert all(it["method"] == "saliency" for it in items)
     for it in items:
         assert Image.open(io.BytesIO(it["overlay"])).mode == "RGB"  # 2 channels drawn as red/green
-    assert "gradient saliency map" in errors_section(ReportInputs("t", meta, {}, gallery=items))
+    assert "gradient saliency map" in errors_section(ReportInputs("t", card, {}, gallery=items))

@@ -14,6 +14,7 @@ from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, classification_report, confusion_matrix
 
 from tests.conftest import chromium_paths, headless_chrome
+from foveal.card import ModelCard, Preprocessing
 from foveal.cli.main import main
 from foveal.report import SECTION_IDS, ReportInputs, build_html
 
@@ -173,7 +174,7 @@ def test_report_without_model_or_history_still_renders():
     from foveal.metrics import report_from_confusion
 
     m = report_from_confusion(torch.tensor(cm), ["a", "b"])
-    html = build_html(ReportInputs("t", {"classes": ["a", "b"], "img_size": 8, "in_chans": 1}, m,
+    html = build_html(ReportInputs("t", ModelCard("m", ["a", "b"], 1, Preprocessing([0.5], [0.5], 8)), m,
                                    robustness={"noise": {"0.1": 0.5, "0.2": 0.25}}))
     assert section_ids(html) == list(SECTION_IDS)
     assert "no training history" in html and "no images or model" in html

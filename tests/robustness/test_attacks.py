@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from foveal.robustness.attacks import AttackSpec, PixelModel, attack_sweep, fgsm, pgd
+from foveal.data.preprocess import Normalized
+from foveal.robustness.attacks import AttackSpec, attack_sweep, fgsm, pgd
 
 EPS = (0.0, 0.05, 0.1, 0.2, 0.3)
 ATTACKS = (AttackSpec("fgsm", "linf"), AttackSpec("pgd", "linf", 10))
@@ -23,11 +24,11 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A small CNN (pixel space, normalization inside PixelModel) and 300 held-out digits."""
+    """A small CNN (pixel space, normalization inside Normalized) and 300 held-out digits."""
     torch.manual_seed(0)
     x, y = _digits()
     net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 64, 10))
-    model = PixelModel(net, [0.3], [0.4])
+    model = Normalized(net, [0.3], [0.4])
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     for _ in range(100):  # full batch on the first 1497 digits: ~1 s on an idle core
         opt.zero_grad()
@@ -36,9 +37,9 @@ def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model.eval(), x[1497:], y[1497:]
 
 
-def test_pixel_model_applies_normalization() -> None:
+def test_normalized_model_applies_normalization() -> None:
     net = nn.Conv2d(3, 2, 1)
-    m = PixelModel(net, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    m = Normalized(net, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
     x = torch.rand(2, 3, 5, 5)
     ref = net((x - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1))
     assert torch.allclose(m(x), ref)
@@ -280,10 +281,10 @@ def test_pixel_model_channels_last() -> None:
             return z.mean((2, 3))
 
     x = torch.rand(2, 3, 4, 5)
-    a = PixelModel(Probe(), [0.1, 0.2, 0.3], [0.5, 0.5, 0.25], channels_last=True)(x)
-    b = PixelModel(Probe(), [0.1, 0.2, 0.3], [0.5, 0.5, 0.25])(x)
+    a = Normalized(Probe(), [0.1, 0.2, 0.3], [0.5, 0.5, 0.25], channels_last=True)(x)
+    b = Normalized(Probe(), [0.1, 0.2, 0.3], [0.5, 0.5, 0.25])(x)
     assert seen == [True, False] and torch.allclose(a, b)
-    m = PixelModel(Probe(), [0.1, 0.2, 0.3], [0.5, 0.5, 0.25])
+    m = Normalized(Probe(), [0.1, 0.2, 0.3], [0.5, 0.5, 0.25])
     assert m.mean.dtype == torch.float32 and m.mean.shape == (1, 3, 1, 1) and m.std.shape == (1, 3, 1, 1)
     assert "mean" in m.state_dict() and "std" in m.state_dict()
 
@@ -395,7 +396,7 @@ def _digits_linear():
     """A linear classifier fitted in closed form-ish (a few Adam steps) on 8x8 digits: ~0.9 accurate, in 0.1 s."""
     x, y = _digits()
     torch.manual_seed(0)
-    model = PixelModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), [0.3], [0.4])
+    model = Normalized(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), [0.3], [0.4])
     opt = torch.optim.Adam(model.parameters(), 0.05)
     for _ in range(60):
         opt.zero_grad()

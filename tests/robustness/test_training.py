@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from foveal.config import RunConfig, TrainConfig, apply_overrides
-from foveal.robustness.attacks import PixelModel, pgd
+from foveal.data.preprocess import Normalized
+from foveal.robustness.attacks import pgd
 from foveal.robustness.training import Perturber, corrupt_augment
 
 
@@ -55,10 +56,10 @@ def _run(tmp_path, **over):
 
 
 def _pgd_acc(result, eps: float) -> float:
-    meta, model = result.meta, result.model.eval()
+    pre, model = result.card.preprocessing, result.model.eval()
     test = result.data.splits["test"]
     x, y = test.images.load().float() / 255, test.labels
-    net = PixelModel(model, meta["mean"], meta["std"]).eval()
+    net = Normalized(model, pre.mean, pre.std).eval()
     adv = pgd(net, x, y, eps, steps=10, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return float((net(adv).argmax(1) == y).float().mean())

@@ -19,16 +19,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LeNet-5 run folder with random weights for 10 digit classes at 28 px, plus model.onnx."""
     import torch
 
-    from foveal.engine.checkpoint import model_meta, save_weights
+    from foveal.card import ModelCard, Preprocessing
+    from foveal.engine.checkpoint import save_weights
     from foveal.export.onnx_export import export_onnx
     from foveal.models import create_model
 
     torch.manual_seed(0)
     run = tmp_path_factory.mktemp("serve_run")
     model = create_model("lenet5", num_classes=10, in_chans=1, img_size=28).eval()
-    meta = model_meta(model, [str(i) for i in range(10)], [0.3], [0.4], 28, "squash", {})
-    save_weights(run / "best.safetensors", model, meta)
-    export_onnx(model, meta, run / "export" / "model.onnx")
+    card = ModelCard("lenet5", [str(i) for i in range(10)], 1, Preprocessing([0.3], [0.4], 28))
+    save_weights(run / "best.safetensors", model, card)
+    export_onnx(model, card, run / "export" / "model.onnx")
     return run
 
 

@@ -103,7 +103,8 @@ def bench_in_memory(root: Path, batch_size: int, workers: int, epochs: int, devi
     from torchvision.transforms import v2
 
     from ..data.augment import Compose
-    from ..data.loader import BatchPlan, DeviceLoader, mean_std
+    from ..data.loader import BatchPlan, DeviceLoader
+    from ..data.preprocess import stats
     from ..data.sources import load_folder
 
     cfg = DataConfig(in_chans=3, in_memory=True, augment=["flip", "crop"], pad=4, workers=workers)
@@ -111,7 +112,7 @@ def bench_in_memory(root: Path, batch_size: int, workers: int, epochs: int, devi
     bundle = load_folder(root, cfg, 32)
     decode_s = time.perf_counter() - t0
     split = bundle.splits["all"]
-    mean, std = mean_std(split.images)
+    mean, std = stats(split.images)
     ours = DeviceLoader(split, BatchPlan(batch_size, shuffle=True, drop_last=True), device, mean, std,
                         augment=Compose(cfg.augment, cfg, len(bundle.classes)))
     tf = v2.Compose([v2.ToImage(), v2.RandomHorizontalFlip(), v2.RandomCrop(32, padding=4),

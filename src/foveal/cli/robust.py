@@ -38,9 +38,10 @@ def cmd_robust(args: argparse.Namespace) -> int:
     cfg = dataclass_from_args(RobustConfig, args)
     check_config(cfg)  # before loading anything: a typo should cost nothing
     device = resolve_device(cfg.device)
-    model, meta = load_model(args.run, device)
-    cfg = dataclasses.replace(cfg, channels_last=resolve_channels_last(cfg.channels_last, device, meta["img_size"]))
-    bundle = eval_data(meta, args.data, cfg.split, args.data_dir)
+    model, card = load_model(args.run, device)
+    cfg = dataclasses.replace(cfg, channels_last=resolve_channels_last(cfg.channels_last, device,
+                                                                     card.preprocessing.img_size))
+    bundle = eval_data(card, args.data, cfg.split, args.data_dir)
     (split, part), = bundle.splits.items()
     n = min(cfg.limit, len(part.labels)) if cfg.limit else len(part.labels)
     pick = spread_subset(part.labels, n, cfg.seed)  # not the first n: splits are often sorted by class
@@ -49,7 +50,7 @@ def cmd_robust(args: argparse.Namespace) -> int:
     images, kept, errors = part.images.load_readable(pick)  # a streamed split may hold unreadable files
     for e in errors:
         print(f"robust: skipped unreadable image {e}", file=sys.stderr)
-    result = evaluate_robustness(model, meta, images, part.labels[pick][kept], cfg, device, reference,
+    result = evaluate_robustness(model, card, images, part.labels[pick][kept], cfg, device, reference,
                                  args.reference or "", log)
     result["split"] = split
     out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path("."))

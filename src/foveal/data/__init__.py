@@ -8,8 +8,9 @@ from importlib import import_module
 from typing import Any
 
 _WHERE = {"AUGMENTS": "augment", "Compose": "augment", "DecodeError": "decode", "load_image": "decode",
-          "DeviceLoader": "loader", "mean_std": "loader", "DATASETS": "sources", "DataBundle": "bundle",
-          "Split": "bundle", "ImageStore": "images", "TensorImages": "images", "FileImages": "images", "load_source": "sources", "make_splits": "splits"}
+          "DeviceLoader": "loader", "stats": "preprocess", "Normalized": "preprocess", "DATASETS": "sources",
+          "DataBundle": "bundle", "Split": "bundle", "ImageStore": "images", "TensorImages": "images",
+          "FileImages": "images", "load_source": "sources", "make_splits": "splits"}
 
 __all__ = list(_WHERE)
 

@@ -22,6 +22,7 @@ from PIL import Image
 from ..config import DataConfig
 from .decode import DecodeError, _to_mode, open_image
 from .bundle import DATASETS, DataBundle
+from .preprocess import stats, stats_from_sums
 from .sources import Item, bundle_from_items, load_source, scan_files
 
 STANDARD_SIZES = (28, 32, 48, 64, 96, 128, 160, 192, 224, 256, 299, 384, 512)
@@ -73,16 +74,16 @@ def check_file(item: Item, max_pixels: int) -> dict[str, Any]:
 
 
 def _mean_std(recs: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std over all pixels; colour when any image is colour (gray counts as R=G=B)."""
+    """Per-channel mean/std over all pixels (`stats_from_sums`, the formula training uses), rounded for the
+    report; colour when any image is colour (gray counts as R=G=B)."""
     chans = 1 if all(r["gray"] for r in recs) else 3
     s, s2, n = np.zeros(chans), np.zeros(chans), 0
     for r in recs:
         s += r["sum"] if len(r["sum"]) == chans else np.repeat(r["sum"], chans)
         s2 += r["sumsq"] if len(r["sumsq"]) == chans else np.repeat(r["sumsq"], chans)
         n += r["n"]
-    mean = s / max(n, 1)
-    std = np.sqrt(np.maximum(s2 / max(n, 1) - mean * mean, 1e-12))
-    return [round(float(m), 4) for m in mean], [round(float(v), 4) for v in np.maximum(std, 1e-3)]
+    mean, std = stats_from_sums(torch.from_numpy(s), torch.from_numpy(s2), n)
+    return [round(m, 4) for m in mean], [round(v, 4) for v in std]
 
 
 def _counts(labels: list[str], classes: list[str]) -> dict[str, Any]:
@@ -126,7 +127,6 @@ def check_files(name: str, items: list[Item], classes: list[str], problems: list
 
 def check_bundle(bundle: DataBundle) -> dict[str, Any]:
     """The report for a loaded dataset (MNIST, CIFAR...): duplicates by hash of each image's pixels."""
-    from .loader import mean_std
     from .splits import pixel_keys
 
     labels, keys = [], []
@@ -135,7 +135,7 @@ def check_bundle(bundle: DataBundle) -> dict[str, Any]:
             keys.append((key, f"{split}[{i}]", bundle.classes[y], split))
             labels.append(bundle.classes[y])
     train = bundle.splits.get("train") or next(iter(bundle.splits.values()))
-    mean, std = mean_std(train.images)
+    mean, std = stats(train.images)
     side = train.images.img_size
     return {"source": bundle.name, "kind": "dataset", "images": len(labels), "files": None,
             "splits": {k: len(s) for k, s in bundle.splits.items()}, **_counts(labels, bundle.classes),

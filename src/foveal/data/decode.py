@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..config import DataConfig
 
 if TYPE_CHECKING:
+    from ..card import ModelCard
     import torch
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -136,11 +137,11 @@ def read_image(path: str | Path, img_size: int, in_chans: int, resize: str = "sq
         raise DecodeError(f"'{path}': cannot convert ({type(e).__name__}: {e})") from None
 
 
-def read_for(meta: dict, path: str | Path, max_pixels: int = DataConfig.max_pixels) -> np.ndarray:
-    """`read_image` as the weights' metadata says (img_size, in_chans, resize, crop_pct): what predict,
-    serve and the ONNX runtime decode, the same way training decoded."""
-    return read_image(path, meta["img_size"], meta["in_chans"], meta.get("resize", "squash"), max_pixels,
-                      float(meta.get("crop_pct") or 1.0))
+def read_for(card: ModelCard, path: str | Path, max_pixels: int = DataConfig.max_pixels) -> np.ndarray:
+    """`read_image` as the weights' model card says (size, channels, resize rule, crop fraction): what
+    predict, serve and the ONNX runtime decode, the same way training decoded."""
+    p = card.preprocessing
+    return read_image(path, p.img_size, card.in_chans, p.resize, max_pixels, p.crop_pct)
 
 
 def load_image(path: str | Path, img_size: int, in_chans: int, resize: str = "squash",

@@ -13,40 +13,7 @@ import torch
 
 from .augment import Compose
 from .bundle import Split
-from .images import ImageStore, as_images
-
-
-def mean_std(images: "torch.Tensor | ImageStore", chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units of (N, C, H, W) uint8 images.
-
-    In memory: all of them; streamed (file-backed) images: an evenly spaced sample of 512.
-    """
-    images = as_images(images).statistics_sample()
-    C = images.shape[1]
-    s = torch.zeros(C, dtype=torch.float64)
-    s2 = torch.zeros(C, dtype=torch.float64)
-    n = 0
-    for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].to(torch.float64) / 255.0
-        s += x.sum(dim=(0, 2, 3))
-        s2 += (x * x).sum(dim=(0, 2, 3))
-        n += x.numel() // C
-    mean = s / n
-    std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
-    return mean.tolist(), std.clamp_min(1e-3).tolist()
-
-
-def normalize_u8(images: torch.Tensor, mean: list[float] | torch.Tensor, std: list[float] | torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) uint8 -> float32 (x / 255 - mean) / std: what every model sees at evaluation.
-
-    The one formula for prediction, the exported ONNX graph, embeddings, explanations and
-    reports, so the eager reference and the graph see identical floats. mean and std are
-    per-channel lists or (1, C, 1, 1) tensors (kept as they are, so a traced graph adds no Reshape).
-    """
-    m, s = (torch.as_tensor(v, dtype=torch.float32, device=images.device) for v in (mean, std))
-    if m.dim() != 4:
-        m, s = m.view(1, -1, 1, 1), s.view(1, -1, 1, 1)
-    return (images.float() / 255.0 - m) / s
+from .preprocess import normalize_u8  # noqa: F401  (re-exported: its home is data/preprocess.py)
 
 
 class Normalizer:

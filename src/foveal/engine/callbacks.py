@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..card import ModelCard
 from ..data import DataBundle
 
 
@@ -26,12 +27,12 @@ class Callback:
 
 @dataclass
 class RunResult:
-    """A finished run: its folder, the best model (loaded back), its metadata, the epochs' rows and the test
+    """A finished run: its folder, the best model (loaded back), its model card, the epochs' rows and the test
     split's metrics and logits."""
 
     run_dir: Path
     model: nn.Module
-    meta: dict[str, Any]
+    card: ModelCard
     history: list[dict[str, Any]]
     test_metrics: dict[str, Any]
     test_logits: Optional[torch.Tensor] = None

@@ -1,62 +1,53 @@
 """Checkpoints: weights with their metadata, and the full training state for --resume.
 
 Weights files (`best.safetensors`, `last.safetensors`) carry everything needed to use the
-model: architecture, classes, normalization, input size, config and versions. The resume
-file adds optimizer state, EMA weights and the loop's counters. All are safetensors with
-JSON metadata, written atomically.
+model in its card (`foveal.card.ModelCard`): architecture, classes, preprocessing, test-time views,
+temperature, config and versions. The resume file adds optimizer state, EMA weights and the
+loop's counters. All are safetensors with JSON metadata, written atomically.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
 from .._version import __version__
+from ..card import ModelCard, Preprocessing
+from ..config import DataConfig
 from ..io import load_tensors, save_tensors
 from ..models import create_model
 from ..models.weights import resolve_weights_path
 
 
-def model_meta(model: nn.Module, classes: list[str], mean: list[float], std: list[float], img_size: int,
-               resize: str, config: dict[str, Any], extra: Optional[dict] = None,
-               crop_pct: Optional[float] = None) -> dict[str, Any]:
-    """The metadata that travels with weights: all `predict` needs to use them."""
-    return {
-        "format": "foveal-weights/1",
-        "foveal_version": __version__,
-        "torch_version": torch.__version__,
-        "model": getattr(model, "model_name", type(model).__name__),
-        "classes": list(classes),
-        "in_chans": int(getattr(model, "in_chans", 3)),
-        "img_size": int(img_size),
-        "resize": resize,
-        "crop_pct": float(crop_pct or 1.0),  # 'crop': centre square side / shorter side
-        "mean": list(mean),
-        "std": list(std),
-        "config": config,
-        **(extra or {}),
-    }
+def model_card(model: nn.Module, classes: list[str], data: DataConfig, config: dict[str, Any],
+               tta: Sequence[str] = (), epoch: Optional[int] = None, extra: Optional[dict] = None) -> ModelCard:
+    """The card that travels with weights: all `predict` needs to use them. `data` is the run's resolved
+    DataConfig (size, resize rule, crop fraction and mean/std all set)."""
+    pre = Preprocessing(data.mean, data.std, int(data.img_size), float(data.crop_pct or 1.0), data.resize)
+    return ModelCard(getattr(model, "model_name", type(model).__name__), tuple(classes),
+                     int(getattr(model, "in_chans", 3)), pre, tuple(tta), epoch=epoch, config=config,
+                     foveal_version=__version__, torch_version=torch.__version__, extra=extra or {})
 
 
-def save_weights(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    save_tensors(path, dict(model.state_dict()), meta)
+def save_weights(path: str | Path, model: nn.Module, card: ModelCard) -> None:
+    save_tensors(path, dict(model.state_dict()), card.to_dict())
 
 
-def load_model(source: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a foveal weights file or run folder; returns (model in eval mode, metadata)."""
+def load_model(source: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Rebuild a model from a foveal weights file or run folder; returns (model in eval mode, its card)."""
     path = resolve_weights_path(source)
     sd, meta = load_tensors(path)
-    if meta.get("format") != "foveal-weights/1":
+    if not ModelCard.describes(meta):
         raise ValueError(f"'{path}' has no foveal metadata (classes, normalization, input size); to start "
                          "training from plain weights use --pretrained")
-    cfg = meta.get("config", {}).get("model", {})
-    model = create_model(meta["model"], num_classes=len(meta["classes"]), in_chans=meta["in_chans"],
-                         img_size=meta["img_size"], **{k: cfg[k] for k in ("drop_rate", "drop_path_rate") if k in cfg})
+    card = ModelCard.from_dict(meta)
+    model = create_model(card.model, num_classes=len(card.classes), in_chans=card.in_chans,
+                         img_size=card.preprocessing.img_size, **card.model_kwargs())
     model.load_state_dict(sd)
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), card
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -91,15 +91,15 @@ def embed_run(source: str | Path, data: Optional[str] = None, split: str = "test
               data_dir: Optional[str] = None) -> EmbedResult:
     """Embed a split with a trained model and write the files listed in the module docstring."""
     dev = resolve_device(device)
-    model, meta = load_model(source, dev)
+    model, card = load_model(source, dev)
     src = Path(source)
     out_dir = Path(out) if out else (src if src.is_dir() else src.parent)
     from .inference import eval_data
 
     # A pretrain run (backbone only, no classes) keeps the classes of the data it embeds.
-    bundle = eval_data(meta, data, split, data_dir)
+    bundle = eval_data(card, data, split, data_dir)
     (name, part), = bundle.splits.items()
-    emb = embed_split(model, part.images, meta["mean"], meta["std"], dev, batch_size)
+    emb = embed_split(model, part.images, card.preprocessing.mean, card.preprocessing.std, dev, batch_size)
     labels = part.labels.numpy()
     coords, idx, details = map_2d(emb, method, seed=0)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,8 +113,8 @@ def embed_run(source: str | Path, data: Optional[str] = None, split: str = "test
     for i, (p, y) in enumerate(zip(paths, labels.tolist())):
         w.writerow([i, p, y, bundle.classes[y]])
     write_text(out_dir / "embeddings.csv", rows.getvalue())
-    info = {"method": method, "split": name, "data": data or meta.get("config", {}).get("data", {}).get("source"),
-            "model": meta.get("model"), "dim": int(emb.shape[1]), "images": int(len(emb)), **details,
+    info = {"method": method, "split": name, "data": data or card.data_source,
+            "model": card.model, "dim": int(emb.shape[1]), "images": int(len(emb)), **details,
             "classes": bundle.classes, "index": idx.tolist(), "labels": labels[idx].tolist(),
             "coords": np.round(coords, 5).tolist()}
     write_json(out_dir / MAP_FILE, info)

@@ -14,7 +14,6 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from ..data.loader import normalize_u8
 from .inference import Predictor, list_images
 
 
@@ -44,7 +43,7 @@ def explain_files(pred: Predictor, inputs: Sequence[str | Path], method: str, ou
         images = pred.load_images(chunk)  # (B, C, H, W) uint8
         probs = pred.probabilities(images)  # (B, K) on the CPU
         targets = probs.argmax(1) if target is None else torch.full((len(images),), classes.index(target))
-        x = normalize_u8(images.to(pred.device), pred.mean, pred.std)
+        x = pred.normalize(images)
         maps = explain(pred.model, x, method, target=targets.to(pred.device)).cpu()
         for p, img, m, t, pr in zip(chunk, images, maps, targets.tolist(), probs):
             dest = Path(out) / f"{p.stem}_{method}.png"

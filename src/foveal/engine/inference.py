@@ -1,7 +1,7 @@
 """Using a trained model: evaluate it on a data set, or predict classes of image files.
 
 Both paths read images through `foveal.data.decode.read_for` with the size, channels,
-resize rule and normalization stored in the weights' metadata, so `predict` on a file and
+resize rule and normalization of the weights' model card, so `predict` on a file and
 `eval` on a folder holding it see the very same pixels.
 """
 
@@ -14,10 +14,11 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 
 from ..batching import resolve_batch_size
-from ..config import DataConfig, from_dict
+from ..card import ModelCard
+from ..config import DataConfig
 from ..data import load_source
 from ..data.decode import DecodeError, list_images, read_for  # list_images: re-exported
-from ..data.loader import normalize_u8
+from ..data.preprocess import Normalized
 from ..data.bundle import DataBundle
 from ..metrics import ConfusionMeter
 from ..metrics.groups import add_group_metrics
@@ -32,33 +33,36 @@ from .tta import check_views, tta_logits
 class Predictor:
     """A trained model with its preprocessing; `predict(paths)` gives top-k classes per image."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device):
-        self.model, self.meta, self.device = model.to(device).eval(), meta, device
-        self.classes: list[str] = meta["classes"]
-        self.mean = torch.tensor(meta["mean"], device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(meta["std"], device=device).view(1, -1, 1, 1)
-        self.temperature = float(meta.get("temperature", 1.0))  # fitted by calibration, 1.0 if not
-        self.tta: list[str] = check_views(meta.get("tta", []))  # test-time views the run was evaluated with
+    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device):
+        self.model, self.card, self.device = model.to(device).eval(), card, device
+        self.classes: list[str] = list(card.classes)
+        pre = card.preprocessing
+        self.normalized = Normalized(self.model, pre.mean, pre.std).to(device)  # uint8 -> logits
+        self.temperature = card.temperature  # fitted by calibration, 1.0 if not
+        self.tta: list[str] = check_views(card.tta)  # test-time views the run was evaluated with
         self._auto_batch: Optional[int] = None  # 'auto' resolved once: the server calls per micro-batch
         self._net: Optional[torch.nn.Module] = None  # `model` with its batch norms folded, from the first batch
 
     @classmethod
     def load(cls, source: str | Path, device: str = "auto") -> "Predictor":
         dev = resolve_device(device)
-        model, meta = load_model(source, dev)
-        return cls(model, meta, dev)
+        model, card = load_model(source, dev)
+        return cls(model, card, dev)
 
     def load_images(self, paths: Iterable[Path]) -> torch.Tensor:
-        return torch.stack([torch.from_numpy(read_for(self.meta, p)) for p in paths])
+        return torch.stack([torch.from_numpy(read_for(self.card, p)) for p in paths])
+
+    def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) uint8 -> what the model sees, on the predictor's device."""
+        return self.normalized.normalize(images_u8.to(self.device))
 
     def batch_size(self, batch_size: int | str = "auto") -> int:
         """`batch_size`, or for 'auto' the evaluation batch sized by memory (foveal.batching)."""
         if batch_size != "auto":
             return int(batch_size)
         if self._auto_batch is None:
-            m = self.meta
-            self._auto_batch = resolve_batch_size("auto", self.model, (m["in_chans"], m["img_size"], m["img_size"]),
-                                                  self.device)
+            c, size = self.card.in_chans, self.card.preprocessing.img_size
+            self._auto_batch = resolve_batch_size("auto", self.model, (c, size, size), self.device)
         return self._auto_batch
 
     @torch.no_grad()
@@ -67,7 +71,7 @@ class Predictor:
         batch_size = self.batch_size(batch_size)
         out = []
         for i in range(0, len(images_u8), batch_size):
-            x = normalize_u8(images_u8[i:i + batch_size].to(self.device), self.mean, self.std)
+            x = self.normalize(images_u8[i:i + batch_size])
             if self._net is None:  # as `eval` scores it (engine/scoring.py); `model` stays as loaded for `explain`
                 self._net = fold_batchnorm(self.model, x[:2])
             logits = tta_logits(self._net, x, self.tta)
@@ -97,11 +101,10 @@ class Predictor:
         return records
 
 
-def eval_data(meta: dict[str, Any], data: Optional[str], split: str, data_dir: Optional[str] = None) -> DataBundle:
+def eval_data(card: ModelCard, data: Optional[str], split: str, data_dir: Optional[str] = None) -> DataBundle:
     """The images to evaluate: the run's own split (same seed), or every image of `data`."""
-    saved = meta.get("config", {})
-    dcfg: DataConfig = from_dict(saved.get("data", {}), DataConfig)
-    seed = saved.get("train", {}).get("seed", 0)
+    dcfg: DataConfig = card.data_config()
+    img_size = card.preprocessing.img_size
     if data is None:
         from ..data import make_splits
 
@@ -110,11 +113,11 @@ def eval_data(meta: dict[str, Any], data: Optional[str], split: str, data_dir: O
                              "it: pass the images to use with --data (a folder, CSV manifest or dataset name), or "
                              "call Classifier.evaluate(x, y) / predict(x) in Python")
 
-        bundle = make_splits(load_source(dcfg, meta["img_size"]), dcfg, seed)
+        bundle = make_splits(load_source(dcfg, img_size), dcfg, card.seed or 0)
         chosen = {split: bundle.splits[split]}
     else:
         dcfg = dataclasses.replace(dcfg, source=data, data_dir=data_dir or dcfg.data_dir, limit=None)
-        bundle = load_source(dcfg, meta["img_size"])
+        bundle = load_source(dcfg, img_size)
         if split in bundle.splits:
             chosen = {split: bundle.splits[split]}
         elif "all" in bundle.splits:
@@ -122,9 +125,9 @@ def eval_data(meta: dict[str, Any], data: Optional[str], split: str, data_dir: O
         else:
             raise ValueError(f"data '{data}' has no '{split}' split (it has: {', '.join(bundle.splits)})")
     out = DataBundle(bundle.name, bundle.classes, chosen, bundle.problems)
-    if meta["classes"] and out.classes != meta["classes"]:  # no classes: a pretrained backbone
-        out = remap_classes(out, meta["classes"])
-    return match_format(out, meta["in_chans"], meta["img_size"])
+    if card.classes and out.classes != list(card.classes):  # no classes: a pretrained backbone
+        out = remap_classes(out, list(card.classes))
+    return match_format(out, card.in_chans, img_size)
 
 
 def remap_classes(bundle: DataBundle, classes: list[str]) -> DataBundle:
@@ -147,9 +150,9 @@ def evaluate_model(source: str | Path, data: Optional[str] = None, split: str = 
         raise ValueError(f"'{source}' is a backbone without a classifier (a `foveal pretrain` run): there are no "
                          f"classes to evaluate or report on. Fine-tune it (`foveal train --pretrained {source}`), "
                          f"or map its features with `foveal embed {source}`")
-    bundle = eval_data(pred.meta, data, split, data_dir)
+    bundle = eval_data(pred.card, data, split, data_dir)
     metrics, logits = evaluate_bundle(pred, bundle, batch_size)
-    metrics["data"] = data or pred.meta.get("config", {}).get("data", {}).get("source")
+    metrics["data"] = data or pred.card.data_source
     return metrics, logits, bundle
 
 
@@ -161,7 +164,8 @@ def evaluate_bundle(pred: Predictor, bundle: DataBundle, batch_size: int | str =
     (name, part), = bundle.splits.items()
     from ..data.stream import make_loader  # streams when the data is too large to hold in memory
 
-    loader = make_loader(part, pred.batch_size(batch_size), pred.device, pred.meta["mean"], pred.meta["std"])
+    pre = pred.card.preprocessing
+    loader = make_loader(part, pred.batch_size(batch_size), pred.device, pre.mean, pre.std)
     meter, logits, labels = score_with_logits(pred.model, loader, len(pred.classes), pred.device, tta=pred.tta)
     if len(labels) != len(part):  # the report pairs logits with the split's files one to one
         raise ValueError(f"{len(part) - len(labels)} of {len(part)} images in '{bundle.name or name}' could not be "

@@ -28,11 +28,11 @@ def upsample_errors(result: RunResult, upweight: int, batch_size: int | str = "a
     (val and test unchanged); and the number of errors found. batch_size 'auto': sized by memory."""
     from ..batching import resolve_batch_size
 
-    data, meta = result.data, result.meta
+    data, pre = result.data, result.card.preprocessing
     train = data.splits["train"]
     device = next(result.model.parameters()).device
     batch_size = resolve_batch_size(batch_size, result.model, tuple(train.images.shape[1:]), device)
-    loader = make_loader(train, batch_size, device, meta["mean"], meta["std"])  # unshuffled: rows in split order
+    loader = make_loader(train, batch_size, device, pre.mean, pre.std)  # unshuffled: rows in split order
     _, logits, labels = score_with_logits(result.model, loader, len(data.classes), device)
     if len(labels) != len(train):
         raise ValueError(f"JTT: {len(train) - len(labels)} training images could not be decoded; fix or remove them")
@@ -61,9 +61,9 @@ def fit_jtt(cfg: RunConfig, data: Optional[DataBundle] = None,
     bundle, n_wrong = upsample_errors(stage1, t.jtt_upweight, t.eval_batch_size)
     log(f"JTT: {n_wrong} of {len(stage1.data.splits['train'])} training images misclassified after {t.jtt_epochs} "
         f"epochs; repeated {t.jtt_upweight}x for the second model")
-    d = stage1.meta
+    pre = stage1.card.preprocessing
     # limit / exclude / relabel were applied in stage 1, by position: not again on the upsampled split
-    data_cfg = dataclasses.replace(cfg.data, mean=list(d["mean"]), std=list(d["std"]), limit=None, exclude=None,
+    data_cfg = dataclasses.replace(cfg.data, mean=list(pre.mean), std=list(pre.std), limit=None, exclude=None,
                                    relabel=None)
     second = dataclasses.replace(cfg, data=data_cfg, train=dataclasses.replace(t, jtt_epochs=0))
     torch.manual_seed(t.seed)

@@ -8,9 +8,8 @@ from typing import Callable, Optional
 import torch
 
 from ..config import RunConfig
-from ..data import DataBundle, load_source, make_splits, mean_std
-from ..data.loader import normalize_u8
-from ..data.bundle import Split
+from ..data import DataBundle, load_source, make_splits
+from ..data.preprocess import normalize_u8, stats
 from ..data.images import ImageStore
 from ..models import model_info
 
@@ -28,7 +27,7 @@ def match_format(bundle: DataBundle, in_chans: int, img_size: int) -> DataBundle
     change = {k: v for k, v in (("in_chans", in_chans), ("img_size", img_size)) if getattr(bundle, k) != v}
     if not change:
         return bundle
-    splits = {k: Split(s.images.with_format(**change), s.labels, s.paths, s.groups) for k, s in bundle.splits.items()}
+    splits = {k: dataclasses.replace(s, images=s.images.with_format(**change)) for k, s in bundle.splits.items()}
     return DataBundle(bundle.name, bundle.classes, splits, bundle.problems)
 
 
@@ -48,7 +47,7 @@ def prepare_data(cfg: RunConfig, bundle: Optional[DataBundle] = None,
         mean, std = weights_pre
         mean, std = (mean, std) if len(mean) == bundle.in_chans else ([sum(mean) / len(mean)], [sum(std) / len(std)])
     if mean is None or std is None:
-        mean, std = mean_std(bundle.splits["train"].images)
+        mean, std = stats(bundle.splits["train"].images)
     if len(mean) != bundle.in_chans or len(std) != bundle.in_chans:
         raise ValueError(f"data.mean/data.std have {len(mean)}/{len(std)} values for {bundle.in_chans}-channel images")
     data = dataclasses.replace(d, img_size=img_size, in_chans=bundle.in_chans, mean=[round(m, 6) for m in mean],
@@ -82,7 +81,7 @@ def resolve_start(cfg: RunConfig, log: Callable[[str], None] = print
         else:
             p, where = hub.file_preprocessing(m.pretrained, m.name) or (None, "")
         if p is not None and (d.mean is None or d.std is None):
-            log(f"data: mean {p.mean} / std {p.std} from {where} (set data.mean/data.std to override)")
+            log(f"data: mean {list(p.mean)} / std {list(p.std)} from {where} (set data.mean/data.std to override)")
     started = bool(m.pretrained) and where != hub.FOVEAL_META  # published weights: the fine-tuning recipe
     data = dataclasses.replace(
         d, augment=d.augment if d.augment is not None else (["rrc", "flip"] if started else ["crop"]),

@@ -29,16 +29,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..card import ModelCard
 from ..config import RunConfig, SSLConfig, TrainConfig, to_dict  # SSLConfig: re-exported
 from ..data import Compose, DataBundle
 from ..data.decode import is_image_name
-from ..data.loader import Normalizer, epoch_seed, normalize_u8
+from ..data.loader import Normalizer, epoch_seed
+from ..data.preprocess import normalize_u8
 from ..data.sources import bundle_from_items
 from ..data.splits import concat
 from ..io import write_json
 from ..models import count_params, create_model
 from . import runs
-from .checkpoint import model_meta, save_weights
+from .checkpoint import model_card, save_weights
 from .device import resolve_device, seed_everything, warn_slow_cpu_bf16
 from .optim import Schedule, build_optimizer
 from .prepare import init_from_data, prepare_data
@@ -340,10 +342,10 @@ class Pretrainer:
                 "images_per_s": self.steps_per_epoch * bs / max(seconds, 1e-9),
                 "lr": self.optimizer.param_groups[0]["lr"], "compiled": compile_applied(step.net)}
 
-    def meta(self, extra: dict[str, Any]) -> dict[str, Any]:
-        d = self.cfg.data
-        return model_meta(self.eval_model.backbone, [], d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg),
-                          {"ssl": dataclasses.asdict(self.ssl), "classes_seen": self.data.classes, **extra})
+    def card(self, epoch: int) -> ModelCard:
+        """The card of the backbone's weights after `epoch`: no classes (its outputs are features)."""
+        return model_card(self.eval_model.backbone, [], self.cfg.data, to_dict(self.cfg), epoch=epoch,
+                          extra={"ssl": dataclasses.asdict(self.ssl), "classes_seen": self.data.classes})
 
     def end_epoch(self, row: dict[str, Any]) -> None:
         """Save last (every epoch) and best (highest k-NN accuracy, else lowest loss) backbone weights."""
@@ -352,8 +354,8 @@ class Pretrainer:
         backbone = self.eval_model.backbone
         if improved:
             self.best = row[key]
-            save_weights(self.run_dir / "best.safetensors", backbone, self.meta({"epoch": row["epoch"]}))
-        save_weights(self.run_dir / "last.safetensors", backbone, self.meta({"epoch": row["epoch"]}))
+            save_weights(self.run_dir / "best.safetensors", backbone, self.card(row["epoch"]))
+        save_weights(self.run_dir / "last.safetensors", backbone, self.card(row["epoch"]))
         self.history.append(row)
         runs.write_history(self.run_dir, self.history)
 

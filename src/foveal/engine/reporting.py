@@ -16,8 +16,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..card import ModelCard
 from ..data.bundle import DataBundle, Split
-from ..data.loader import normalize_u8
+from ..data.preprocess import normalize_u8
 from ..io import atomic_path, read_json, read_result_json
 from ..metrics.calibration import calibration_report
 from ..report.inputs import ReportInputs
@@ -32,26 +33,26 @@ def read_robustness(run_dir: Path) -> Optional[dict[str, Any]]:
     return read_result_json(Path(run_dir) / "robustness.json", "the robustness evaluation (`foveal robust`)")
 
 
-def model_stats(model: nn.Module, meta: dict[str, Any]) -> dict[str, str]:
+def model_stats(model: nn.Module, card: ModelCard) -> dict[str, str]:
     """Parameters and GFLOPs of one image, as the report's summary table prints them."""
     from ..models import count_gflops, count_params
 
     stats = {"parameters": f"{count_params(model):,}"}
     try:
-        stats["GFLOPs (one image)"] = f"{count_gflops(model, meta['img_size'], meta['in_chans']):.4f}"
+        stats["GFLOPs (one image)"] = f"{count_gflops(model, card.preprocessing.img_size, card.in_chans):.4f}"
     except Exception as e:  # a model the FLOP counter cannot trace still gets its report
         stats["GFLOPs (one image)"] = f"n/a ({type(e).__name__})"
     return stats
 
 
-def error_gallery(model: nn.Module, meta: dict[str, Any], logits: torch.Tensor, part: Split,
+def error_gallery(model: nn.Module, card: ModelCard, logits: torch.Tensor, part: Split,
                   k: int = GALLERY_SIZE) -> list[dict[str, Any]]:
     """The k most confident mistakes on `part` (whose rows `logits` (N, K) score, in order): PNGs
     of each image and its Grad-CAM overlay for the predicted class (gradient saliency for a model
     without a feature map, e.g. an MLP, which declares no `cam_layer`), with true and predicted class."""
     from ..explain import explain, overlay_png
 
-    probs = torch.softmax(logits.float().cpu() / float(meta.get("temperature", 1.0)), dim=1)
+    probs = torch.softmax(logits.float().cpu() / card.temperature, dim=1)
     conf, pred = probs.max(1)
     labels = part.labels.cpu()
     wrong = (pred != labels).nonzero().flatten()
@@ -60,25 +61,25 @@ def error_gallery(model: nn.Module, meta: dict[str, Any], logits: torch.Tensor, 
         return []
     device = next(model.parameters()).device
     images = part.images.load(idx)  # (k, C, H, W) uint8: decodes only these k when streamed
-    x = normalize_u8(images.to(device), meta["mean"], meta["std"])
+    x = normalize_u8(images.to(device), card.preprocessing.mean, card.preprocessing.std)
     method = "gradcam" if getattr(model, "cam_layer", "") else "saliency"
     maps = explain(model, x, method, target=pred[idx].to(device)).cpu()
-    classes = meta["classes"]
+    classes = card.classes
     return [{"image": overlay_png(images[n], torch.zeros(maps.shape[-2:]), alpha=0.0),
              "overlay": overlay_png(images[n], maps[n]), "true": classes[int(labels[i])],
              "pred": classes[int(pred[i])], "conf": float(conf[i]), "method": method,
              "path": part.paths[i] if part.paths else None} for n, i in enumerate(idx.tolist())]
 
 
-def report_inputs(title: str, meta: dict[str, Any], metrics: dict[str, Any], history: list[dict[str, Any]],
+def report_inputs(title: str, card: ModelCard, metrics: dict[str, Any], history: list[dict[str, Any]],
                   model: Optional[nn.Module], logits: Optional[torch.Tensor], part: Optional[Split],
                   run_dir: Optional[Path]) -> ReportInputs:
     """The page's inputs from one evaluation: `part` is the evaluated split (None when its images
     are not at hand), `run_dir` the run folder whose robustness and embedding results to show."""
     gallery = None
     if model is not None and logits is not None and part is not None:
-        gallery = error_gallery(model, meta, logits, part)
-    return ReportInputs(title, meta, metrics, history, model_stats(model, meta) if model is not None else {},
+        gallery = error_gallery(model, card, logits, part)
+    return ReportInputs(title, card, metrics, history, model_stats(model, card) if model is not None else {},
                         gallery, read_robustness(run_dir) if run_dir else None,
                         read_embedding_map(run_dir) if run_dir else None)
 
@@ -90,7 +91,7 @@ def write_run_report(result: Any) -> Path:
     test = result.data.splits["test"] if result.data is not None else None
     if test is not None and result.test_logits is not None and len(result.test_logits) != len(test):
         test = None  # streamed test files failed to decode (data_problems.json): no per-image sections
-    inp = report_inputs(f"foveal run {result.run_dir.name}", result.meta, result.test_metrics, result.history,
+    inp = report_inputs(f"foveal run {result.run_dir.name}", result.card, result.test_metrics, result.history,
                         result.model, result.test_logits, test, result.run_dir)
     if result.history:
         with atomic_path(result.run_dir / "curves.png") as tmp:
@@ -109,17 +110,17 @@ def write_eval_report(source: str | Path, metrics: dict[str, Any], logits: torch
     from .checkpoint import load_model
     from .device import resolve_device
 
-    model, meta = load_model(source, resolve_device(device))
+    model, card = load_model(source, resolve_device(device))
     (_, part), = bundle.splits.items()
     metrics = dict(metrics)
-    metrics.setdefault("calibration", calibration_report(logits, part.labels, float(meta.get("temperature", 1.0))))
+    metrics.setdefault("calibration", calibration_report(logits, part.labels, card.temperature))
     run_dir = Path(history_from) if history_from else None
     history = runs.read_history(run_dir) if run_dir else []
     if run_dir and (run_dir / "test.json").is_file() and "train_seconds" not in metrics:
         saved = read_json(run_dir / "test.json")
         metrics.update({k: saved[k] for k in ("train_seconds", "best_epoch") if k in saved})
     name = run_dir.name if run_dir else Path(source).stem
-    inp = report_inputs(f"foveal run {name}: {metrics.get('data')}, {metrics.get('split')} split", meta, metrics,
+    inp = report_inputs(f"foveal run {name}: {metrics.get('data')}, {metrics.get('split')} split", card, metrics,
                         history, model, logits, part, run_dir)
     return write_report(inp, path)
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from .. import malloc
 from ..batching import resolve_batch_size
+from ..card import ModelCard
 from ..config import RunConfig, to_dict
 from ..data import Compose, DataBundle
 from ..data.augment import MixBatch
@@ -38,7 +39,7 @@ from ..models import count_params, create_model
 from . import distributed as dist
 from . import runs
 from .callbacks import Callback, RunResult
-from .checkpoint import load_resume, model_meta, save_resume, save_weights
+from .checkpoint import load_resume, model_card, save_resume, save_weights
 from .device import resolve_channels_last, resolve_cpu_bf16, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .finetune import Finetuner, layer_decay_groups, load_for_finetune
 from .losses import build_loss, inverse_frequency_weights
@@ -190,10 +191,9 @@ class Trainer:
                                       **val_groups)
         self.test_loader = make_loader(self.data.splits["test"], self.eval_batch_size, **common)
 
-    def meta(self, extra: Optional[dict] = None) -> dict[str, Any]:
-        d = self.cfg.data
-        return model_meta(self.model, self.data.classes, d.mean, d.std, d.img_size, d.resize, to_dict(self.cfg),
-                          {"tta": list(self.cfg.train.tta), **(extra or {})}, d.crop_pct)
+    def card(self, epoch: int) -> ModelCard:
+        """The model card saved with the weights of `epoch` (1-based)."""
+        return model_card(self.model, self.data.classes, self.cfg.data, to_dict(self.cfg), self.cfg.train.tta, epoch)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -274,8 +274,8 @@ class Trainer:
         st.history.append(row)
         if self.dist.is_main:  # every rank holds the same weights and counters; rank 0 writes them
             if improved:
-                save_weights(self.run_dir / "best.safetensors", self.eval_model, self.meta({"epoch": epoch + 1}))
-            save_weights(self.run_dir / "last.safetensors", self.eval_model, self.meta({"epoch": epoch + 1}))
+                save_weights(self.run_dir / "best.safetensors", self.eval_model, self.card(epoch + 1))
+            save_weights(self.run_dir / "last.safetensors", self.eval_model, self.card(epoch + 1))
             save_resume(self.run_dir / "resume.safetensors", self.model, self.optimizer, self.ema,
                         dataclasses.asdict(st))
             runs.write_history(self.run_dir, st.history)
@@ -331,14 +331,14 @@ class Trainer:
         """Evaluate the best weights on the test split and write the run's results."""
         from .checkpoint import load_model
 
-        model, meta = load_model(self.run_dir, self.device)
-        meta = self.calibrate(model, meta)
+        model, card = load_model(self.run_dir, self.device)
+        card = self.calibrate(model, card)
         meter, logits, labels = score_with_logits(model, self.test_loader, len(self.data.classes), self.device,
                                                   tta=self.cfg.train.tta)  # fp32, as predict and serve
         metrics = meter.compute(self.data.classes)
         metrics.update(split="test", best_epoch=self.state.best_epoch, train_seconds=self.state.train_time,
                        compiled=compile_applied(self.train_step.net))  # train.compile asked for and in effect
-        metrics["calibration"] = calibration_report(logits, labels, meta["temperature"])
+        metrics["calibration"] = calibration_report(logits, labels, card.temperature)
         # per-group metrics ("groups", "worst_group_accuracy") when the test split has groups
         group_table = add_group_metrics(metrics, logits, labels, self.data.splits["test"].groups, self.data.classes,
                                         self.data.splits["train"].groups)
@@ -347,7 +347,7 @@ class Trainer:
         self.log(format_report(metrics) + (f"\n\n{group_table}" if group_table else ""))
         self.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {self.state.best_epoch}); "
                  f"training took {self.state.train_time:.1f}s; run folder: {self.run_dir}")
-        result = RunResult(self.run_dir, model, meta, self.state.history, metrics, logits, self.data)
+        result = RunResult(self.run_dir, model, card, self.state.history, metrics, logits, self.data)
         if self.cfg.train.report:  # off for quick fits, e.g. each fold of a scikit-learn cross-validation
             from .reporting import write_run_report
 
@@ -355,7 +355,7 @@ class Trainer:
         return result
 
 
-    def calibrate(self, model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+    def calibrate(self, model: nn.Module, card: ModelCard) -> ModelCard:
         """Fit the softmax temperature on the validation split and store it with the best weights."""
         d = self.cfg.data
         if self._best_val_logits is not None:  # from validating the best epoch (`validate`); not after a resume
@@ -365,9 +365,9 @@ class Trainer:
                                    workers=d.workers)
             _, val_logits, val_labels = score_with_logits(model, full_val, len(self.data.classes), self.device,
                                                           tta=self.cfg.train.tta)  # fp32, as predict and serve
-        meta = {**meta, "temperature": fit_temperature(val_logits, val_labels)}
-        save_weights(self.run_dir / "best.safetensors", model, meta)
-        return meta
+        card = card.replace(temperature=fit_temperature(val_logits, val_labels))
+        save_weights(self.run_dir / "best.safetensors", model, card)
+        return card
 
 
 def _format_row(row: dict[str, Any], epochs: int) -> str:

@@ -21,8 +21,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from ..card import ModelCard, Preprocessing
 from ..config import QuantConfig
-from .onnx_export import Preprocessed, export_onnx
+from ..data.preprocess import Normalized
+from .onnx_export import export_onnx
 from .quantize import quantize_int8
 from .runtime import make_session
 
@@ -76,14 +78,14 @@ def bench_model(name: str, img_size: int = 224, threads: int = 2, rounds: int = 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     model = create_model(name, num_classes=1000, in_chans=3, img_size=img_size).eval()
-    meta = {"model": name, "classes": [str(i) for i in range(1000)], "in_chans": 3, "img_size": img_size,
-            "resize": "squash", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    wrapped = Preprocessed(model, meta["mean"], meta["std"]).eval()
+    pre = Preprocessing((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), img_size)
+    card = ModelCard(name, tuple(str(i) for i in range(1000)), 3, pre)
+    wrapped = Normalized(model, pre.mean, pre.std).eval()
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (1, 3, img_size, img_size), dtype=np.uint8)
     calib = rng.integers(0, 256, (calib_images, 3, img_size, img_size), dtype=np.uint8)
     with tempfile.TemporaryDirectory(dir=workdir) as td:
-        fp32_path = export_onnx(model, meta, Path(td) / f"{name}.onnx")
+        fp32_path = export_onnx(model, card, Path(td) / f"{name}.onnx")
         sessions = {"onnx_fp32": make_session(fp32_path, threads)}
         for v in variants or list(INT8_VARIANTS):
             q = quantize_int8(fp32_path, Path(td) / f"{name}.{v}.onnx", calib, INT8_VARIANTS[v])

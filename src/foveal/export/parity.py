@@ -16,9 +16,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..card import ModelCard
 from ..config import ExportConfig, ParityLimits
+from ..data.preprocess import Normalized
 from ..io import write_json
-from .onnx_export import Preprocessed, export_onnx
+from .onnx_export import export_onnx
 from .quantize import copy_meta, quantize_int8
 from .runtime import OnnxPredictor, median_latency_ms
 
@@ -27,11 +29,11 @@ class ExportCheckError(ValueError):
     """An exported model disagrees with the eager one beyond the allowed thresholds."""
 
 
-def _split_arrays(meta: dict[str, Any], split: str, limit: Optional[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _split_arrays(card: ModelCard, split: str, limit: Optional[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 images, labels) of the run's own `split`, decoded exactly as for evaluation."""
     from ..engine.inference import eval_data
 
-    (part,) = eval_data(meta, None, split).splits.values()
+    (part,) = eval_data(card, None, split).splits.values()
     idx = torch.arange(len(part))
     if limit is not None and limit < len(part):
         idx = torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
@@ -91,13 +93,13 @@ def export_run(run: str | Path, opts: ExportConfig | None = None) -> dict[str, A
     unknown = set(opts.formats) - {"onnx", "int8"}
     if unknown:
         raise ValueError(f"unknown export format(s) {', '.join(sorted(unknown))}; choose from onnx, int8")
-    model, meta = load_model(run, "cpu")
+    model, card = load_model(run, "cpu")
     out = Path(opts.out_dir) if opts.out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent) / "export"
-    wrapped = Preprocessed(model, meta["mean"], meta["std"]).eval()
-    fp32_path = export_onnx(model, meta, out / "model.onnx")
-    x, y = _split_arrays(meta, "test", opts.eval_limit)
+    wrapped = Normalized(model, card.preprocessing.mean, card.preprocessing.std).eval()
+    fp32_path = export_onnx(model, card, out / "model.onnx")
+    x, y = _split_arrays(card, "test", opts.eval_limit)
     ref = eager_logits(wrapped, x)
-    report: dict[str, Any] = {"run": str(run), "model": meta["model"], "eval_images": int(len(x)),
+    report: dict[str, Any] = {"run": str(run), "model": card.model, "eval_images": int(len(x)),
                               "eager": {"accuracy": float((ref.argmax(1) == y).mean())},
                               "files": {"onnx": str(fp32_path)}, "limits": asdict(opts.limits)}
     with torch.inference_mode():
@@ -105,7 +107,7 @@ def export_run(run: str | Path, opts: ExportConfig | None = None) -> dict[str, A
     fp32 = OnnxPredictor.load(fp32_path, opts.threads)
     report["onnx"] = {**compare(ref, fp32.logits(x), y), "latency_ms_b1": _latency(fp32.logits, x)}
     if "int8" in opts.formats:
-        calib, _ = _split_arrays(meta, "train", opts.calib_images, seed=1)
+        calib, _ = _split_arrays(card, "train", opts.calib_images, seed=1)
         q_path = quantize_int8(fp32_path, out / "model.int8.onnx", calib, opts.quant)
         copy_meta(fp32_path, q_path, {"precision": "int8", "quantization": asdict(opts.quant)})
         q = OnnxPredictor.load(q_path, opts.threads)

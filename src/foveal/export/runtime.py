@@ -3,7 +3,7 @@
 Nothing here imports torch (the inference install has none); images are read by
 `foveal.data.decode.read_image`, the decoder behind training and `Predictor` too, so an
 exported model sees exactly the pixels the eager one did. The graph holds the plain model;
-the run's test-time views (metadata key ``tta``) are made here, in numpy, so the calibrated
+the run's test-time views (the card's ``tta``) are made here, in numpy, so the calibrated
 temperature meets the averaged logits it was fitted on, as in `Predictor`.
 """
 
@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..card import ModelCard
 from ..config import BatchSizing, DataConfig
 
 ONNX_META_KEY = "foveal"  # key of our JSON metadata in the ONNX metadata_props
@@ -24,7 +25,8 @@ TTA_VIEWS = ("flip", "shift")  # as foveal.engine.tta.TTA_VIEWS (a test checks t
 
 
 def read_onnx_meta(path: str | Path) -> dict[str, Any]:
-    """Metadata of an exported model, read through onnxruntime (no torch, no onnx package)."""
+    """The metadata JSON of an exported model as stored (`ModelCard.from_dict` reads it), through
+    onnxruntime (no torch, no onnx package)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -105,24 +107,24 @@ def topk_records(probs: np.ndarray, classes: list[str], k: int) -> list[dict[str
 
 
 class OnnxPredictor:
-    """An exported model and its metadata; same `predict` records as `engine.inference.Predictor`."""
+    """An exported model and its model card; same `predict` records as `engine.inference.Predictor`."""
 
-    def __init__(self, session: Any, meta: dict[str, Any]):
-        self.session, self.meta = session, meta
-        self.classes: list[str] = list(meta["classes"])
-        self.temperature = float(meta.get("temperature", 1.0))
-        self.tta: list[str] = check_views(meta.get("tta", []))  # test-time views the temperature was fitted with
+    def __init__(self, session: Any, card: ModelCard):
+        self.session, self.card = session, card
+        self.classes: list[str] = list(card.classes)
+        self.temperature = card.temperature
+        self.tta: list[str] = check_views(card.tta)  # test-time views the temperature was fitted with
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None) -> "OnnxPredictor":
         sess = make_session(path, threads)
-        return cls(sess, _meta_from_session(sess, path))
+        return cls(sess, ModelCard.from_dict(_meta_from_session(sess, path)))
 
     def read_image(self, path: str | Path, max_pixels: int = DataConfig.max_pixels) -> np.ndarray:
         """(C, H, W) uint8 for one file, by the training/`Predictor` decoder; raises DecodeError."""
         from ..data.decode import read_for
 
-        return read_for(self.meta, path, max_pixels)
+        return read_for(self.card, path, max_pixels)
 
     def logits(self, images_u8: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) float32 logits of the plain graph (no test-time views), run in

@@ -32,24 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..card import ModelCard, Preprocessing  # Preprocessing: re-exported, the type `resolve` returns
+
 TV_HOST = "https://download.pytorch.org/"
 FOVEAL_META = "the foveal weights' metadata"  # `file_preprocessing`'s origin for foveal runs
 # foveal model name -> torchvision's, where they differ (the state_dicts map: tests/models/test_torchvision_parity.py)
 TV_NAMES = {"mobilenetv2": "mobilenet_v2", "mobilenetv3_small": "mobilenet_v3_small",
             "mobilenetv3_large": "mobilenet_v3_large", "vit_base_patch16_224": "vit_b_16", "vit_base": "vit_b_16"}
-
-
-@dataclass
-class Preprocessing:
-    """What the weights expect: the eval transform torchvision's `Weights.transforms()` or timm's
-    `pretrained_cfg` describe (resize the shorter side to img_size / crop_pct, centre-crop img_size)."""
-
-    mean: list[float]
-    std: list[float]
-    img_size: int = 224
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
-    resize: str = "crop"  # how images reach img_size: 'crop' (shorter side + centre crop) or 'squash'
 
 
 @dataclass
@@ -96,9 +85,8 @@ def file_preprocessing(path: str | Path, model_name: str) -> Optional[tuple[Prep
         meta = read_meta(resolve_weights_path(path))
     except (FileNotFoundError, ValueError):
         return None  # load_for_finetune reports the file's problems with full context
-    if meta.get("mean") and meta.get("std") and len(meta["mean"]) == len(meta["std"]):
-        return (Preprocessing(list(meta["mean"]), list(meta["std"]), int(meta.get("img_size") or 224),
-                              float(meta.get("crop_pct") or 1.0), resize=meta.get("resize") or "squash"), FOVEAL_META)
+    if ModelCard.describes(meta):
+        return ModelCard.from_dict(meta).preprocessing, FOVEAL_META
     if model_name.startswith("timm/"):
         try:
             import timm
@@ -106,7 +94,7 @@ def file_preprocessing(path: str | Path, model_name: str) -> Optional[tuple[Prep
             cfg = timm.models.get_pretrained_cfg(model_name.removeprefix("timm/"))
         except ImportError:
             cfg = None
-        p = _timm_preprocessing(cfg.to_dict()) if cfg is not None else None
+        p = Preprocessing.from_timm(cfg.to_dict()) if cfg is not None else None
         return (p, f"timm's pretrained_cfg of {model_name.removeprefix('timm/')}") if p else None
     try:
         w = _tv_weights(TV_NAMES.get(model_name, model_name), "DEFAULT")
@@ -135,8 +123,8 @@ def _tv_weights(arch: str, tag: str) -> Any:
 def _tv_preprocessing(w: Any) -> Preprocessing:
     t = w.transforms()
     crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
-    return Preprocessing([float(v) for v in t.mean], [float(v) for v in t.std], crop, crop / resize,
-                         str(getattr(t.interpolation, "value", t.interpolation)))
+    interpolation = str(getattr(t.interpolation, "value", t.interpolation))
+    return Preprocessing(t.mean, t.std, crop, crop / resize, "crop", interpolation)
 
 
 def _from_torchvision(arch: str, tag: str) -> ResolvedWeights:
@@ -268,13 +256,4 @@ def _from_hub(repo: str, pretrained_cfg: Optional[dict] = None) -> ResolvedWeigh
             pretrained_cfg = json.loads(_hub_file(repo, "config.json").read_text()).get("pretrained_cfg", {})
         except (WeightsUnavailable, ValueError):
             pretrained_cfg = {}
-    return ResolvedWeights(path, f"hub {repo}", _timm_preprocessing(pretrained_cfg))
-
-
-def _timm_preprocessing(cfg: dict) -> Optional[Preprocessing]:
-    if not cfg.get("mean") or not cfg.get("std"):
-        return None
-    size = cfg.get("input_size") or (3, 224, 224)
-    return Preprocessing([float(v) for v in cfg["mean"]], [float(v) for v in cfg["std"]], int(size[-1]),
-                         float(cfg.get("test_crop_pct") or cfg.get("crop_pct") or 0.875),
-                         str(cfg.get("interpolation") or "bicubic"))
+    return ResolvedWeights(path, f"hub {repo}", Preprocessing.from_timm(pretrained_cfg))

@@ -11,12 +11,13 @@ from typing import Any, Optional
 import torch
 
 from .._version import __version__
+from ..card import ModelCard
 
 
 @dataclass
 class ReportInputs:
     title: str
-    meta: dict[str, Any]  # the weights' metadata (classes, normalization, config, temperature)
+    card: ModelCard  # the weights' model card (classes, preprocessing, config, temperature)
     metrics: dict[str, Any]  # ConfusionMeter.compute() output, plus split / calibration / timing keys
     history: list[dict[str, Any]] = field(default_factory=list)
     model_stats: dict[str, str] = field(default_factory=dict)  # "parameters", "GFLOPs (one image)"
@@ -35,27 +36,25 @@ def _hardware() -> str:
 
 def summary_rows(inp: ReportInputs) -> dict[str, Any]:
     """Rows of the summary table: data, model, size, cost, time, machine, versions, seed."""
-    meta, m = inp.meta, inp.metrics
-    cfg = meta.get("config", {})
+    card, m = inp.card, inp.metrics
+    cfg, pre = card.config, card.preprocessing
     row: dict[str, Any] = {
-        "data": m.get("data") or cfg.get("data", {}).get("source"),
+        "data": m.get("data") or card.data_source,
         "evaluated split": f"{m.get('split', 'test')} ({m.get('support', '?')} images)",
-        "model": meta.get("model"),
-        "input": f"{meta.get('img_size')} px x {meta.get('in_chans')} channels",
-        "classes": len(meta.get("classes", [])),
+        "model": card.model,
+        "input": f"{pre.img_size} px x {card.in_chans} channels",
+        "classes": len(card.classes),
         "start": _start(cfg),
-        "preprocessing": (f"mean {meta.get('mean')}, std {meta.get('std')}, "
-                          f"{cfg.get('data', {}).get('resize') or 'squash'} to {meta.get('img_size')} px"
-                          + (f" (centre {meta['crop_pct']:g} of the shorter side)"
-                             if cfg.get('data', {}).get('resize') == "crop" and meta.get("crop_pct") else "")),
+        "preprocessing": (f"mean {list(pre.mean)}, std {list(pre.std)}, {pre.resize} to {pre.img_size} px"
+                          + (f" (centre {pre.crop_pct:g} of the shorter side)" if pre.resize == "crop" else "")),
     }
     row.update(inp.model_stats)
     row.update({
-        "epochs (best)": f"{len(inp.history)} ({m.get('best_epoch', meta.get('epoch', '?'))})" if inp.history else "-",
+        "epochs (best)": f"{len(inp.history)} ({m.get('best_epoch', card.epoch or '?')})" if inp.history else "-",
         "training time (s)": m.get("train_seconds", sum(r.get("train_seconds", 0.0) for r in inp.history) or "-"),
-        "seed": cfg.get("train", {}).get("seed"),
+        "seed": card.seed,
         "hardware (this report)": _hardware(),
-        "foveal / torch (training)": f"{meta.get('foveal_version', '?')} / {meta.get('torch_version', '?')}",
+        "foveal / torch (training)": f"{card.foveal_version} / {card.torch_version}",
         "foveal / torch (this report)": f"{__version__} / {torch.__version__}",
     })
     return row

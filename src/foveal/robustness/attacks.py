@@ -1,8 +1,8 @@
 """FGSM and PGD (L-inf and L2) in pixel space, with a guard against gradient masking.
 
 All attacks take images in [0, 1] pixel space and a model that expects pixels: wrap a
-trained network with :class:`PixelModel` so its normalization (the checkpoint's mean/std)
-runs inside the graph and epsilons keep their usual meaning (ε = 0.3 on MNIST is 0.3 of
+trained network in `foveal.data.preprocess.Normalized` so its normalization (the model card's
+mean/std) runs inside the graph and epsilons keep their usual meaning (ε = 0.3 on MNIST is 0.3 of
 the pixel range, whatever the normalization). Attacks are batched and keep every tensor on
 the model's device; the only host syncs are the per-ε accuracy reads in :func:`attack_sweep`.
 
@@ -23,21 +23,6 @@ from . import draws as D
 from .draws import Gen, ImageDraws
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class PixelModel(nn.Module):
-    """`model((x - mean) / std)` for pixels x in [0, 1]: attacks see the pixel space."""
-
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], channels_last: bool = False):
-        super().__init__()
-        self.model = model
-        self.channels_last = channels_last  # NHWC inputs (give `model` NHWC weights too: model.to(memory_format=...))
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.mean) / self.std
-        return self.model(z.contiguous(memory_format=torch.channels_last) if self.channels_last else z)
 
 
 def _per_sample_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Optional[LossFn]) -> torch.Tensor:
@@ -189,7 +174,7 @@ def attack_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_linf: S
                  batch_size: int | str = "auto", seed: int = 0, huge_eps: Optional[float] = 1.0) -> dict:
     """Robust accuracy and mean attack loss per attack and ε, plus the masking guard's verdict.
 
-    `model` takes pixels in [0, 1] (see :class:`PixelModel`) and is put in eval mode; `x` are
+    `model` takes pixels in [0, 1] (see `foveal.data.preprocess.Normalized`) and is put in eval mode; `x` are
     (N, C, H, W) pixels, `y` (N,) labels, on any device (batches move to the model's device).
     `batch_size` 'auto' is sized by memory (foveal.batching); the result does not depend on it,
     since every random start is drawn per image (foveal.robustness.draws).

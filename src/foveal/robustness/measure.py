@@ -31,10 +31,12 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from ..card import ModelCard
 from ..config import RobustConfig
+from ..data.preprocess import Normalized
 from ..io import read_json, write_json
 from ..models.fold_bn import fold_batchnorm
-from .attacks import AttackSpec, PixelModel, attack_sweep
+from .attacks import AttackSpec, attack_sweep
 from .corruptions import CORRUPTIONS, corrupt
 from .draws import ImageDraws, randn
 
@@ -127,7 +129,7 @@ def corruption_error(result: dict[str, Any], reference: dict[str, Any], ref_name
     return {"reference": ref_name, "per_corruption": ce, "mCE": sum(ce.values()) / len(ce) if ce else None}
 
 
-def evaluate_robustness(model: nn.Module, meta: dict[str, Any], images: torch.Tensor, labels: torch.Tensor,
+def evaluate_robustness(model: nn.Module, card: ModelCard, images: torch.Tensor, labels: torch.Tensor,
                         cfg: Optional[RobustConfig] = None, device: torch.device | str = "cpu",
                         reference: Optional[dict[str, Any]] = None, ref_name: str = "",
                         log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -142,7 +144,8 @@ def evaluate_robustness(model: nn.Module, meta: dict[str, Any], images: torch.Te
     nhwc = bool(cfg.channels_last)  # None: NCHW here; `foveal robust` resolves its auto setting first
     if nhwc:  # in place, as training does: the caller's model keeps working on NCHW inputs
         model.to(memory_format=torch.channels_last)
-    net = PixelModel(model, meta["mean"], meta["std"], channels_last=nhwc).to(device).eval()
+    pre = card.preprocessing
+    net = Normalized(model, pre.mean, pre.std, channels_last=nhwc).to(device).eval()  # [0, 1] pixels in
     # batch norm folded into the convs (models/fold_bn.py): the attacks' gradient passes run ~1.7x faster
     net = fold_batchnorm(net, images[:2].to(device).float() / 255)
     bs = resolve_batch_size(cfg.batch_size, net, tuple(images.shape[1:]), device)

@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import TrainConfig
-from .attacks import PixelModel, input_grad, pgd, random_start
+from ..data.preprocess import Normalized
+from .attacks import input_grad, pgd, random_start
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -45,7 +46,7 @@ class Perturber:
         self.mean = torch.tensor(self.mean_list).view(1, -1, 1, 1)
         self.std = torch.tensor(self.std_list).view(1, -1, 1, 1)
         self.loss_fn = loss_fn
-        self._net: Optional[PixelModel] = None  # built once per model and device: no per-batch host traffic
+        self._net: Optional[Normalized] = None  # built once per model and device: no per-batch host traffic
 
     def __bool__(self) -> bool:
         return self.adv != "none" or self.corrupt_aug != "none"
@@ -64,7 +65,7 @@ class Perturber:
             eps = self.eps_at(progress)
             alpha = self.alpha * eps / self.eps if self.eps > 0 else 0.0
             if self._net is None or self._net.model is not model or self._net.mean.device != x.device:
-                self._net = PixelModel(model, self.mean_list, self.std_list).to(x.device)
+                self._net = Normalized(model, self.mean_list, self.std_list).to(x.device)
             net = self._net
             if self.adv == "fgsm":
                 px = fast_fgsm(net, px, y, eps, alpha, self.loss_fn)

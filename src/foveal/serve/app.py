@@ -209,7 +209,7 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeConfig] = No
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        state = {"model": backend.meta.get("model"), "backend": backend.name, "queue": batcher.pending,
+        state = {"model": backend.card.model, "backend": backend.name, "queue": batcher.pending,
                  "in_flight": in_flight, "upload_bytes_in_flight": budget.held}
         reason = batcher.failure()
         if reason is not None:  # the process is up but cannot answer /predict: a load balancer must know
@@ -269,7 +269,7 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeConfig] = No
 
         records = topk_records(probs, backend.classes, s.topk)
         results = [{"filename": u.filename, **r} for u, r in zip(uploads, records)]
-        resp = JSONResponse({"model": backend.meta.get("model"), "backend": backend.name, "results": results})
+        resp = JSONResponse({"model": backend.card.model, "backend": backend.name, "results": results})
         resp.n_images = len(results)  # type: ignore[attr-defined]
         return resp
 

@@ -2,7 +2,7 @@
 
 Both read images with `foveal.data.decode.load_image` (the decoder used for training and
 `Predictor`) and return temperature-scaled probabilities of the logits averaged over the run's
-test-time views (metadata ``tta``), so the server answers exactly what `foveal predict` prints
+test-time views (the card's ``tta``), so the server answers exactly what `foveal predict` prints
 for the same file, whichever backend runs it.
 """
 
@@ -14,28 +14,30 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ..card import ModelCard
+
 
 @dataclass
 class Backend:
-    """A loaded model: its metadata, a decoder and a batch -> probabilities function."""
+    """A loaded model: its model card, a decoder and a batch -> probabilities function."""
 
     name: str  # 'torch' or 'onnx'
-    meta: dict[str, Any]
+    card: ModelCard
     probabilities: Callable[[np.ndarray], np.ndarray]  # (N, C, H, W) uint8 -> (N, K) float32
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.card.classes)
 
     def read(self, path: str | Path, max_pixels: int) -> np.ndarray:
         """(C, H, W) uint8 of one image file; raises DecodeError naming the file."""
         from ..data.decode import read_for
 
-        return read_for(self.meta, path, max_pixels)
+        return read_for(self.card, path, max_pixels)
 
     def public_meta(self) -> dict[str, Any]:
-        keys = ("model", "classes", "in_chans", "img_size", "resize", "crop_pct", "mean", "std", "temperature", "tta")
-        return {"backend": self.name, **{k: self.meta[k] for k in keys if k in self.meta}}
+        """What `GET /metadata` tells a client: the backend and the card's public fields."""
+        return {"backend": self.name, **self.card.public()}
 
 
 def load_backend(source: str | Path, backend: Optional[str] = None, threads: Optional[int] = None) -> Backend:
@@ -48,7 +50,7 @@ def load_backend(source: str | Path, backend: Optional[str] = None, threads: Opt
         from ..export.runtime import OnnxPredictor
 
         pred = OnnxPredictor.load(source, threads)
-        return Backend("onnx", {**pred.meta, "temperature": pred.temperature, "tta": pred.tta}, pred.probabilities)
+        return Backend("onnx", pred.card, pred.probabilities)
     if is_onnx:
         raise ValueError(f"'{source}' is an ONNX file; serve it with --backend onnx (the default for .onnx)")
     return _torch_backend(source, threads)
@@ -75,4 +77,4 @@ def _torch_backend(source: str | Path, threads: Optional[int]) -> Backend:
         with torch.inference_mode():
             return pred.probabilities(torch.from_numpy(batch)).numpy()
 
-    return Backend("torch", {**pred.meta, "temperature": pred.temperature, "tta": pred.tta}, probabilities)
+    return Backend("torch", pred.card, probabilities)
