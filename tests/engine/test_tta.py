@@ -66,3 +66,30 @@ def test_trainer_eval_and_predict_share_the_tta_setting(tmp_path):
     probs = pred.probabilities(test.images.load()[:8])
     torch.testing.assert_close(probs, torch.softmax(by_hand[:8] / pred.temperature, 1), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(by_hand, plain)  # the views did change the logits
+
+
+def test_views_of_uint8_behind_the_normalizing_wrapper_are_views_of_the_normalized_batch():
+    """`Predictor` hands the wrapped model views of the uint8 pixels (as the ONNX runtime feeds its graph);
+    bit for bit what views of the normalized batch through the bare model give, batch norm folded or not."""
+    from foveal.card import ModelCard, Preprocessing
+    from foveal.data.preprocess import Normalized, normalize_u8
+    from foveal.engine.inference import Predictor
+    from foveal.models import create_model
+    from foveal.models.fold_bn import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=4, in_chans=3, img_size=16).eval()
+    with torch.no_grad():  # batch norms with statistics of their own, so folding them changes the floats
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    mean, std, views = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], ["flip", "shift"]
+    u8 = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    x = normalize_u8(u8, mean, std)
+    with torch.no_grad():
+        assert torch.equal(tta_logits(Normalized(model, mean, std), u8, views), tta_logits(model, x, views))
+        folded = fold_batchnorm(model, x[:2])
+        want = torch.softmax(tta_logits(folded, x, views) / 1.5, dim=1)
+    card = ModelCard("resnet18", list("abcd"), 3, Preprocessing(mean, std, 16), tuple(views), 1.5)
+    got = Predictor(model, card, torch.device("cpu")).probabilities(u8, batch_size=8)
+    assert torch.equal(got, want)

@@ -71,9 +71,11 @@ class Predictor:
         batch_size = self.batch_size(batch_size)
         out = []
         for i in range(0, len(images_u8), batch_size):
-            x = self.normalize(images_u8[i:i + batch_size])
+            x = images_u8[i:i + batch_size].to(self.device)
             if self._net is None:  # as `eval` scores it (engine/scoring.py); `model` stays as loaded for `explain`
-                self._net = fold_batchnorm(self.model, x[:2])
+                self._net = fold_batchnorm(self.normalized, x[:2])
+            # the views of the uint8 pixels, each normalized at the model's edge, as the exported graph
+            # takes them (export/runtime.py): the same floats as views of the normalized batch
             logits = tta_logits(self._net, x, self.tta)
             out.append(torch.softmax(logits / self.temperature, dim=1).cpu())
         return torch.cat(out)

@@ -30,7 +30,9 @@ def check_views(views: Sequence[str]) -> list[str]:
 
 def tta_logits(model: nn.Module, x: torch.Tensor, views: Sequence[str] = (),
                fmt: Callable[[torch.Tensor], torch.Tensor] = torch.Tensor.contiguous) -> torch.Tensor:
-    """Float logits (B, K) of the normalized batch `x` (B, C, H, W), averaged over `views`.
+    """Float logits (B, K) of the batch `x` (B, C, H, W) as `model` takes it, averaged over `views`: a
+    normalized batch, or uint8 pixels for a model behind `foveal.data.preprocess.Normalized` (the views
+    only move pixels and normalization is per channel, so both give the same floats).
 
     `fmt` puts each derived view in the model's memory format (e.g. channels-last), so that a
     compiled model sees one layout. No views: just `model(x)`.
