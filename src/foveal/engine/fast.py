@@ -20,10 +20,10 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import FastConfig  # re-exported: the recipe's settings live with every other default
+from ..data.augment import translate  # re-exported: the recipe's shift, drawn per image
 from ..data.loader import normalize_u8
 from ..models import create_model
 from .device import autocast
@@ -124,23 +124,6 @@ def reinit(run: FastRun, data: FastData, seed: int) -> None:
                          img_size=data.train_x.shape[-1])
     run.model.load_state_dict(fresh.state_dict())
     run.model.init_whitening(normalize_u8(data.train_x[:5000], run.mean, run.std))
-
-
-def translate(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Shift each image of (B, C, H, W) by a uniform offset in [-pad, pad]^2, reflect-padded."""
-    B, C, H, W = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    off = torch.randint(0, 2 * pad + 1, (2, B), generator=g, device=x.device)  # (2, B)
-    rows = (off[0][:, None] + torch.arange(H, device=x.device))[:, None, :, None].expand(B, C, H, W)
-    cols = (off[1][:, None] + torch.arange(W, device=x.device))[:, None, None, :].expand(B, C, H, W)
-    return _gather2d(xp, rows, cols)
-
-
-def _gather2d(xp: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """out[b, c, i, j] = xp[b, c, rows[b, c, i, j], cols[b, c, i, j]] for (B, C, H, W) index maps."""
-    B, C, Hp, Wp = xp.shape
-    flat = rows * Wp + cols  # (B, C, H, W)
-    return xp.reshape(B, C, Hp * Wp).gather(2, flat.reshape(B, C, -1)).view(rows.shape)
 
 
 def batches(data: FastData, run: FastRun, epoch: int, flip_bits: torch.Tensor,

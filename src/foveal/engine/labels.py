@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.augment import translate
 from ..data.labels import LabelIssues, confident_learning
 from ..data.loader import normalize_u8
 from ..data.splits import stratified_indices
 from ..models import create_model, model_info
-from .fast import translate
 from .step import StepHook, StepOptions, TrainStep, classify
 
 _INIT_LOCK = threading.Lock()
