@@ -75,13 +75,6 @@ def test_translate_is_a_reflect_padded_shift() -> None:
         assert torch.equal(out[b], xp[b, :, oy:oy + 7, ox:ox + 9])
 
 
-def test_triangle_schedule_shape() -> None:
-    total = 100
-    f = [fast.triangle(s, total) for s in range(total + 1)]
-    assert f[0] == pytest.approx(0.2) and max(f) == pytest.approx(1.0) and f[-1] == pytest.approx(0.07)
-    assert f.index(max(f)) == 23
-
-
 def _write_idx(path: Path, arr: np.ndarray) -> None:
     header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
     with gzip.open(path, "wb") as f:

@@ -6,9 +6,8 @@ import torch
 
 from foveal.config import RunConfig, apply_overrides
 from foveal.engine import Callback, Trainer
-from foveal.engine.optim import decay_groups, lr_factor
+from foveal.engine.optim import Shape
 from foveal.io import load_tensors
-from foveal.models import create_model
 
 
 def _cfg(tmp_path, **over):
@@ -99,20 +98,13 @@ def test_optimizers_schedules_smoothing_clipping_ema(tmp_path, opt):
     assert res.test_metrics["accuracy"] >= 0.85
 
 
-def test_weight_decay_skips_norms_and_biases():
-    m = create_model("resnet18", num_classes=3, in_chans=1, img_size=32)
-    decay, no_decay = decay_groups(m, 0.1)
-    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-
-
 def test_cosine_warmup_and_onecycle_shapes():
     cfg = RunConfig().optim
-    f = [lr_factor(s, 100, 10, cfg) for s in range(100)]
+    f = [Shape.from_config(cfg, 100, 10).factor(s) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[-1] < 0.05
     assert all(a >= b for a, b in zip(f[9:], f[10:]))
     cfg.schedule = "onecycle"
-    g = [lr_factor(s, 100, 0, cfg) for s in range(100)]
+    g = [Shape.from_config(cfg, 100, 10).factor(s) for s in range(100)]
     assert g[0] < 0.05 and max(g) == pytest.approx(1.0, abs=1e-3) and g[-1] < 0.05 and g.index(max(g)) in range(28, 32)
 
 

@@ -18,15 +18,16 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..config import FastConfig  # re-exported: the recipe's settings live with every other default
+from ..config import OptimConfig
 from ..data.augment import translate  # re-exported: the recipe's shift, drawn per image
 from ..data.loader import normalize_u8
 from ..models import create_model
 from .device import autocast
+from .optim import Schedule, Shape, build_optimizer, param_groups
 from .step import StepHook, StepOptions, TrainStep, classify, compiled, memory_format
 from .tta import check_views, tta_logits
 
@@ -145,28 +146,13 @@ def batches(data: FastData, run: FastRun, epoch: int, flip_bits: torch.Tensor,
 def build_sgd(model: nn.Module, cfg: FastConfig) -> torch.optim.SGD:
     """Nesterov SGD in the speedruns' units: the loss is summed over the batch, so lr is per example.
 
-    Three groups: conv/linear weights; BN shifts (lr x bias_scaler, wd / bias_scaler); the
-    whitening bias (like the BN shifts, but its lr goes to 0 after `whiten_bias_epochs`).
-    torch's weight decay is multiplied by the lr, so it is given as wd / lr to be decoupled.
+    Three groups (`optim.param_groups`): conv/linear weights; BN shifts (lr x bias_scaler, wd / bias_scaler); the
+    whitening bias (like the BN shifts, but its lr goes to 0 after `whiten_bias_epochs`, see `build_step`).
     """
     kilo = 1024 * (1 + 1 / (1 - cfg.momentum))  # examples per unit of lr, momentum's gain included
     lr, wd = cfg.lr / kilo, cfg.weight_decay * cfg.batch_size / kilo
-    lr_b = lr * cfg.bias_scaler
-    whiten_bias = model.whiten.bias
-    biases = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim == 1 and p is not whiten_bias]
-    weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    groups = [dict(params=weights, lr=lr, weight_decay=wd / lr), dict(params=biases, lr=lr_b, weight_decay=wd / lr_b),
-              dict(params=[whiten_bias], lr=lr_b, weight_decay=wd / lr_b)]
-    fused = {"fused": True} if whiten_bias.is_cuda else {"foreach": True}
-    opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True, **fused)
-    for g in opt.param_groups:
-        g["base_lr"] = g["lr"]
-    return opt
-
-
-def triangle(step: int, total: int, start: float = 0.2, peak_at: float = 0.23, end: float = 0.07) -> float:
-    """lr multiplier: linear from `start` up to 1 at `peak_at` of the steps, then down to `end`."""
-    return float(np.interp(step, [0, int(peak_at * total), total], [start, 1.0, end]))
+    groups = param_groups(model, wd, exempt=False, lr=lr, bias_lr_scale=cfg.bias_scaler, apart=[model.whiten.bias])
+    return build_optimizer(model, OptimConfig(name="sgd", lr=lr, momentum=cfg.momentum, nesterov=True), groups)
 
 
 class Lookahead:
@@ -194,19 +180,15 @@ def build_step(run: FastRun, data: FastData, check_compile: bool = True) -> tupl
     opt = build_sgd(model, cfg)
     steps_per_epoch = len(data.train_y) // cfg.batch_size
     total = max(1, int(cfg.epochs * steps_per_epoch))
-    whiten_steps = int(cfg.whiten_bias_epochs * steps_per_epoch)
-
-    def set_lr(step: int) -> None:  # the triangle; the whitening bias (group 2) stops after whiten_steps
-        f = triangle(step, total)
-        for i, group in enumerate(opt.param_groups):
-            group["lr"] = group["base_lr"] * f * (i < 2 or step < whiten_steps)
+    opt.param_groups[-1]["lr_until"] = int(cfg.whiten_bias_epochs * steps_per_epoch)  # the whitening bias stops
+    schedule = Schedule(opt, Shape("triangle", total, start=0.2, peak_at=0.23, end=0.07))
 
     def lookahead(taken: int) -> None:  # every 5 steps; the decay rises with progress cubed
         if taken % 5 == 0:
             ahead.step(0.95 ** 5 * (taken / total) ** 3)
 
     ahead = Lookahead(model) if cfg.lookahead else None
-    hooks = [StepHook(before=set_lr)] + ([StepHook(after=lookahead)] if ahead is not None else [])
+    hooks = [StepHook(before=schedule.set_step)] + ([StepHook(after=lookahead)] if ahead is not None else [])
     on_gpu = run.device.type == "cuda"  # channels-last pays off on CUDA only (prepare)
     options = StepOptions.plain(amp=cfg.amp, channels_last=cfg.channels_last and on_gpu, compile=cfg.compile,
                                 compile_mode=cfg.compile_mode)

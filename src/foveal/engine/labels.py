@@ -26,11 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import OptimConfig
 from ..data.augment import translate
 from ..data.labels import LabelIssues, confident_learning
 from ..data.loader import normalize_u8
 from ..data.splits import stratified_indices
 from ..models import create_model, model_info
+from .optim import Schedule, Shape, build_optimizer, param_groups
 from .step import StepHook, StepOptions, TrainStep, classify
 
 _INIT_LOCK = threading.Lock()
@@ -81,11 +83,14 @@ def _train_fold(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: CrossVa
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_model(cfg.model, num_classes=num_classes, in_chans=x.shape[1], img_size=x.shape[-1])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = build_optimizer(model, OptimConfig(name="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay),
+                          param_groups(model, cfg.weight_decay, exempt=False))  # AdamW's default: decay every parameter
     steps = max(1, len(y) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.25)
+    # torch's OneCycleLR with its defaults (lr from lr/25 to lr/25/1e4, beta1 0.95 -> 0.85 -> 0.95), peak at 25%
+    shape = Shape("onecycle", cfg.epochs * steps, start=1 / 25, peak_at=0.25, end=1 / 25 / 1e4, as_torch=True,
+                  momentum=(0.95, 0.85))
     step = TrainStep(model, opt, classify(F.cross_entropy), x.device, StepOptions.plain(),  # K small models, in threads
-                     [StepHook(after=lambda taken: sched.step())])
+                     [StepHook(before=Schedule(opt, shape).set_step)])
     g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(cfg.epochs):

@@ -1,9 +1,19 @@
-"""Optimizers with decay-free norms and biases, and step-indexed learning-rate schedules."""
+"""The one optimizer builder and the one learning-rate schedule of every training loop.
+
+`build_optimizer` takes parameter groups from `param_groups`, whose options give the trainer's
+decayed/exempt split, AdamW's decay-everything default (the label check's folds) and the fast
+recipe's scaled BN shifts and separate whitening bias. `Schedule` sets each group's lr from a
+`Shape`, a pure function of the optimizer step: the trainer's cosine, constant and one-cycle, the
+fast recipe's triangle, and torch's OneCycleLR as the label check's folds use it.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,20 +27,38 @@ def decayed_params(model: nn.Module) -> dict[str, bool]:
     return {name: not (p.ndim <= 1 or name in skip) for name, p in model.named_parameters()}
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two optimizer groups of the trainable parameters: decayed, and not (see `decayed_params`)."""
+def param_groups(model: nn.Module, weight_decay: float, *, exempt: bool = True, lr: Optional[float] = None,
+                 bias_lr_scale: float = 1.0, apart: Sequence[nn.Parameter] = ()) -> list[dict]:
+    """Optimizer groups of `model`'s trainable parameters, in this order: the decayed ones, the others, then
+    `apart` in a group of its own (the fast recipe's whitening bias, whose lr the schedule stops early).
+
+    `exempt` (the trainer): 1-D parameters (norms, biases) and `no_weight_decay()` names form the second group,
+    at weight decay 0 (`decayed_params`). `exempt=False`: every parameter is decayed (AdamW's own default, the
+    label check's folds); the second group holds the 1-D ones.
+    `lr` (the fast recipe's units): each group carries its lr, 1-D and `apart` parameters at lr * `bias_lr_scale`,
+    and its weight decay as weight_decay / its lr: SGD multiplies the decay by the lr, so the decay per step
+    stays `weight_decay` whatever the lr (decoupled, as in AdamW). Empty groups are left out.
+    """
+    apart_ids = {id(p) for p in apart}
     decayed = decayed_params(model)
-    decay, no_decay = [], []
+    main: list[nn.Parameter] = []
+    other: list[nn.Parameter] = []
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if decayed[name] else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if p.requires_grad and id(p) not in apart_ids:
+            (main if (decayed[name] if exempt else p.ndim > 1) else other).append(p)
+    groups = [{"params": main, "weight_decay": weight_decay},
+              {"params": other, "weight_decay": 0.0 if exempt else weight_decay},
+              {"params": list(apart), "weight_decay": 0.0 if exempt else weight_decay}]
+    if lr is not None:
+        for g, group_lr in zip(groups, (lr, lr * bias_lr_scale, lr * bias_lr_scale)):
+            g.update(lr=group_lr, weight_decay=g["weight_decay"] / group_lr)
+    return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, groups: list[dict] | None = None) -> torch.optim.Optimizer:
-    """SGD (Nesterov), Adam or AdamW over `groups` (default: decay/no-decay groups of `model`)."""
-    groups = groups or decay_groups(model, cfg.weight_decay)
-    groups = [g for g in groups if g["params"]]
+    """SGD (Nesterov), Adam or AdamW over `groups` (default: `param_groups(model, cfg.weight_decay)`); a group
+    without its own lr gets cfg.lr."""
+    groups = [g for g in (groups or param_groups(model, cfg.weight_decay)) if g["params"]]
     on_cuda = next(model.parameters()).is_cuda
     fast = {"fused": True} if on_cuda else {"foreach": True}  # one kernel for all params on CUDA
     if cfg.name == "sgd":
@@ -40,42 +68,100 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, groups: list[dict] | Non
     return cls(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2), **fast)
 
 
-def lr_factor(step: int, total: int, warmup: int, cfg: OptimConfig) -> float:
-    """Learning-rate multiplier at optimizer step `step` of `total`.
+def _cos(start: float, end: float, pct: float) -> float:
+    """Cosine from `start` (pct 0) to `end` (pct 1), in the arithmetic of torch's OneCycleLR."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
 
-    Written as a pure function of the step (rather than torch's stateful schedulers) so a
-    resumed run only needs the step count, and one code path serves every schedule.
+
+@dataclass(frozen=True)
+class Shape:
+    """A learning-rate curve over `total` optimizer steps, as multiples of each group's base lr (its peak).
+
+    'cosine': linear warm-up over `warmup` steps, then cosine from 1 down to `end`; 'constant': the warm-up,
+    then 1; 'onecycle' (Smith & Topin 2019): cosine from `start` up to 1 at `peak_at` of the steps, then down
+    to `end`; 'triangle' (the speedruns'): the same, linear. A pure function of the step (no scheduler state),
+    so a resumed run needs only its step count.
+
+    `as_torch`: 'onecycle' computed as torch's OneCycleLR does with anneal_strategy='cos' (the label check's
+    folds): the lrs themselves interpolated between base * start, base and base * end, the phases ending at
+    steps peak_at * total - 1 and total - 1, and with `momentum` (high, low) the momentum (Adam's beta1)
+    annealed from high to low at the peak and back. Exact for every lr whose base * start and base * end
+    equal torch's base / div_factor and base / div_factor / final_div_factor (4e-3, the folds' lr, does).
     """
-    floor = cfg.min_lr_ratio
-    if cfg.schedule == "constant":
-        return 1.0 if step >= warmup else (step + 1) / warmup
-    if cfg.schedule == "onecycle":  # Smith & Topin 2019: cosine up over 30% of steps, then cosine down
-        up = max(1, int(0.3 * total))
-        start = 1 / 25
-        if step < up:
-            return start + (1 - start) * (1 - math.cos(math.pi * step / up)) / 2
-        t = min(1.0, (step - up) / max(1, total - up))
-        return floor + (1 - floor) * (1 + math.cos(math.pi * t)) / 2
-    if step < warmup:  # cosine with linear warm-up
-        return (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1 - floor) * (1 + math.cos(math.pi * t)) / 2
+
+    kind: Literal["cosine", "constant", "onecycle", "triangle"]
+    total: int
+    warmup: int = 0  # steps of linear warm-up ('cosine', 'constant')
+    start: float = 1 / 25  # first lr / peak lr ('onecycle', 'triangle')
+    peak_at: float = 0.3  # fraction of the steps at which the lr peaks ('onecycle', 'triangle')
+    end: float = 0.01  # last lr / peak lr
+    as_torch: bool = False
+    momentum: Optional[tuple[float, float]] = None  # with as_torch: (at the ends, at the peak)
+
+    @classmethod
+    def from_config(cls, cfg: OptimConfig, total: int, steps_per_epoch: int) -> "Shape":
+        """The trainer's shape: `optim.schedule` over `total` steps, warm-up in epochs, floor `min_lr_ratio`."""
+        warmup = int(round(cfg.warmup_epochs * steps_per_epoch)) if cfg.schedule != "onecycle" else 0
+        return cls(cfg.schedule, total, warmup=warmup, end=cfg.min_lr_ratio)
+
+    def factor(self, step: int) -> float:
+        """The lr multiplier at optimizer step `step` (not for `as_torch`, which interpolates lrs)."""
+        total, warmup = self.total, self.warmup
+        if self.kind == "triangle":
+            return float(np.interp(step, [0, int(self.peak_at * total), total], [self.start, 1.0, self.end]))
+        if self.kind == "onecycle":
+            up = max(1, int(self.peak_at * total))
+            if step < up:
+                return self.start + (1 - self.start) * (1 - math.cos(math.pi * step / up)) / 2
+            return _cos(1.0, self.end, min(1.0, (step - up) / max(1, total - up)))
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.kind == "constant":
+            return 1.0
+        return _cos(1.0, self.end, min(1.0, (step - warmup) / max(1, total - warmup)))
+
+    def torch_onecycle(self, step: int, base: float) -> tuple[float, Optional[float]]:
+        """(lr, momentum or None) at `step` for a group of peak lr `base`, as torch's OneCycleLR gives them."""
+        first, last = base * self.start, base * self.end
+        high, low = self.momentum or (0.0, 0.0)
+        peak = float(self.peak_at * self.total) - 1
+        if step <= peak:
+            lr, m = _cos(first, base, step / peak), _cos(high, low, step / peak)
+        else:
+            pct = (step - peak) / (self.total - 1 - peak)
+            lr, m = _cos(base, last, pct), _cos(low, high, pct)
+        return lr, (m if self.momentum else None)
 
 
 class Schedule:
-    """Sets every param group's lr to its base lr times `lr_factor(step)`."""
+    """Sets every param group's lr to what `shape` gives for its base lr (its lr when the schedule was made),
+    times `scale`; a group with an "lr_until" step trains until then and has lr 0 after (the fast recipe's
+    whitening bias)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int):
+    def __init__(self, optimizer: torch.optim.Optimizer, shape: Shape):
         self.optimizer = optimizer
-        self.cfg = cfg
-        self.total = total_steps
-        self.warmup = int(round(cfg.warmup_epochs * steps_per_epoch)) if cfg.schedule != "onecycle" else 0
+        self.shape = shape
         for g in optimizer.param_groups:
             g.setdefault("base_lr", g["lr"])
         self.scale = 1.0  # a stage's multiplier on top of the schedule (the 'staged' fine-tune sets it)
 
     def set_step(self, step: int) -> float:
-        f = lr_factor(step, self.total, self.warmup, self.cfg) * self.scale
+        f = None if self.shape.as_torch else self.shape.factor(step) * self.scale
         for g in self.optimizer.param_groups:
-            g["lr"] = g["base_lr"] * f
+            if f is None:
+                lr, momentum = self.shape.torch_onecycle(step, g["base_lr"])
+                lr *= self.scale
+                if momentum is not None:
+                    _set_momentum(g, momentum)
+            else:
+                lr = g["base_lr"] * f
+            g["lr"] = lr if step < g.get("lr_until", step + 1) else 0.0
         return self.optimizer.param_groups[0]["lr"]
+
+
+def _set_momentum(group: dict, momentum: float) -> None:
+    """SGD's momentum, or Adam's beta1."""
+    if "betas" in group:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum

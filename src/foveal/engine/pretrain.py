@@ -42,7 +42,7 @@ from ..models import count_params, create_model
 from . import runs
 from .checkpoint import model_card, save_weights
 from .device import resolve_device, seed_everything, warn_slow_cpu_bf16
-from .optim import Schedule, build_optimizer
+from .optim import Schedule, Shape, build_optimizer
 from .prepare import init_from_data, prepare_data
 from .step import StepHook, StepOptions, TrainStep, compile_applied
 
@@ -299,8 +299,8 @@ class Pretrainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"{len(self.images)} images are fewer than one batch of {cfg.train.batch_size}; "
                              "lower --batch-size")
-        self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * self.steps_per_epoch,
-                                 self.steps_per_epoch)
+        total = cfg.train.epochs * self.steps_per_epoch
+        self.schedule = Schedule(self.optimizer, Shape.from_config(cfg.optim, total, self.steps_per_epoch))
         # the loaders' augment-then-normalize step; each call draws a new view of the uint8 batch
         self.views = Normalizer(d.mean, d.std, Compose(self.ssl.views_augment, d, max(1, len(self.data.classes))),
                                 self.device)

@@ -43,7 +43,7 @@ from .checkpoint import load_resume, model_card, save_resume, save_weights
 from .device import resolve_channels_last, resolve_cpu_bf16, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .finetune import Finetuner, layer_decay_groups, load_for_finetune
 from .losses import build_loss, inverse_frequency_weights
-from .optim import Schedule, build_optimizer
+from .optim import Schedule, Shape, build_optimizer
 from .prepare import init_from_data, prepare_data
 from .scoring import score, score_with_logits
 from .step import StepHook, StepOptions, TrainStep, classify, compile_applied
@@ -124,7 +124,7 @@ class Trainer:
         groups = layer_decay_groups(self.model, cfg.optim) if cfg.optim.layer_decay not in (None, 1.0) else None
         self.optimizer = build_optimizer(self.model, cfg.optim, groups)
         spe = len(self.train_loader)
-        self.schedule = Schedule(self.optimizer, cfg.optim, cfg.train.epochs * spe, spe)
+        self.schedule = Schedule(self.optimizer, Shape.from_config(cfg.optim, cfg.train.epochs * spe, spe))
         self.train_step = self._build_step()
         self.ema = self.train_step.ema
         self.state = LoopState()
