@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 from ..config import DataConfig
-from ..io import atomic_path, write_json
+from ..io import atomic_path, sha256_file, write_json
 from .decode import DecodeError, _to_mode, open_image
-from .shards import FORMAT, INDEX, INDEX_COLUMNS, MANIFEST, VERSION, _key, is_remote, s3_client, sha256_file, split_url
+from .shards import FORMAT, INDEX, INDEX_COLUMNS, MANIFEST, VERSION, _key, is_remote, s3_client, split_url
 
 Sample = tuple[bytes, str, str, str, str, str]  # (image bytes, ext, label, split, group, original path)
 

@@ -35,6 +35,7 @@ from typing import Any, Optional
 import torch
 
 from ..config import DataConfig
+from ..io import sha256_file
 from .bundle import DataBundle, Split
 from .decode import DecodeError, load_image
 from .images import FileImages, Index, _positions, fits_in_memory
@@ -72,14 +73,6 @@ def s3_client() -> Any:
 
 def _key(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_root() -> Path:

@@ -23,7 +23,6 @@ mirrors, and for the tests, which serve weights from 127.0.0.1.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import urllib.error
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..card import ModelCard, Preprocessing  # Preprocessing: re-exported, the type `resolve` returns
+from ..io import sha256_file
 
 TV_HOST = "https://download.pytorch.org/"
 FOVEAL_META = "the foveal weights' metadata"  # `file_preprocessing`'s origin for foveal runs
@@ -153,21 +153,13 @@ def _hash_prefix(name: str) -> str:
     return prefix
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_verified(url: str, dest: Path) -> Path:
     """`dest` if it is there and its hash checks, else `url` downloaded to it and checked first.
 
     A file that fails the check is deleted (the cached copy as well) and nothing is returned."""
     prefix = _hash_prefix(dest.name)
     if dest.is_file():
-        if _sha256(dest).startswith(prefix):
+        if sha256_file(dest).startswith(prefix):
             return dest
         dest.unlink()  # a corrupt cached copy: fetch it again
     if _offline():
@@ -182,7 +174,7 @@ def download_verified(url: str, dest: Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise WeightsUnavailable(f"cannot download {url} ({e}); fetch it on a connected machine and put it at "
                                  f"{dest}") from None
-    got = _sha256(tmp)
+    got = sha256_file(tmp)
     if not got.startswith(prefix):
         tmp.unlink()
         raise WeightsCorrupted(f"{url}: SHA-256 {got[:16]}... does not match the {prefix} in its name (truncated or "
@@ -215,7 +207,7 @@ def pth_to_safetensors(pth: Path) -> Path:
         raise WeightsCorrupted(f"'{pth}' does not hold a state_dict (a mapping of names to tensors)")
     from ..io import save_tensors
 
-    save_tensors(out, obj, {"converted_from": pth.name, "sha256": _sha256(pth)})
+    save_tensors(out, obj, {"converted_from": pth.name, "sha256": sha256_file(pth)})
     return out
 
 
