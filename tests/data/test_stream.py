@@ -160,3 +160,14 @@ def test_draft_in_crop_mode_keeps_the_centre(tmp_path):
     Image.fromarray(a).save(p, quality=95)
     x = load_image(p, 64, 3, resize="crop").float()
     assert x.shape == (3, 64, 64) and x[:, :, 2:-2].min() > 200  # no black band inside the centre crop
+
+
+def test_worker_processes_only_for_large_splits_on_cuda():
+    """Threads on the CPU always; on CUDA, processes only where an epoch is long enough to repay starting them."""
+    from foveal.data.stream import PROCESS_MIN_BATCHES, use_processes
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not use_processes(cpu, 10_000, 4)
+    assert not use_processes(cuda, PROCESS_MIN_BATCHES - 1, 4) and use_processes(cuda, PROCESS_MIN_BATCHES, 4)
+    assert not use_processes(cuda, 10_000, 0)  # no workers: in this thread
+    assert use_processes(cpu, 3, 2, processes=True) and not use_processes(cuda, 10_000, 2, processes=False)

@@ -14,8 +14,12 @@ set per loader) share the parent's heap copy-on-write, so every page the trainer
 faults and is copied: on a 2-core CPU a one-epoch 224-px EfficientNet-Lite0 fine-tune of 280
 streamed photos spent 54 s of its 66 s wall in the kernel with 2 worker processes, against 3 s with
 decoder threads (BENCHMARKS, "Streamed folders"). On CUDA the trainer's tensors live on the GPU,
-and decoding for a fast GPU may need more cores than threads sharing one GIL get, so CUDA keeps
-persistent DataLoader worker processes, unchanged.
+and decoding for a fast GPU may need more cores than threads sharing one GIL get, so CUDA uses
+persistent DataLoader worker processes, but only for a split of at least `PROCESS_MIN_BATCHES`
+batches per epoch: each loader starts its own set, and on a small run that start dominates (on one
+H200, 400 streamed photos took 56 s wall against 20.5 s in memory, 4.7 s of it training; on this
+2-core CPU, 3 loaders of 400 photos reach their first batches in 1.2-1.3 s with processes against
+0.55-0.6 s with threads). Threads decode the small splits there too.
 
 `make_loader` picks the path from the split: images in memory -> `DeviceLoader`, files -> `StreamLoader`.
 """
@@ -57,6 +61,17 @@ def decode_batch(images: FileImages, indices: Sequence[int], pin: bool = False
 
 
 PREFETCH_PER_WORKER = 2  # batches decoded ahead per decoder thread
+PROCESS_MIN_BATCHES = 50  # CUDA: worker processes only for splits of at least this many batches per epoch
+
+
+def use_processes(device: torch.device, n_batches: int, workers: int, processes: Optional[bool] = None) -> bool:
+    """Whether a streaming loader decodes in worker processes (else threads): `processes` when given; by
+    default on CUDA for splits large enough to repay starting them (see the module docstring)."""
+    if workers <= 0:
+        return False
+    if processes is not None:
+        return processes
+    return device.type == "cuda" and n_batches >= PROCESS_MIN_BATCHES
 
 
 class _BatchDecoder(Dataset):
@@ -106,7 +121,7 @@ class StreamLoader(PlannedBatches):
     all ranks of a distributed job take the same number of steps of the same size.
 
     `workers` decode ahead of the loop: threads on the CPU and MPS, persistent DataLoader worker
-    processes on CUDA (`processes` True/False chooses; see the module docstring); none: in this thread.
+    processes on CUDA for large splits (`processes` True/False chooses; see `use_processes`); none: in this thread.
     """
 
     def __init__(self, split: Split, plan: BatchPlan, device: torch.device, mean: list[float], std: list[float],
@@ -121,7 +136,7 @@ class StreamLoader(PlannedBatches):
         self._pool: Optional[ThreadPoolExecutor] = None  # started at the first epoch, kept for the next ones
         self._loader: Optional[DataLoader] = None  # worker processes instead: `processes`, default on CUDA only
         self._batches = _EpochBatches(len(self))
-        if workers > 0 and (device.type == "cuda" if processes is None else processes):
+        if use_processes(device, len(self), workers, processes):
             self._loader = DataLoader(_BatchDecoder(self.images), batch_sampler=self._batches, collate_fn=_as_is,
                                       num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=True,
                                       prefetch_factor=4)
