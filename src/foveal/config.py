@@ -59,9 +59,9 @@ class DataConfig:
     exclude: Optional[str] = None  # a label_issues.csv, or a text file of paths / indices / split:index, one a line
     relabel: Optional[str] = None  # a label_issues.csv: rows whose `accept` is 1/true/yes get their `suggested` class
     workers: int = 2  # decoder threads for folders, in memory or streamed (worker processes when streaming to CUDA)
-    # Loader path for folders/CSV: True keeps all decoded images as one uint8 tensor on the training
-    # device; False streams them through `workers` decoders each epoch; None (auto) keeps them in
-    # memory when the decoded uint8 data (N x C x img_size^2 bytes) fits foveal.data.stream.MEMORY_BUDGET.
+    gpu_decode: bool = True  # streaming to CUDA: JPEGs decoded in batches on the GPU (foveal.data.gpu_decode)
+    # Loader path for folders/CSV: True keeps all decoded images as one uint8 tensor on the training device; False
+    # streams them through `workers` decoders each epoch; None (auto): in memory when N x C x img_size^2 bytes fit.
     in_memory: Optional[bool] = None
     max_pixels: int = 64_000_000  # refuse images declaring more pixels (decompression bombs)
 
@@ -436,14 +436,14 @@ class ServeConfig:
 class QuantConfig:
     """int8 static quantization of an exported model (ONNX Runtime's quantizer)."""
 
-    # qdq: ORT fuses DequantizeLinear -> Conv/MatMul -> QuantizeLinear into integer kernels on x86 and
-    # ARM alike; qoperator is kept for the latency comparison (`foveal bench infer`)
-    format: Literal["qdq", "qoperator"] = "qdq"
+    format: Literal["qdq", "qoperator"] = "qdq"  # qdq: fused into integer kernels by ORT; qoperator: for `bench infer`
     per_channel: bool = True  # weights quantized per output channel
     reduce_range: bool = False  # 7-bit weights: avoids VPMADDUBSW saturation on pre-VNNI x86, costs a little accuracy
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"  # how activation ranges are measured
+    # how activation ranges are measured; auto: all three tried, the most accurate on held-out images kept (search.py)
+    calibration: Literal["auto", "minmax", "entropy", "percentile"] = "auto"
     batch_size: int = 16  # images per calibration run
     float_ends: bool = True  # keep the first and last quantizable layers in float (the usual accuracy fix)
+    max_float_nodes: int = 8  # more layers a per-layer sensitivity pass may keep in float; 0: no pass
 
 
 @dataclass
@@ -453,16 +453,16 @@ class ParityLimits:
     min_fp32_agreement: float = 1.0  # top-1 agreement of float32 ONNX with eager (fraction)
     max_fp32_logit_diff: float = 1e-3  # relative to max |logit| (and at least 1e-3 absolute)
     max_int8_drop: float = 1.0  # accuracy points int8 may lose against eager
+    min_int8_agreement: float = 0.97  # top-1 agreement of int8 with eager (fraction)
 
 
 @dataclass
 class ExportConfig:
     """`foveal export`: which files, and how each is checked against the eager model."""
 
-    # files to write; the float32 ONNX file is always written, int8 is built from it
-    formats: list[Literal["onnx", "int8"]] = field(default_factory=lambda: ["onnx", "int8"])
+    formats: list[Literal["onnx", "int8"]] = field(default_factory=lambda: ["onnx", "int8"])  # float32 ONNX always
     out_dir: Optional[str] = None  # None: RUN/export
-    calib_images: int = 256  # training images for int8 calibration
+    calib_images: int = 256  # training images for int8 calibration (spread over the classes), at most as many held out
     eval_limit: Optional[int] = None  # check on at most this many test images (None: all)
     threads: Optional[int] = None  # ONNX Runtime intra-op threads of the check
     quant: QuantConfig = field(default_factory=QuantConfig)  # how int8 is quantized

@@ -185,6 +185,11 @@ class FileImages(ImageStore):
     def with_format(self, in_chans: Optional[int] = None, img_size: Optional[int] = None) -> "FileImages":
         return dataclasses.replace(self, chans=in_chans or self.chans, size=img_size or self.size)
 
+    def read_bytes(self, i: int) -> bytes:
+        """Image i's file as it is (decoding on the GPU reads this)."""
+        with open(self.paths[i], "rb") as f:
+            return f.read()
+
     def decode(self, i: int) -> torch.Tensor:
         """(C, H, W) uint8 of image i, or DecodeError naming the file."""
         return load_image(self.paths[i], self.size, self.chans, self.resize, self.max_pixels, self.crop_pct)

@@ -120,13 +120,16 @@ class StreamLoader(PlannedBatches):
     keeps every batch full instead, repeating readable images of the batch in their place, so that
     all ranks of a distributed job take the same number of steps of the same size.
 
-    `workers` decode ahead of the loop: threads on the CPU and MPS, persistent DataLoader worker
-    processes on CUDA for large splits (`processes` True/False chooses; see `use_processes`); none: in this thread.
+    On CUDA, JPEGs are decoded on the device in batches (`foveal.data.gpu_decode`; `device_decode`), the
+    threads reading their bytes ahead. Otherwise `workers` decode ahead of the loop: threads on the CPU and
+    MPS, persistent DataLoader worker processes on CUDA for large splits (`processes` True/False chooses; see
+    `use_processes`); none: in this thread.
     """
 
     def __init__(self, split: Split, plan: BatchPlan, device: torch.device, mean: list[float], std: list[float],
                  augment: Any = None, groups: Optional[torch.Tensor] = None, workers: int = 2,
-                 refill: Optional[bool] = None, processes: Optional[bool] = None):
+                 refill: Optional[bool] = None, processes: Optional[bool] = None,
+                 device_decode: Optional[bool] = None):
         super().__init__(plan, split.labels, groups, device)
         self.images: FileImages = split.images
         self.normalize = Normalizer(mean, std, augment, device)  # augmentation included
@@ -136,7 +139,9 @@ class StreamLoader(PlannedBatches):
         self._pool: Optional[ThreadPoolExecutor] = None  # started at the first epoch, kept for the next ones
         self._loader: Optional[DataLoader] = None  # worker processes instead: `processes`, default on CUDA only
         self._batches = _EpochBatches(len(self))
-        if use_processes(device, len(self), workers, processes):
+        # JPEGs decoded on the device (foveal.data.gpu_decode): default on CUDA; the threads then only read bytes
+        self.device_decode = device.type == "cuda" if device_decode is None else device_decode
+        if not self.device_decode and use_processes(device, len(self), workers, processes):
             self._loader = DataLoader(_BatchDecoder(self.images), batch_sampler=self._batches, collate_fn=_as_is,
                                       num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=True,
                                       prefetch_factor=4)
@@ -148,10 +153,20 @@ class StreamLoader(PlannedBatches):
             self._batches.batches = batches
             yield from self._loader
             return
+        if self.device_decode:  # the threads read bytes ahead; each batch is decoded here, on the device
+            from .gpu_decode import decode_batch_on, read_batch
+
+            for idx, datas in zip(batches, self._ahead(lambda idx: read_batch(self.images, idx), batches)):
+                yield decode_batch_on(self.images, idx, datas, self.device)
+            return
         pin = self.device.type == "cuda"
+        yield from self._ahead(lambda idx: decode_batch(self.images, idx, pin), batches)
+
+    def _ahead(self, fn: Any, batches: list[list[int]]) -> Iterator[Any]:
+        """`fn(batch)` of each batch, in order: in this thread with no workers, else by the decoder threads,
+        `PREFETCH_PER_WORKER` batches ahead per thread."""
         if self.workers <= 0:
-            for idx in batches:
-                yield decode_batch(self.images, idx, pin)
+            yield from map(fn, batches)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="foveal-decode")
@@ -159,14 +174,14 @@ class StreamLoader(PlannedBatches):
         todo = iter(batches)
         try:
             for idx in todo:
-                ahead.append(self._pool.submit(decode_batch, self.images, idx, pin))
+                ahead.append(self._pool.submit(fn, idx))
                 if len(ahead) >= self.workers * PREFETCH_PER_WORKER:
                     break
             while ahead:
                 done = ahead.popleft().result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    ahead.append(self._pool.submit(decode_batch, self.images, nxt, pin))
+                    ahead.append(self._pool.submit(fn, nxt))
                 yield done
         finally:  # a loop left early (an exception, early stop): drop what was queued
             for f in ahead:
@@ -220,10 +235,12 @@ class StreamLoader(PlannedBatches):
 
 def make_loader(split: Split, batch_size: int, device: torch.device, mean: list[float], std: list[float],
                 workers: int = 2, augment: Any = None, groups: Optional[torch.Tensor] = None,
-                refill: Optional[bool] = None, **plan: Any) -> DeviceLoader | StreamLoader:
+                refill: Optional[bool] = None, gpu_decode: bool = True, **plan: Any) -> DeviceLoader | StreamLoader:
     """The loader for `split`: `DeviceLoader` for images in memory, `StreamLoader` for files;
-    `plan`: the other `BatchPlan` fields (shuffle, drop_last, seed, rank, world, balanced)."""
+    `plan`: the other `BatchPlan` fields (shuffle, drop_last, seed, rank, world, balanced).
+    `gpu_decode`: JPEGs decoded on CUDA devices (data.gpu_decode); False keeps decoding on the CPU."""
     batches = BatchPlan(batch_size, **plan)
     if split.images.in_memory:
         return DeviceLoader(split, batches, device, mean, std, augment, groups)
-    return StreamLoader(split, batches, device, mean, std, augment, groups, workers, refill)
+    return StreamLoader(split, batches, device, mean, std, augment, groups, workers, refill,
+                        device_decode=None if gpu_decode else False)

@@ -159,7 +159,7 @@ class Trainer:
         if cfg.train.batch_size % world:
             raise ValueError(f"train.batch_size {cfg.train.batch_size} (the global batch) must divide by the "
                              f"{world} processes")
-        common = dict(device=self.device, mean=d.mean, std=d.std, workers=d.workers)
+        common = dict(device=self.device, mean=d.mean, std=d.std, workers=d.workers, gpu_decode=d.gpu_decode)
         shard = dict(rank=self.dist.rank, world=world)
         aug = Compose(d.augment, d, len(self.data.classes))
         balanced = {"balanced": True} if d.balance == "sampler" else {}  # class-balanced draws with replacement
