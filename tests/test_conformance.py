@@ -308,14 +308,14 @@ def test_export_that_onnx_cannot_express_is_a_clear_error(tmp_path):
     20 px used before models.layers.pool) ends in a clear error naming the model and size."""
     from torch import nn
 
+    from foveal.card import ModelCard, Preprocessing
     from foveal.export.onnx_export import export_onnx
     from foveal.models import create_model
 
     model = create_model("lenet5", num_classes=3, in_chans=1, img_size=20)
     model.pool = nn.AdaptiveAvgPool2d(5)
     with pytest.raises(ValueError, match="lenet5 at 20 px cannot be exported to ONNX"):
-        export_onnx(model, {"model": "lenet5", "mean": [0.5], "std": [0.5], "in_chans": 1, "img_size": 20,
-                            "classes": ["a", "b", "c"]}, tmp_path / "m.onnx")
+        export_onnx(model, ModelCard("lenet5", ["a", "b", "c"], 1, Preprocessing([0.5], [0.5], 20)), tmp_path / "m.onnx")
 
 
 def test_pretrain_run_takes_embed_and_report_says_it_has_no_classes(work, ssl_runs, capsys):

@@ -27,13 +27,14 @@ def test_pool_matrix_windows():
 def test_lenet_exports_where_torch_pooling_did_not(tmp_path, size):
     """LeNet-5 at 20 px (3x3 map up to 5x5) and 64 px (13x13 down to 5x5): ONNX output equals eager."""
     ort = pytest.importorskip("onnxruntime")
+    from foveal.card import ModelCard, Preprocessing
     from foveal.export.onnx_export import export_onnx
     from foveal.models import create_model
 
     torch.manual_seed(0)
     model = create_model("lenet5", num_classes=3, in_chans=1, img_size=size).eval()
-    meta = {"model": "lenet5", "mean": [0.5], "std": [0.5], "in_chans": 1, "img_size": size, "classes": ["a", "b", "c"]}
-    path = export_onnx(model, meta, tmp_path / "m.onnx") or tmp_path / "m.onnx"
+    card = ModelCard("lenet5", ["a", "b", "c"], 1, Preprocessing([0.5], [0.5], size))
+    path = export_onnx(model, card, tmp_path / "m.onnx") or tmp_path / "m.onnx"
     x = torch.randint(0, 256, (4, 1, size, size), dtype=torch.uint8)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy() if sess.get_inputs()[0].type == "tensor(uint8)"

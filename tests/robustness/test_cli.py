@@ -88,15 +88,15 @@ def test_channels_last_measures_what_nchw_measures(run_dir, tmp_path) -> None:
     from foveal.engine.inference import eval_data
     from foveal.robustness.measure import evaluate_robustness
 
-    model, meta = load_model(run_dir, torch.device("cpu"))
-    part = next(iter(eval_data(meta, None, "test", None).splits.values()))
+    model, card = load_model(run_dir, torch.device("cpu"))
+    part = next(iter(eval_data(card, None, "test", None).splits.values()))
     images, labels = part.images.load_readable(torch.arange(60))[0], part.labels[:60]
     out = {}
     for nhwc in (False, True):
         cfg = RobustConfig(limit=60, attack_limit=40, corruptions=["gaussian_noise", "fog"], severities=[2],
                            noise_stds=[0.0, 0.3], eps_linf=[0.0, 0.1], eps_l2=[0.0, 1.0], pgd_steps=3,
                            channels_last=nhwc)
-        out[nhwc] = evaluate_robustness(model, meta, images, labels, cfg, "cpu", log=lambda m: None)
+        out[nhwc] = evaluate_robustness(model, card, images, labels, cfg, "cpu", log=lambda m: None)
         conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
         assert conv.weight.is_contiguous(memory_format=torch.channels_last) == nhwc
         model.to(memory_format=torch.contiguous_format)
