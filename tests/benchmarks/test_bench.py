@@ -120,3 +120,18 @@ def test_gpu_all_smoke_runs_every_part(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "gpu_all.json").read_text())
     assert saved["train"]["results"][0]["model"] == "resnet18"
     assert "| resnet18 |" in (tmp_path / "gpu_all.md").read_text()
+
+
+def test_gpu_e2e_smoke_measures_every_source(tmp_path: Path) -> None:
+    """bench/gpu_e2e.py end to end at toy sizes: folder, shards and synthetic rates for each model, one folder."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_e2e.py"
+    res = runpy.run_path(str(script), run_name="gpu_e2e")["main"](["--smoke", "--out", str(tmp_path)])
+    row = res["results"][0]
+    for source in ("folder", "shards"):
+        assert row[source]["images_per_s"] > 0 and row[source]["cores_used"] > 0 and row[source]["problems"] == []
+        assert row[source]["of_synthetic"] == pytest.approx(row[source]["images_per_s"] / row["synthetic"]["images_per_s"],
+                                                            abs=1e-3)
+    assert json.loads((tmp_path / "gpu_e2e.json").read_text())["generate_s"] > 0
+    assert not (tmp_path / "data").exists()  # the generated data is removed; only the results stay
