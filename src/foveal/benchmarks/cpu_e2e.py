@@ -61,6 +61,28 @@ def write_photo_folder(root: Path, n: int = 400, classes: int = 2, seed: int = 0
     return root
 
 
+def _photo_part(args: tuple[str, int, int, int, tuple[int, int]]) -> None:
+    write_photo_folder(Path(args[0]), n=args[1], classes=args[2], seed=args[3], sizes=args[4])
+
+
+def write_photo_folders(root: Path, n: int, classes: int = 2, sizes: tuple[int, int] = (300, 500),
+                        procs: int = 2) -> Path:
+    """`write_photo_folder` by `procs` processes (seeds 0..procs-1), merged into root/class_<k>/<part>_<i>.jpg."""
+    from concurrent.futures import ProcessPoolExecutor
+    import shutil
+
+    parts = [(str(root / f".part{j}"), n // procs + (j < n % procs), classes, j, sizes) for j in range(procs)]
+    with ProcessPoolExecutor(procs) as pool:
+        list(pool.map(_photo_part, parts))
+    for j, (part, *_) in enumerate(parts):
+        for f in sorted(Path(part).rglob("*.jpg")):
+            dest = root / f.parent.name / f"{j:02d}_{f.name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            f.rename(dest)
+        shutil.rmtree(part, ignore_errors=True)  # a part of 0 images wrote no folder
+    return root
+
+
 def time_command(argv: Sequence[str], env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None,
                  timeout: float = 1200) -> dict[str, Any]:
     """Run `argv` to completion; wall seconds, and the user/sys CPU seconds and peak RSS of it and its
