@@ -109,8 +109,6 @@ EQUIVALENT: dict[str, str] = {
     "foveal.robustness.attacks.x_pgd__mutmut_32": FLOAT_NAME,
     "foveal.robustness.attacks.x_masking_warnings__mutmut_43": FLOAT_NAME,
     "foveal.robustness.attacks.x_pgd__mutmut_106": TIE,
-    **{f"foveal.robustness.attacks.xǁPixelModelǁ__init____mutmut_{i}": "torch.tensor of Python floats is float32 "
-       "by default" for i in (19, 21, 43, 45)},
     "foveal.robustness.attacks.x_random_start__mutmut_39": "every image of a batch has the same number of elements",
     "foveal.robustness.attacks.x_attack_sweep__mutmut_281": "the class count is the output width: one image or two "
                                                             "give the same",
