@@ -225,3 +225,28 @@ def test_s3_errors_name_the_location(s3, capsys):
         load_shards("s3://data/nothing", DataConfig(), 32)
     assert foveal(["train", "--data", "s3://missing-bucket/x", "--epochs", "1"]) == 2
     assert "s3://missing-bucket/x" in capsys.readouterr().err
+
+
+def test_two_processes_skip_a_corrupt_shard_alike(folder, shards, tmp_path):
+    """A shard that fails its checksum: every rank names it and skips its images (refilling its batches from
+    readable ones), the job finishes in 2 processes, and rank 0 writes the shard's name into data_problems.json."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in shards.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    victim = read_manifest(str(bad))[0]["shards"][0]
+    data = bytearray((bad / victim["file"]).read_bytes())
+    data[700] ^= 0xFF
+    (bad / victim["file"]).write_bytes(bytes(data))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "foveal.cli.main", "train", "--data", str(bad), "--data.in_memory", "false", "--model", "lenet5_modern",
+           "--img-size", "24", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--train.progress", "false",
+           "--name", "ddp", "--out-dir", str(tmp_path / "runs")]
+    res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    problems = json.loads((tmp_path / "runs" / "ddp" / "data_problems.json").read_text())
+    assert any(victim["file"] in p and "corrupt" in p for p in problems), problems
