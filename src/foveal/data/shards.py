@@ -34,6 +34,11 @@ from typing import Any, Optional
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; two processes may both fetch a shard, each atomically
+    fcntl = None  # type: ignore[assignment]
+
 from ..config import DataConfig
 from ..io import sha256_file
 from .bundle import DataBundle, Split
@@ -125,16 +130,21 @@ class ShardLocation:
 
     def _fetch_and_check(self, path: Path, name: str, expected: Optional[str]) -> Optional[str]:
         where = f"shard '{name}' of '{self.root}'"
-        if is_remote(self.root) and not (path.is_file() and expected and sha256_file(path) == expected):
-            bucket, prefix = split_url(self.root)
+        if is_remote(self.root):
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{name}.{os.getpid()}.part")
-            try:
-                s3_client().download_file(bucket, _key(prefix, name), str(tmp))
-                os.replace(tmp, path)  # atomic: a reader never sees half a shard
-            except Exception as e:
-                tmp.unlink(missing_ok=True)
-                return f"{where}: cannot fetch ({type(e).__name__}: {e}); its images are skipped"
+            with open(path.with_name(f".{name}.lock"), "w") as lock:
+                if fcntl is not None:  # one process of the machine fetches; the other ranks wait, then find it
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                if path.is_file() and expected and sha256_file(path) == expected:
+                    return None  # fetched before (by this machine's other rank, or an earlier run), and whole
+                bucket, prefix = split_url(self.root)
+                tmp = path.with_name(f".{name}.{os.getpid()}.part")
+                try:
+                    s3_client().download_file(bucket, _key(prefix, name), str(tmp))
+                    os.replace(tmp, path)  # atomic: a reader never sees half a shard
+                except Exception as e:
+                    tmp.unlink(missing_ok=True)
+                    return f"{where}: cannot fetch ({type(e).__name__}: {e}); its images are skipped"
         if not path.is_file():
             return f"{where}: missing; its images are skipped"
         if expected is not None:
