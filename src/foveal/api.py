@@ -260,13 +260,13 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, images: Any) -> np.ndarray:
         """(N, K) class probabilities for image paths/folders or an image array (any layout `fit` takes)."""
         self._check_fitted()
-        return self.predictor_.probabilities(self._model_images(images)).numpy()
+        return self.predictor_.predict_images(self._model_images(images))
 
     def predict(self, images: Any, topk: int = 1) -> list[Any]:
         """Class names (topk=1), or top-k records per image, for image paths/folders or an image array."""
         self._check_fitted()
         if topk > 1 and not _is_array(images):
-            return self.predictor_.predict(_paths(images), topk=topk)
+            return self.predictor_.predict_files(_paths(images), topk=topk)
         probs = self.predict_proba(images)
         if topk == 1:
             return [self.classes_[i] for i in probs.argmax(1)]
@@ -295,9 +295,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "Classifier":
         """A fitted Classifier from a weights file or run folder."""
-        from .engine.inference import Predictor
+        from .backends import load_predictor
 
-        p = Predictor.load(path, device)
+        p = load_predictor(path, "torch", device)  # embed, evaluate and save need the torch model
         clf = cls(p.card.model)
         clf._set_learned(p.model, p.card)
         return clf

@@ -33,7 +33,7 @@ def test_explain_reports_what_predict_prints(tta_run: Path, tmp_path: Path, caps
     folder = write_digit_folder(tmp_path / "imgs", per_class=3, classes=range(10), size=20)
     shown = _explain(tta_run, folder, tmp_path / "out", capsys)
     pred = Predictor.load(tta_run, "cpu")
-    records = pred.predict([folder], topk=1)
+    records = pred.predict_files([folder], topk=1)
     assert len(shown) == len(records)
     for r in records:
         line = shown[r["path"]]
@@ -53,7 +53,7 @@ def test_explain_target_probability_is_predicts(tta_run: Path, tmp_path: Path, c
     folder = write_digit_folder(tmp_path / "imgs", per_class=2, classes=(3, 5), size=20)
     shown = _explain(tta_run, folder, tmp_path / "out", capsys, "--target", "5", "--method", "saliency")
     pred = Predictor.load(tta_run, "cpu")
-    for r in pred.predict([folder], topk=len(pred.classes)):
+    for r in pred.predict_files([folder], topk=len(pred.classes)):
         line = shown[r["path"]]
         assert line["target"] == "5" and line["pred"] == r["class"]
         assert float(line["p"]) == pytest.approx(next(t["prob"] for t in r["top"] if t["class"] == "5"), abs=PRINTED)

@@ -68,7 +68,7 @@ def test_onnx_probabilities_equal_predictor_with_tta(tta_run: Path, tmp_path: Pa
     onnx = OnnxPredictor(make_session(path), ModelCard.from_dict({**read_onnx_meta(path), "tta": torch_pred.tta}))
     x = _images(tta_run, tmp_path)
     want = torch_pred.probabilities(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(onnx.probabilities(x), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(onnx.predict_images(x), want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(onnx.tta_logits(x, batch_size=7), onnx.tta_logits(x), rtol=1e-5, atol=1e-5)  # chunks
     plain = softmax(onnx.logits(x), onnx.temperature)  # what the runtime used to return
     assert not np.allclose(plain, want, rtol=1e-4, atol=1e-5)
@@ -91,13 +91,13 @@ def test_plain_logits_stay_those_of_the_graph(tta_run: Path, tmp_path: Path):
 def test_exported_file_serves_what_predict_prints(tta_run: Path, tmp_path: Path):
     """End to end: `predict` on the .onnx and `serve --backend onnx` answer as the torch Predictor."""
     from foveal.engine.inference import Predictor
-    from foveal.serve.backend import load_backend
+    from foveal.backends import load_predictor
 
     path = tta_run / "export" / "model.onnx"
     assert read_onnx_meta(path).get("tta") == ["flip", "shift"]
     x = _images(tta_run, tmp_path)
     want = Predictor.load(tta_run, "cpu").probabilities(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(OnnxPredictor.load(path).probabilities(x), want, rtol=1e-4, atol=1e-5)
-    served = load_backend(tta_run, "onnx")
+    np.testing.assert_allclose(OnnxPredictor.load(path).predict_images(x), want, rtol=1e-4, atol=1e-5)
+    served = load_predictor(tta_run, "onnx")
     assert served.public_meta()["tta"] == ["flip", "shift"]
-    np.testing.assert_allclose(served.probabilities(x), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(served.predict_images(x), want, rtol=1e-4, atol=1e-5)

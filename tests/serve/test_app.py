@@ -54,7 +54,7 @@ def test_good_request_matches_predict_cli(client: TestClient, tiny_run: Path, di
     assert res["filename"] == png.name and len(res["top"]) == 5
     probs = [t["prob"] for t in res["top"]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-5
-    ref = Predictor.load(tiny_run, "cpu").predict([png], topk=5)[0]
+    ref = Predictor.load(tiny_run, "cpu").predict_files([png], topk=5)[0]
     assert [t["class"] for t in res["top"]] == [t["class"] for t in ref["top"]]
     np.testing.assert_allclose(probs, [t["prob"] for t in ref["top"]], atol=1e-5)
 

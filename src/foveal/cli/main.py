@@ -59,14 +59,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    if str(args.run).endswith(".onnx"):  # exported model: ONNX Runtime, same decoder and records
-        from ..export.runtime import OnnxPredictor
+    from ..backends import load_predictor  # an .onnx file runs on ONNX Runtime, without torch
 
-        records = OnnxPredictor.load(args.run).predict(args.inputs, topk=args.topk)
-    else:
-        from ..engine.inference import Predictor
-
-        records = Predictor.load(args.run, args.device).predict(args.inputs, topk=args.topk)
+    records = load_predictor(args.run, device=args.device).predict_files(args.inputs, topk=args.topk)
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
@@ -197,7 +192,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(handler=cmd_eval)
 
     sp = sub.add_parser("predict", help="top-k classes of image files or folders")
-    sp.add_argument("run", help="run folder or weights file")
+    sp.add_argument("run", help="run folder, weights file or exported .onnx file")
     sp.add_argument("inputs", nargs="+", help="image files or folders")
     sp.add_argument("--topk", type=int, default=5)
     sp.add_argument("--device", default="auto")

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional
 
+import numpy as np
 import torch
 
 from ..batching import resolve_batch_size
 from ..card import ModelCard
 from ..config import DataConfig
 from ..data import load_source
-from ..data.decode import DecodeError, list_images, read_for  # list_images: re-exported
+from ..data.decode import list_images  # re-exported
 from ..data.preprocess import Normalized
 from ..data.bundle import DataBundle
 from ..metrics import ConfusionMeter
 from ..metrics.groups import add_group_metrics
 from ..models.fold_bn import fold_batchnorm
+from ..predictor import ImagePredictor
 from .checkpoint import load_model
 from .device import resolve_device
 from .prepare import match_format
@@ -30,12 +32,14 @@ from .scoring import score_with_logits
 from .tta import check_views, tta_logits
 
 
-class Predictor:
-    """A trained model with its preprocessing; `predict(paths)` gives top-k classes per image."""
+class Predictor(ImagePredictor):
+    """A trained model with its preprocessing, run by PyTorch: the `ImagePredictor` of the 'torch' backend
+    (`predict_files(paths)` gives top-k classes per image), with tensors in and out for `eval` and `explain`."""
+
+    name = "torch"
 
     def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device):
         self.model, self.card, self.device = model.to(device).eval(), card, device
-        self.classes: list[str] = list(card.classes)
         pre = card.preprocessing
         self.normalized = Normalized(self.model, pre.mean, pre.std).to(device)  # uint8 -> logits
         self.temperature = card.temperature  # fitted by calibration, 1.0 if not
@@ -50,15 +54,16 @@ class Predictor:
         return cls(model, card, dev)
 
     def load_images(self, paths: Iterable[Path]) -> torch.Tensor:
-        return torch.stack([torch.from_numpy(read_for(self.card, p)) for p in paths])
+        """(N, C, H, W) uint8 of image files, read as the card says (`read`); raises DecodeError naming a file."""
+        return torch.stack([torch.from_numpy(self.read(p)) for p in paths])
 
     def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) uint8 -> what the model sees, on the predictor's device."""
         return self.normalized.normalize(images_u8.to(self.device))
 
-    def batch_size(self, batch_size: int | str = "auto") -> int:
-        """`batch_size`, or for 'auto' the evaluation batch sized by memory (foveal.batching)."""
-        if batch_size != "auto":
+    def batch_size(self, batch_size: int | str | None = "auto") -> int:
+        """`batch_size`, or for 'auto' (or None) the evaluation batch sized by memory (foveal.batching)."""
+        if batch_size not in ("auto", None):
             return int(batch_size)
         if self._auto_batch is None:
             c, size = self.card.in_chans, self.card.preprocessing.img_size
@@ -80,27 +85,9 @@ class Predictor:
             out.append(torch.softmax(logits / self.temperature, dim=1).cpu())
         return torch.cat(out)
 
-    def predict(self, inputs: Sequence[str | Path], topk: int = 5,
-                batch_size: int | str = "auto") -> list[dict[str, Any]]:
-        """One record per image: path and top-k (class, probability); unreadable files get an 'error'."""
-        paths = list_images(inputs)
-        records: list[dict[str, Any]] = []
-        good, tensors = [], []
-        for p in paths:
-            try:
-                tensors.append(self.load_images([p])[0])
-                good.append(len(records))
-                records.append({"path": str(p)})
-            except DecodeError as e:
-                records.append({"path": str(p), "error": str(e)})
-        if tensors:
-            probs = self.probabilities(torch.stack(tensors), batch_size)
-            k = min(topk, len(self.classes))
-            top = probs.topk(k, dim=1)
-            for r, vals, idx in zip(good, top.values.tolist(), top.indices.tolist()):
-                records[r]["top"] = [{"class": self.classes[i], "prob": v} for i, v in zip(idx, vals)]
-                records[r]["class"] = self.classes[idx[0]]
-        return records
+    def predict_images(self, images_u8: Any, batch_size: int | str | None = "auto") -> np.ndarray:
+        """(N, C, H, W) uint8 (numpy or torch) -> (N, K) float32 probabilities, as `probabilities`."""
+        return self.probabilities(torch.as_tensor(images_u8), batch_size).numpy()
 
 
 def eval_data(card: ModelCard, data: Optional[str], split: str, data_dir: Optional[str] = None) -> DataBundle:

@@ -1,7 +1,7 @@
-"""Running an exported model with ONNX Runtime: the predictor used by `predict`, `serve` and `bench`.
+"""Running an exported model with ONNX Runtime: the `ImagePredictor` of the 'onnx' backend.
 
 Nothing here imports torch (the inference install has none); images are read by
-`foveal.data.decode.read_image`, the decoder behind training and `Predictor` too, so an
+`foveal.data.decode.read_for` (`ImagePredictor.read`), the decoder behind training and `Predictor` too, so an
 exported model sees exactly the pixels the eager one did. The graph holds the plain model;
 the run's test-time views (the card's ``tta``) are made here, in numpy, so the calibrated
 temperature meets the averaged logits it was fitted on, as in `Predictor`.
@@ -17,7 +17,8 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from ..card import ModelCard
-from ..config import BatchSizing, DataConfig
+from ..config import BatchSizing
+from ..predictor import ImagePredictor
 
 ONNX_META_KEY = "foveal"  # key of our JSON metadata in the ONNX metadata_props
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -95,23 +96,13 @@ def tta_views(images_u8: np.ndarray, views: Sequence[str]) -> tuple[list[np.ndar
     return centred + shifted, [0.5 / len(centred)] * len(centred) + [0.5 / len(shifted)] * len(shifted)
 
 
-def topk_records(probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]:
-    """Per row: {'class': best, 'top': [{'class', 'prob'}...]} in decreasing probability."""
-    k = min(k, len(classes))
-    idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    out = []
-    for row, ids in zip(probs, idx):
-        top = [{"class": classes[i], "prob": float(row[i])} for i in ids]
-        out.append({"class": top[0]["class"], "top": top})
-    return out
+class OnnxPredictor(ImagePredictor):
+    """An exported model and its model card, run by ONNX Runtime on the CPU."""
 
-
-class OnnxPredictor:
-    """An exported model and its model card; same `predict` records as `engine.inference.Predictor`."""
+    name = "onnx"
 
     def __init__(self, session: Any, card: ModelCard):
         self.session, self.card = session, card
-        self.classes: list[str] = list(card.classes)
         self.temperature = card.temperature
         self.tta: list[str] = check_views(card.tta)  # test-time views the temperature was fitted with
 
@@ -120,17 +111,15 @@ class OnnxPredictor:
         sess = make_session(path, threads)
         return cls(sess, ModelCard.from_dict(_meta_from_session(sess, path)))
 
-    def read_image(self, path: str | Path, max_pixels: int = DataConfig.max_pixels) -> np.ndarray:
-        """(C, H, W) uint8 for one file, by the training/`Predictor` decoder; raises DecodeError."""
-        from ..data.decode import read_for
-
-        return read_for(self.card, path, max_pixels)
+    def batch_size(self, batch_size: int | str | None = "auto") -> int:
+        """`batch_size`, or for 'auto' (or None) BatchSizing.onnx_batch."""
+        return BatchSizing().onnx_batch if batch_size in ("auto", None) else int(batch_size)
 
     def logits(self, images_u8: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) float32 logits of the plain graph (no test-time views), run in
         chunks of `batch_size` (None: BatchSizing.onnx_batch): what the export parity check compares
         with the eager model."""
-        batch_size = batch_size or BatchSizing().onnx_batch
+        batch_size = self.batch_size(batch_size)
         images_u8 = np.ascontiguousarray(images_u8, dtype=np.uint8)
         outs = [self.session.run(None, {INPUT_NAME: images_u8[i:i + batch_size]})[0]
                 for i in range(0, len(images_u8), batch_size)]
@@ -142,7 +131,7 @@ class OnnxPredictor:
         all its views stacked (V * B images)."""
         if not self.tta:
             return self.logits(images_u8, batch_size)
-        batch_size = batch_size or BatchSizing().onnx_batch
+        batch_size = self.batch_size(batch_size)
         images_u8 = np.asarray(images_u8, dtype=np.uint8)
         outs = []
         for i in range(0, len(images_u8), batch_size):
@@ -152,28 +141,9 @@ class OnnxPredictor:
             outs.append(np.einsum("v,vnk->nk", np.asarray(weights, np.float32), out))  # (B, K)
         return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
 
-    def probabilities(self, images_u8: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
+    def predict_images(self, images_u8: np.ndarray, batch_size: int | str | None = "auto") -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K) temperature-scaled probabilities of the TTA-averaged logits."""
-        return softmax(self.tta_logits(images_u8, batch_size), self.temperature)
-
-    def predict(self, inputs: Sequence[str | Path], topk: int = 5,
-                batch_size: Optional[int] = None) -> list[dict[str, Any]]:
-        """One record per image file: path and top-k; unreadable files get an 'error'."""
-        from ..data.decode import DecodeError, list_images
-
-        records: list[dict[str, Any]] = []
-        good, arrays = [], []
-        for p in list_images(inputs):
-            try:
-                arrays.append(self.read_image(p))
-                good.append(len(records))
-                records.append({"path": str(p)})
-            except DecodeError as e:
-                records.append({"path": str(p), "error": str(e)})
-        if arrays:
-            for r, rec in zip(good, topk_records(self.probabilities(np.stack(arrays), batch_size), self.classes, topk)):
-                records[r].update(rec)
-        return records
+        return softmax(self.tta_logits(images_u8, self.batch_size(batch_size)), self.temperature)
 
 
 def median_latency_ms(fn: Any, inputs: Iterable[Any], warmup: int = 3) -> float:

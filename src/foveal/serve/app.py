@@ -27,7 +27,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
 from ..config import ServeConfig
-from .backend import Backend, load_backend
+from ..backends import load_predictor
+from ..predictor import ImagePredictor, topk_records
 from .batcher import BatcherStopped, MicroBatcher
 from .page import PAGE_HTML
 
@@ -143,7 +144,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _decode_upload(backend: Backend, upload: Any, max_pixels: int) -> np.ndarray:
+def _decode_upload(backend: ImagePredictor, upload: Any, max_pixels: int) -> np.ndarray:
     """Spool one UploadFile to a named temp file and decode it with the shared decoder.
 
     The decoder takes paths (it stats, opens and guards pixel counts), so the bytes go to disk
@@ -175,12 +176,12 @@ def _upload_budget(s: ServeConfig) -> UploadBudget:
     return UploadBudget(int(s.max_uploads_in_flight_mb * MIB))
 
 
-def create_app(model: str | Path | Backend, settings: Optional[ServeConfig] = None) -> FastAPI:
-    """The FastAPI app serving `model` (run folder, weights, .onnx, or a loaded Backend)."""
+def create_app(model: str | Path | ImagePredictor, settings: Optional[ServeConfig] = None) -> FastAPI:
+    """The FastAPI app serving `model` (run folder, weights, .onnx, or a loaded ImagePredictor) on the CPU."""
     s = settings or ServeConfig()
     budget = _upload_budget(s)  # before loading: a settings mistake should cost nothing
-    backend = model if isinstance(model, Backend) else load_backend(model, s.backend, s.threads)
-    batcher = MicroBatcher(backend.probabilities, s.max_batch, s.max_wait_ms)
+    backend = model if isinstance(model, ImagePredictor) else load_predictor(model, s.backend, "cpu", s.threads)
+    batcher = MicroBatcher(backend.predict_images, s.max_batch, s.max_wait_ms)
     metrics = Metrics()
     in_flight = 0
 
@@ -265,8 +266,6 @@ def create_app(model: str | Path | Backend, settings: Optional[ServeConfig] = No
                                 f"(got fields: {', '.join(form.keys()) or 'none'})")
         images = [await asyncio.to_thread(_decode_upload, backend, u, s.max_pixels) for u in uploads]
         probs = await batcher.submit(np.stack(images))
-        from ..export.runtime import topk_records
-
         records = topk_records(probs, backend.classes, s.topk)
         results = [{"filename": u.filename, **r} for u, r in zip(uploads, records)]
         resp = JSONResponse({"model": backend.card.model, "backend": backend.name, "results": results})
