@@ -156,15 +156,16 @@ def spy_on_step(trainer) -> dict[str, list]:
             return x, y
         return hook
 
-    trainer.train_step.hooks.insert(1, StepHook(batch=record("pre")))  # after the lr schedule, before the others
-    trainer.train_step.hooks.append(StepHook(batch=record("post")))
-    criterion = trainer.criterion  # the step's loss looks `trainer.criterion` up at each call
+    step = trainer.run.step
+    step.hooks.insert(1, StepHook(batch=record("pre")))  # after the lr schedule, before the others
+    step.hooks.append(StepHook(batch=record("post")))
+    compute = step.compute  # logits, then the loss of (logits, y)
 
-    def loss(logits, y, *rest):
+    def spy(net, x, y, *extra):
         seen["loss"].append(y.clone())
-        return criterion(logits, y, *rest)
+        return compute(net, x, y, *extra)
 
-    trainer.criterion = loss
+    step.compute = spy
     return seen
 
 
@@ -199,17 +200,17 @@ def test_trainer_steps_see_balanced_mixed_randaugmented_batches(tmp_path) -> Non
     seen = spy_on_step(trainer)
     for epoch in range(3):
         trainer.train_epoch(epoch)
-    train = trainer.data.splits["train"]
+    train = trainer.run.data.splits["train"]
     assert (train.labels == 0).float().mean() > 0.7  # the data: mostly class 0
     drawn = torch.cat([y for _, y in seen["pre"]])
     freq = torch.bincount(drawn, minlength=3).float() / len(drawn)
-    assert len(drawn) == 3 * len(trainer.train_loader) * 16 and (freq - 1 / 3).abs().max() < 0.1, freq  # the sampler's draws: balanced
+    assert len(drawn) == 3 * len(trainer.run.loaders.train) * 16 and (freq - 1 / 3).abs().max() < 0.1, freq  # the sampler's draws: balanced
     kinds = [_mix_kind(x0, y0, x1, t) for (x0, y0), (x1, t) in zip(seen["pre"], seen["post"])]
     assert {"mixup", "cutmix"} == set(kinds), kinds  # each batch one of the two, both used
     assert len(seen["loss"]) == len(seen["post"])
     assert all(torch.equal(t, t_loss) for (_, t), t_loss in zip(seen["post"], seen["loss"]))  # soft targets reach the loss
     # RandAugment: the images the step gets are (almost) never one of the training images as decoded
-    d = trainer.cfg.data  # mean and std measured on the training images
+    d = trainer.run.cfg.data  # mean and std measured on the training images
     files = ((train.images.load().float() / 255 - d.mean[0]) / d.std[0]).flatten(1)  # (N, H*W) normalized
     x = torch.cat([x0 for x0, _ in seen["pre"]]).flatten(1)
     dist = torch.cdist(x, files, compute_mode="donot_use_mm_for_euclid_dist").min(1).values  # exact for equal rows

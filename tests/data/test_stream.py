@@ -142,10 +142,10 @@ def test_trainer_streams_a_folder_and_learns(tmp_path, jpeg_folder):
         "train.batch_size": 8, "optim.lr": 3e-3, "train.out_dir": str(tmp_path / "runs"), "train.progress": False})
     trainer = Trainer(cfg, log=lambda m: None)
     result = trainer.fit()
-    assert isinstance(trainer.train_loader, StreamLoader)
-    assert isinstance(trainer.data.splits["test"].images, FileImages)
+    assert isinstance(trainer.run.loaders.train, StreamLoader)
+    assert isinstance(trainer.run.data.splits["test"].images, FileImages)
     assert result.test_metrics["accuracy"] >= 0.9  # colour is the class: streaming must not scramble labels
-    if any("zz_broken" in str(p) for split in ("train", "val") for p in trainer.data.splits[split].images.paths):
+    if any("zz_broken" in str(p) for split in ("train", "val") for p in trainer.run.data.splits[split].images.paths):
         problems = json.loads((result.run_dir / "data_problems.json").read_text())
         assert any("zz_broken.jpg" in p for p in problems), problems  # found while streaming, written down
 

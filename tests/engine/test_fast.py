@@ -131,7 +131,7 @@ def _host_reads_in_one_epoch(tmp_path: Path, batch_size: int, monkeypatch) -> tu
         monkeypatch.setattr(torch.Tensor, name, counting)
     trainer.train_epoch(0)
     monkeypatch.undo()
-    return calls["n"], len(trainer.train_loader)
+    return calls["n"], len(trainer.run.loaders.train)
 
 
 def test_trainer_epoch_reads_the_device_a_fixed_number_of_times(tmp_path: Path, monkeypatch) -> None:

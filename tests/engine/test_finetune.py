@@ -28,7 +28,7 @@ class Snapshot(Callback):
     """Keeps a copy of the model's state right after set-up (after weights were loaded)."""
 
     def on_train_begin(self, trainer) -> None:
-        self.state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        self.state = {k: v.clone() for k, v in trainer.run.model.state_dict().items()}
 
 
 def test_torchvision_resnet18_state_dict_loads_and_head_is_replaced(tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_layer_decay_reaches_the_trainer_optimizer(tmp_path: Path) -> None:
                             "train.name": "ld"})
     t = Trainer(cfg)
     t.setup()
-    lrs = sorted({round(g["base_lr"], 12) for g in t.optimizer.param_groups})
+    lrs = sorted({round(g["base_lr"], 12) for g in t.run.optimizer.param_groups})
     assert len(lrs) > 3 and max(lrs) == pytest.approx(cfg.optim.lr)
 
 

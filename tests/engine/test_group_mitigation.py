@@ -74,13 +74,13 @@ def test_mitigations_train_on_group_manifest(tmp_path, overrides, monkeypatch):
 
     class SeeGroups(Callback):  # the group ids of every batch the step gets
         def on_train_begin(self, trainer) -> None:
-            compute = trainer.train_step.compute
+            compute = trainer.run.step.compute
 
             def spy(net, x, y, *extra):
                 drawn.append(extra[0].clone())
                 return compute(net, x, y, *extra)
 
-            trainer.train_step.compute = spy
+            trainer.run.step.compute = spy
 
     forward = GroupDROLoss.forward
 
@@ -98,9 +98,9 @@ def test_mitigations_train_on_group_manifest(tmp_path, overrides, monkeypatch):
     run = trainer.fit().run_dir
     test = json.loads((run / "test.json").read_text())
     assert test["worst_group_accuracy"] == pytest.approx(min(r["accuracy"] for r in test["groups"].values()))
-    assert trainer.group_names == sorted(f"site={s}|sex={x}" for s in "AB" for x in "FM")
-    train_groups = trainer.data.splits["train"].group_index()[1]
-    rare = trainer.group_names.index("site=B|sex=M")
+    assert trainer.run.loaders.group_names == sorted(f"site={s}|sex={x}" for s in "AB" for x in "FM")
+    train_groups = trainer.run.data.splits["train"].group_index()[1]
+    rare = trainer.run.loaders.group_names.index("site=B|sex=M")
     assert len(train_groups) == 58 and (train_groups == rare).sum() == 4
     g = torch.cat(drawn)
     assert len(drawn) == trainer.state.step == 2 * (58 // 16)
@@ -120,7 +120,7 @@ def test_mitigations_train_on_group_manifest(tmp_path, overrides, monkeypatch):
             q = q * torch.exp(cfg.optim.dro_step * gl)
             q = q / q.sum()
             assert loss.item() == pytest.approx((gl @ q).item(), rel=1e-5)
-        torch.testing.assert_close(trainer.criterion.q, q)
+        torch.testing.assert_close(trainer.run.criterion.q, q)
         assert not torch.allclose(q, torch.full((4,), .25))
 
 

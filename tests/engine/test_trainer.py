@@ -157,6 +157,6 @@ def test_calibration_reuses_the_best_epochs_validation_logits(tmp_path, monkeypa
     assert len(passes) == 3 + 1  # three validations and the test split; calibration added none
     model, card = load_model(res.run_dir, torch.device("cpu"))
     assert card.epoch == res.test_metrics["best_epoch"]
-    _, logits, labels = score_with_logits(model, tr.val_loader, 10, torch.device("cpu"))
+    _, logits, labels = score_with_logits(model, tr.run.loaders.val, 10, torch.device("cpu"))
     assert card.temperature == pytest.approx(fit_temperature(logits, labels), rel=1e-4)
     assert card.temperature != 1.0

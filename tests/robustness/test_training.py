@@ -99,7 +99,7 @@ def _trainer_with_spies(tmp_path, **over):
         row = rows[-1]
         row["seen"] = x.detach().clone()
         with torch.no_grad():  # the weights this step starts from, on both inputs (a copy: BN statistics stay)
-            model = copy.deepcopy(trainer.model)
+            model = copy.deepcopy(trainer.run.model)
             row["loss_clean"] = nn.functional.cross_entropy(model(row["clean"]), y).item()
             row["loss_seen"] = nn.functional.cross_entropy(model(x), y).item()
             # control: a random perturbation as large as the one the forward got, sample by sample
@@ -109,13 +109,13 @@ def _trainer_with_spies(tmp_path, **over):
             row["loss_random"] = nn.functional.cross_entropy(model((rand - mean) / std), y).item()
         return x, y
 
-    mean, std = trainer.cfg.data.mean[0], trainer.cfg.data.std[0]
-    hooks = trainer.train_step.hooks
-    assert trainer.perturb is not None and hooks[-1].batch == trainer._perturb_batch
+    mean, std = trainer.run.cfg.data.mean[0], trainer.run.cfg.data.std[0]
+    hooks = trainer.run.step.hooks
+    assert trainer.run.perturb is not None and hooks[-1].batch.__name__ == "perturb_batch"
     hooks.insert(len(hooks) - 1, StepHook(batch=clean))  # right before the perturber
     hooks.append(StepHook(batch=seen))  # right after it: what the forward gets
     trainer.train_epoch(0)
-    assert len(rows) == len(trainer.train_loader) >= 4
+    assert len(rows) == len(trainer.run.loaders.train) >= 4
     for r in rows:
         r["moved"] = ((r["seen"] - r["clean"]) * std).flatten(1).abs().amax(1)  # (B,) largest change, pixels
     return rows

@@ -57,7 +57,7 @@ class TensorBoardLogger(Callback):
     def on_train_begin(self, trainer: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(Path(trainer.run_dir) / "tensorboard"))
+        self.writer = SummaryWriter(str(Path(trainer.run.run_dir) / "tensorboard"))
 
     def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
         for key, tag in TB_TAGS.items():
@@ -125,10 +125,10 @@ class MLflowLogger(Callback):
         if left is not None and "foveal.run_dir" in mlflow.get_run(left.info.run_id).data.tags:  # ours, left
             # open by a training run that raised
             mlflow.end_run(status="FAILED")
-        self.run = mlflow.start_run(run_name=Path(trainer.run_dir).name)
-        params = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in flatten(to_dict(trainer.cfg)).items()}
+        self.run = mlflow.start_run(run_name=Path(trainer.run.run_dir).name)
+        params = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in flatten(to_dict(trainer.run.cfg)).items()}
         mlflow.log_params(params)
-        mlflow.set_tag("foveal.run_dir", str(Path(trainer.run_dir).resolve()))
+        mlflow.set_tag("foveal.run_dir", str(Path(trainer.run.run_dir).resolve()))
 
     def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
         import mlflow

@@ -42,15 +42,16 @@ def lr_find(trainer: Trainer, start: float = 1e-7, end: float = 10.0, steps: int
     The trainer's own step runs each batch (autocast, channels-last, DDP, clipping), with the sweep
     in place of its schedule and without its batch hooks (mixup, perturber) or EMA."""
     trainer.setup()
+    run = trainer.run
     lrs = [start * ((end / start) ** (1 / max(1, steps - 1))) ** i for i in range(steps)]
 
     def set_lr(i: int) -> None:
-        for g in trainer.optimizer.param_groups:
+        for g in run.optimizer.param_groups:
             g["lr"] = lrs[i]
 
-    own = trainer.train_step
-    step = TrainStep(trainer.model, trainer.optimizer, own.compute, trainer.device,
-                     dataclasses.replace(own.options, ema_decay=None), [StepHook(before=set_lr)], trainer.dist)
+    own = run.step
+    step = TrainStep(run.model, run.optimizer, own.compute, run.device,
+                     dataclasses.replace(own.options, ema_decay=None), [StepHook(before=set_lr)], run.dist)
     step.wrap().train()
     losses: list[float] = []
     batches = iter(())
@@ -60,8 +61,8 @@ def lr_find(trainer: Trainer, start: float = 1e-7, end: float = 10.0, steps: int
         try:
             batch = next(batches)
         except StopIteration:
-            trainer.train_loader.set_epoch(i)
-            batches = iter(trainer.train_loader)
+            run.loaders.train.set_epoch(i)
+            batches = iter(run.loaders.train)
             batch = next(batches)
         pending.append(step(*batch).loss)  # batch: (x, y) or (x, y, group ids)
         if len(pending) == 10 or i == steps - 1:  # deliberate sync every 10 steps to detect divergence
@@ -72,8 +73,8 @@ def lr_find(trainer: Trainer, start: float = 1e-7, end: float = 10.0, steps: int
                 break
     lrs = lrs[:len(losses)]
     result = {"lrs": lrs, "losses": losses, "suggested_lr": suggest(lrs, losses)}
-    write_json(trainer.run_dir / "lr_find.json", result)
-    _plot(trainer.run_dir / "lr_find.png", lrs, losses, result["suggested_lr"])
+    write_json(run.run_dir / "lr_find.json", result)
+    _plot(run.run_dir / "lr_find.png", lrs, losses, result["suggested_lr"])
     return result
 
 
