@@ -99,6 +99,21 @@ def test_schedule_scales_every_group_and_stops_a_group_at_its_lr_until() -> None
         assert (opt.param_groups[0]["lr"], opt.param_groups[1]["lr"]) == want
 
 
+@pytest.mark.parametrize("steps", [1, 2, 60, 100])
+def test_exponential_sweep_sets_the_lr_finders_former_lrs_exactly(steps: int) -> None:
+    """The LR finder's sweep as a Shape, every group at base lr 1: the lrs it set before, bit for bit."""
+    start, end = 1e-7, 10.0
+    want = [start * ((end / start) ** (1 / max(1, steps - 1))) ** i for i in range(steps)]  # the former sweep
+    m = nn.Linear(3, 4)
+    opt = torch.optim.SGD([{"params": [m.weight], "lr": 0.5}, {"params": [m.bias], "lr": 0.1}], lr=0.5)
+    schedule = Schedule(opt, Shape("exponential", steps, start=start, end=end), base_lr=1.0)
+    got = []
+    for i in range(steps):
+        schedule.set_step(i)
+        got.append([g["lr"] for g in opt.param_groups])
+    assert got == [[lr, lr] for lr in want]
+
+
 def test_default_groups_exempt_norms_biases_and_named_parameters() -> None:
     m = create_model("resnet18", num_classes=3, in_chans=1, img_size=32)
     decay, no_decay = param_groups(m, 0.1)

@@ -127,9 +127,10 @@ def test_lr_suggestion_is_the_steepest_fall_of_a_known_curve():
 def test_lr_find_suggests_the_steepest_descent_of_its_curve(tmp_path):
     """On digits: the suggestion is where the smoothed loss it reports falls fastest against log LR,
     before its minimum, on a stretch where the loss still falls well below its start."""
+    from foveal.engine.build import build_run
     from foveal.engine.lr_find import lr_find, smooth
 
-    res = lr_find(Trainer(_cfg(tmp_path, **{"train.name": "lrf"})), steps=80)
+    res = lr_find(build_run(_cfg(tmp_path, **{"train.name": "lrf"})), steps=80)
     lrs, s = np.asarray(res["lrs"]), np.asarray(smooth(res["losses"]))
     low = int(np.argmin(s))
     i = int(np.flatnonzero(lrs == res["suggested_lr"])[0])

@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from ..engine import Trainer
+    from ..engine.build import build_run
     from ..engine.lr_find import lr_find
 
     cfg = config_from_args(args)
@@ -41,7 +41,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         from ..engine.runs import default_name
 
         cfg.train.name = f"{default_name(cfg)}-lr-find"
-    res = lr_find(Trainer(cfg), args.start_lr, args.end_lr, args.steps)
+    res = lr_find(build_run(cfg), args.start_lr, args.end_lr, args.steps)
     print(f"suggested learning rate: {res['suggested_lr']:.3g}  (plot: lr_find.png in the run folder)")
     return 0
 

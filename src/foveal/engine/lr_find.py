@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from ..io import write_json
+from .build import Run
+from .optim import Schedule, Shape
 from .step import StepHook, TrainStep
-from .trainer import Trainer
 
 
 def smooth(losses: list[float], beta: float = 0.9) -> list[float]:
@@ -36,22 +37,18 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
     return float(lrs[int(np.argmin(grad))])
 
 
-def lr_find(trainer: Trainer, start: float = 1e-7, end: float = 10.0, steps: int = 100) -> dict[str, Any]:
-    """Sweep `steps` LRs from `start` to `end` on the trainer's model and data; write lr_find.{json,png}.
+def lr_find(run: Run, start: float = 1e-7, end: float = 10.0, steps: int = 100) -> dict[str, Any]:
+    """Sweep `steps` LRs from `start` to `end` on a built run's model and data (`build_run`); write
+    lr_find.{json,png} into its folder.
 
-    The trainer's own step runs each batch (autocast, channels-last, DDP, clipping), with the sweep
-    in place of its schedule and without its batch hooks (mixup, perturber) or EMA."""
-    trainer.setup()
-    run = trainer.run
-    lrs = [start * ((end / start) ** (1 / max(1, steps - 1))) ** i for i in range(steps)]
-
-    def set_lr(i: int) -> None:
-        for g in run.optimizer.param_groups:
-            g["lr"] = lrs[i]
-
+    The run's own step computes each batch (autocast, channels-last, DDP, clipping), with the sweep, an
+    'exponential' `Shape`, in place of its schedule (every param group at the same lr) and without its
+    batch hooks (mixup, perturber) or EMA."""
+    sweep = Shape("exponential", steps, start=start, end=end)
+    schedule = Schedule(run.optimizer, sweep, base_lr=1.0)  # the shape's factors are the lrs themselves
     own = run.step
     step = TrainStep(run.model, run.optimizer, own.compute, run.device,
-                     dataclasses.replace(own.options, ema_decay=None), [StepHook(before=set_lr)], run.dist)
+                     dataclasses.replace(own.options, ema_decay=None), [StepHook(before=schedule.set_step)], run.dist)
     step.wrap().train()
     losses: list[float] = []
     batches = iter(())
@@ -71,7 +68,7 @@ def lr_find(trainer: Trainer, start: float = 1e-7, end: float = 10.0, steps: int
             best = min(best, min(smooth(losses)))
             if not math.isfinite(losses[-1]) or smooth(losses)[-1] > 4 * best:
                 break
-    lrs = lrs[:len(losses)]
+    lrs = [sweep.factor(i) for i in range(len(losses))]
     result = {"lrs": lrs, "losses": losses, "suggested_lr": suggest(lrs, losses)}
     write_json(run.run_dir / "lr_find.json", result)
     _plot(run.run_dir / "lr_find.png", lrs, losses, result["suggested_lr"])

@@ -4,7 +4,8 @@
 decayed/exempt split, AdamW's decay-everything default (the label check's folds) and the fast
 recipe's scaled BN shifts and separate whitening bias. `Schedule` sets each group's lr from a
 `Shape`, a pure function of the optimizer step: the trainer's cosine, constant and one-cycle, the
-fast recipe's triangle, and torch's OneCycleLR as the label check's folds use it.
+fast recipe's triangle, torch's OneCycleLR as the label check's folds use it, and the LR finder's
+exponential sweep.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class Shape:
 
     'cosine': linear warm-up over `warmup` steps, then cosine from 1 down to `end`; 'constant': the warm-up,
     then 1; 'onecycle' (Smith & Topin 2019): cosine from `start` up to 1 at `peak_at` of the steps, then down
-    to `end`; 'triangle' (the speedruns'): the same, linear. A pure function of the step (no scheduler state),
+    to `end`; 'triangle' (the speedruns'): the same, linear; 'exponential' (the LR finder's sweep): from
+    `start` at step 0 to `end` at step total - 1, geometrically. A pure function of the step (no scheduler state),
     so a resumed run needs only its step count.
 
     `as_torch`: 'onecycle' computed as torch's OneCycleLR does with anneal_strategy='cos' (the label check's
@@ -89,7 +91,7 @@ class Shape:
     equal torch's base / div_factor and base / div_factor / final_div_factor (4e-3, the folds' lr, does).
     """
 
-    kind: Literal["cosine", "constant", "onecycle", "triangle"]
+    kind: Literal["cosine", "constant", "onecycle", "triangle", "exponential"]
     total: int
     warmup: int = 0  # steps of linear warm-up ('cosine', 'constant')
     start: float = 1 / 25  # first lr / peak lr ('onecycle', 'triangle')
@@ -107,6 +109,8 @@ class Shape:
     def factor(self, step: int) -> float:
         """The lr multiplier at optimizer step `step` (not for `as_torch`, which interpolates lrs)."""
         total, warmup = self.total, self.warmup
+        if self.kind == "exponential":  # start * ratio**step, ratio the step's factor
+            return self.start * ((self.end / self.start) ** (1 / max(1, total - 1))) ** step
         if self.kind == "triangle":
             return float(np.interp(step, [0, int(self.peak_at * total), total], [self.start, 1.0, self.end]))
         if self.kind == "onecycle":
@@ -136,12 +140,15 @@ class Shape:
 class Schedule:
     """Sets every param group's lr to what `shape` gives for its base lr (its lr when the schedule was made),
     times `scale`; a group with an "lr_until" step trains until then and has lr 0 after (the fast recipe's
-    whitening bias)."""
+    whitening bias). `base_lr`: every group's base lr instead (1.0: the shape's factors are the lrs, as the
+    LR finder sweeps them)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, shape: Shape):
+    def __init__(self, optimizer: torch.optim.Optimizer, shape: Shape, base_lr: Optional[float] = None):
         self.optimizer = optimizer
         self.shape = shape
         for g in optimizer.param_groups:
+            if base_lr is not None:
+                g["base_lr"] = base_lr
             g.setdefault("base_lr", g["lr"])
         self.scale = 1.0  # a stage's multiplier on top of the schedule (the 'staged' fine-tune sets it)
 
