@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO / "src"))
 import torch  # noqa: E402
 
 from foveal.config import FastConfig  # noqa: E402
-from foveal.data.loader import normalize_u8  # noqa: E402
+from foveal.data.preprocess import normalize_u8  # noqa: E402
 from foveal.benchmarks import train_step as bench  # noqa: E402
 from foveal.benchmarks.fast import bench_fast  # noqa: E402
 from foveal.engine import fast  # noqa: E402

@@ -186,7 +186,8 @@ def test_normalizer_uint8_path_matches_the_float_path(names: list[str]) -> None:
 def test_eval_input_matches_the_training_input() -> None:
     """`normalize_u8` (prediction, export, reports) gives what the training loader's Normalizer
     gives without augmentation, and per-channel lists or (1, C, 1, 1) tensors give the same floats."""
-    from foveal.data.loader import Normalizer, normalize_u8
+    from foveal.data.loader import Normalizer
+    from foveal.data.preprocess import normalize_u8
 
     u8 = torch.randint(0, 256, (8, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     mean, std = [0.2, 0.3, 0.4], [0.5, 0.25, 0.2]

@@ -35,6 +35,15 @@ def test_a_constant_channel_gets_the_floor_not_zero():
     assert mean == pytest.approx([77 / 255] * 2) and std == [1e-3, 1e-3]
 
 
+def test_unbiased_stats_is_torchs_sample_std_in_float64():
+    """`unbiased`: the sample std (the fast recipe's and the label check's), the mean unchanged."""
+    x = _u8(6)
+    a = x.to(torch.float64) / 255
+    mean, std = stats(x, chunk=5, unbiased=True)
+    assert mean == stats(x)[0]
+    np.testing.assert_allclose(std, a.std(dim=(0, 2, 3)).tolist(), rtol=1e-12)
+
+
 def test_stats_from_sums_is_what_stats_computes():
     x = _u8(5, c=1)
     a = x.to(torch.float64) / 255

@@ -13,7 +13,6 @@ import torch
 
 from .augment import Compose
 from .bundle import Split
-from .preprocess import normalize_u8  # noqa: F401  (re-exported: its home is data/preprocess.py)
 
 
 class Normalizer:

@@ -17,11 +17,14 @@ from torch import nn
 from .images import ImageStore, as_images
 
 
-def stats(images: "torch.Tensor | ImageStore", chunk: int = 4096) -> tuple[list[float], list[float]]:
+def stats(images: "torch.Tensor | ImageStore", chunk: int = 4096,
+          unbiased: bool = False) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units of (N, C, H, W) uint8 images.
 
     In memory: all of them; streamed (file-backed) images: an evenly spaced sample of 512.
     Sums in float64, so the result does not depend on the chunk size or the device.
+    `unbiased`: the sample std (variance over n - 1, torch.std's default), as the fast recipe and the
+    label check's fold models normalize; the trainer's runs use the population std.
     """
     images = as_images(images).statistics_sample()
     C = images.shape[1]
@@ -33,14 +36,19 @@ def stats(images: "torch.Tensor | ImageStore", chunk: int = 4096) -> tuple[list[
         s += x.sum(dim=(0, 2, 3))
         s2 += (x * x).sum(dim=(0, 2, 3))
         n += x.numel() // C
-    return stats_from_sums(s, s2, n)
+    return stats_from_sums(s, s2, n, unbiased)
 
 
-def stats_from_sums(s: torch.Tensor, s2: torch.Tensor, n: int) -> tuple[list[float], list[float]]:
+def stats_from_sums(s: torch.Tensor, s2: torch.Tensor, n: int,
+                    unbiased: bool = False) -> tuple[list[float], list[float]]:
     """Mean and std from per-channel sums of pixels `s` and of their squares `s2` over `n` pixels (float64,
-    [0, 1] units): population std, floored at 1e-3 so a constant channel cannot divide by zero."""
+    [0, 1] units): population std (or with `unbiased` the sample std), floored at 1e-3 so a constant channel
+    cannot divide by zero."""
     mean = s / max(n, 1)
-    std = (s2 / max(n, 1) - mean * mean).clamp_min(1e-12).sqrt()
+    var = s2 / max(n, 1) - mean * mean
+    if unbiased:
+        var = var * (n / max(n - 1, 1))
+    std = var.clamp_min(1e-12).sqrt()
     return mean.tolist(), std.clamp_min(1e-3).tolist()
 
 

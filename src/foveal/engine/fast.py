@@ -24,7 +24,7 @@ from torch import nn
 from ..config import FastConfig  # re-exported: the recipe's settings live with every other default
 from ..config import OptimConfig
 from ..data.augment import translate  # re-exported: the recipe's shift, drawn per image
-from ..data.loader import normalize_u8
+from ..data.preprocess import normalize_u8, stats
 from ..models import create_model
 from .device import autocast
 from .optim import Schedule, Shape, build_optimizer, param_groups
@@ -49,9 +49,11 @@ class FastData:
         return dataclasses.replace(self, **move)
 
     def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std of the training images in [0, 1] units, (1, C, 1, 1) each."""
-        x = self.train_x.float().div_(255)
-        return x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)
+        """Per-channel mean and std of the training images in [0, 1] units, (1, C, 1, 1) float32 each, on
+        their device (computed on the CPU: `stats` sums in float64, which not every device has)."""
+        mean, std = stats(self.train_x.cpu(), unbiased=True)
+        return tuple(torch.tensor(v, dtype=torch.float32, device=self.train_x.device).view(1, -1, 1, 1)
+                     for v in (mean, std))
 
 
 def load_fast_data(name: str, data_dir: Optional[str] = None, img_size: int = 16) -> FastData:

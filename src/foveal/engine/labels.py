@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..config import OptimConfig
 from ..data.augment import translate
 from ..data.labels import LabelIssues, confident_learning
-from ..data.loader import normalize_u8
+from ..data.preprocess import normalize_u8, stats
 from ..data.splits import stratified_indices
 from ..models import create_model, model_info
 from .optim import Schedule, Shape, build_optimizer, param_groups
@@ -130,8 +130,7 @@ def _fold_job(args: tuple) -> tuple[int, torch.Tensor, float]:
 def _norm_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of (N, C, H, W) uint8 images: 4,096 of them evenly spaced through the split, so a
     folder listed class by class gives every class its share (no label enters them)."""
-    xf = x[torch.linspace(0, len(x) - 1, min(len(x), 4096)).round().long()].float().div(255)
-    return xf.mean(dim=(0, 2, 3)).tolist(), xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    return stats(x[torch.linspace(0, len(x) - 1, min(len(x), 4096)).round().long()], unbiased=True)
 
 
 def _train_and_predict(x: torch.Tensor, labels: torch.Tensor, jobs: list[tuple[torch.Tensor, torch.Tensor]],
