@@ -29,10 +29,10 @@ from .quantize import quantize_int8
 from .runtime import make_session
 
 INT8_VARIANTS: dict[str, QuantConfig] = {
-    "qdq": QuantConfig(),  # the default: QDQ, per-channel weights
-    "qdq_reduce_range": QuantConfig(reduce_range=True),
-    "qoperator": QuantConfig(format="qoperator"),
-    "qoperator_reduce_range": QuantConfig(format="qoperator", reduce_range=True),
+    "qdq": QuantConfig(calibration="minmax"),  # QDQ, per-channel weights (export's default, one method)
+    "qdq_reduce_range": QuantConfig(calibration="minmax", reduce_range=True),
+    "qoperator": QuantConfig(calibration="minmax", format="qoperator"),
+    "qoperator_reduce_range": QuantConfig(calibration="minmax", format="qoperator", reduce_range=True),
 }
 
 
