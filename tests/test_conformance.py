@@ -270,8 +270,10 @@ def test_every_verb_on_every_data_path(path, work, photos, scratch_runs, tmp_pat
         "gaussian_noise,fog", "--eps", "0,0.1", "--pgd-steps", "2", "--noise", "0,0.2", cwd=work)
     assert json.loads((rd / "robustness.json").read_text())["n"] == 24
     # int8 too: its calibration draws training images, which may include the streamed folder's unreadable
-    # file; the accuracy limit is lifted (one of 66 test images is 1.5 points): this checks the path, not int8
-    run("export", rd, "--format", "onnx", "--format", "int8", "--max-int8-drop", "100", cwd=work)
+    # file; the accuracy and agreement limits are lifted (one of 66 test images is 1.5 points): this checks
+    # the path, not int8
+    run("export", rd, "--format", "onnx", "--format", "int8", "--max-int8-drop", "100",
+        "--limits.min-int8-agreement", "0", cwd=work)
     assert json.loads((rd / "export" / "parity.json").read_text())["passed"]
     run("report", rd, cwd=work)
     page = (rd / "report.html").read_text()
