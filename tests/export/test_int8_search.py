@@ -123,3 +123,9 @@ def test_parity_json_records_choices_and_names_the_faster_passing_graph(digits_r
     assert q["calibration"] == c["calibration"]["chosen"]
     assert q["float_nodes"] == c["float_nodes"]["ends"] + c["float_nodes"]["sensitive"]
     assert "calibration " + c["calibration"]["chosen"] in format_parity(r)
+
+
+def test_calibration_prints_nothing(tmp_path: Path, capfd):
+    """`foveal export --json` writes only the report to stdout: ORT's calibrators' progress is dropped."""
+    _search(tmp_path, False, 12, 32, spike=False, max_float_nodes=0)
+    assert capfd.readouterr().out == ""

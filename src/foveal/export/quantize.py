@@ -9,6 +9,8 @@ integer kernels on x86 and ARM alike; QOperator is kept as an option for the lat
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -75,7 +77,8 @@ def quantize_prepared(pre: Path, out_path: str | Path, settings: QuantConfig, me
         raise ValueError("int8 quantization needs calibration images, and none were given")
     reader = None if have_cache else type("Reader", (_Reader, CalibrationDataReader), {})(calib_u8, settings.batch_size)
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
+    # ORT's histogram calibrators print their progress to stdout, which would break `foveal export --json`
+    with atomic_path(out_path) as tmp, contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(pre), str(tmp), reader,
                         quant_format=QuantFormat.QDQ if settings.format == "qdq" else QuantFormat.QOperator,
                         per_channel=settings.per_channel, reduce_range=settings.reduce_range,
