@@ -1,7 +1,7 @@
 """The Python API on numpy arrays: fit(x, y) then predict / predict_proba / evaluate / embed on x.
 
 The core check: for every accepted layout, dtype and channel count, the uint8 pixels the model
-is trained on (after the trainer's `prepare_data`) are the very pixels `predict` feeds it for the
+is trained on (after the run builder's `prepare_data`) are the very pixels `predict` feeds it for the
 same array, so predicting on the fitted arrays is never a different input.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import foveal
-import foveal.engine.trainer as trainer_mod
+import foveal.engine.build as build_mod
 from foveal.data.arrays import to_images_u8
 from foveal.data.datasets import from_arrays
 from foveal.engine.inference import Predictor
@@ -77,7 +77,7 @@ def test_fit_then_predict_sees_the_fitted_pixels(name, digits, tmp_path, monkeyp
     make, extra = VARIANTS[name]
     x, y = make(digits[0]), digits[1]
     prepared, fed = [], []
-    real_prepare, real_probs = trainer_mod.prepare_data, Predictor.probabilities
+    real_prepare, real_probs = build_mod.prepare_data, Predictor.probabilities
 
     def spy_prepare(*args, **kw):  # what the trainer trains on: after match_channels and match_size
         prepared.append(real_prepare(*args, **kw))
@@ -87,7 +87,7 @@ def test_fit_then_predict_sees_the_fitted_pixels(name, digits, tmp_path, monkeyp
         fed.append(images_u8)
         return real_probs(self, images_u8, *args, **kw)
 
-    monkeypatch.setattr(trainer_mod, "prepare_data", spy_prepare)
+    monkeypatch.setattr(build_mod, "prepare_data", spy_prepare)
     monkeypatch.setattr(Predictor, "probabilities", spy_probs)
     clf = foveal.Classifier("lenet5", out_dir=str(tmp_path), **{**SETTINGS, "epochs": 1}, **extra).fit(x, y)
     pred = clf.predict(x)
