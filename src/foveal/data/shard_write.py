@@ -61,12 +61,14 @@ def source_samples(source: str, cfg: DataConfig, max_side: int, quality: int, pr
     """(classes, samples as (sample or None if unreadable, channels, sha256 of the original), count, has groups)."""
     from .sources import scan_csv_groups, scan_files
 
-    scanned = scan_files(source)
+    manifest = Path(source).expanduser()
+    if manifest.is_file() and manifest.suffix.lower() == ".csv":  # a manifest, read once with its group column
+        scanned = scan_csv_groups(manifest)
+    else:
+        files = scan_files(source)  # a folder (no groups), or None for a named dataset
+        scanned = (*files, None) if files is not None else None
     if scanned is not None:
-        items, classes, found = scanned
-        groups: Optional[list[str]] = None
-        if Path(source).suffix.lower() == ".csv":
-            groups = scan_csv_groups(Path(source))[3]
+        items, classes, found, groups = scanned
         problems += found
 
         def one(k: int) -> tuple[Optional[Sample], int, str]:
@@ -76,13 +78,14 @@ def source_samples(source: str, cfg: DataConfig, max_side: int, quality: int, pr
             except OSError as e:
                 problems.append(f"skipped unreadable image '{path}': {e}")
                 return None, 0, ""
+            digest = hashlib.sha256(data).hexdigest()
             try:
                 stored, ext, chans = encode(data, str(path), max_side, quality)
             except DecodeError as e:
                 problems.append(f"skipped unreadable image {e}")
-                return None, 0, hashlib.sha256(data).hexdigest()
+                return None, 0, digest
             group = groups[k] if groups is not None else ""
-            return (stored, ext, label, split, group, str(path)), chans, hashlib.sha256(data).hexdigest()
+            return (stored, ext, label, split, group, str(path)), chans, digest
 
         def in_order() -> Iterator[tuple[Optional[Sample], int, str]]:
             # threads (Pillow releases the GIL), in chunks so that only a chunk's bytes are held at once
@@ -93,9 +96,11 @@ def source_samples(source: str, cfg: DataConfig, max_side: int, quality: int, pr
         return classes, in_order(), len(items), groups is not None
     from dataclasses import replace
 
+    from .check import native_size
     from .sources import load_source
 
-    bundle = load_source(replace(cfg, source=source, in_memory=True), native_img_size(source))
+    # a named dataset at its own size (as foveal check loads it), stored losslessly
+    bundle = load_source(replace(cfg, source=source, in_memory=True), native_size(source) or 32)
 
     def arrays() -> Iterator[tuple[Optional[Sample], int, str]]:
         for split, s in bundle.splits.items():
@@ -109,12 +114,6 @@ def source_samples(source: str, cfg: DataConfig, max_side: int, quality: int, pr
 
     has_groups = any(s.groups is not None for s in bundle.splits.values())
     return bundle.classes, arrays(), sum(len(s) for s in bundle.splits.values()), has_groups
-
-
-def native_img_size(source: str) -> int:
-    from .check import native_size
-
-    return native_size(source) or 32
 
 
 def _write_tar(path: Path, members: list[tuple[str, Sample, int]]) -> list[tuple[int, int]]:

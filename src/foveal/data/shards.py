@@ -116,7 +116,6 @@ class ShardLocation:
         DecodeError naming the shard when it is missing or corrupt."""
         expected = dict(self.checksums).get(name)
         if is_remote(self.root):
-            bucket, prefix = split_url(self.root)
             path = cache_root() / hashlib.sha1(self.root.encode()).hexdigest()[:16] / name
         else:
             path = Path(self.root).expanduser() / name
