@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine import Trainer
-from foveal.engine.checkpoint import load_model
+from foveal.training import Trainer
+from foveal.training.checkpoint import load_model
 from foveal.models.base import FovealModel
 from foveal.models.registry import MODELS, register_model
 from foveal.data.preprocess import Normalized

@@ -6,7 +6,7 @@ agrees 10%. A model that leans on colour falls far below 50% on the test environ
 test-environment accuracies (Arjovsky et al., MLP): ERM 17.1%, IRM 66.9%, grayscale oracle 73.0%,
 optimum 75%. Every method here trains the same model (the paper's MLP, 2x14x14 -> 256 -> 256 -> 2)
 with the same optimizer, batch, epochs and weight decay; only `data.balance` / `optim.loss` differ,
-and JTT (Liu et al. 2021, `foveal.engine.jtt`) adds its identification stage (JTT["train.jtt_epochs"]).
+and JTT (Liu et al. 2021, `foveal.training.jtt`) adds its identification stage (JTT["train.jtt_epochs"]).
 The final epoch is kept (train.best_metric=last): the validation split is carved out of the training
 environments, so selecting on it would favour the colour shortcut.
 
@@ -26,7 +26,7 @@ import time
 from torch import nn
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine.fit import fit
+from foveal.tasks.fit import fit
 from foveal.models.base import FovealModel
 from foveal.models.registry import MODELS, register_model
 

@@ -2,7 +2,7 @@
 
     python bench/bench_depthwise.py [--batch 32] [--out dw.json]
 
-The measurements behind the CPU bf16 policy of `engine/device.py: _DepthwiseBF16` (forward in bf16,
+The measurements behind the CPU bf16 policy of `runtime/device.py: _DepthwiseBF16` (forward in bf16,
 the input gradient in bf16 at stride 1, the weight gradient in bf16 for kernels up to 3x3, the rest
 in fp32). Each row times, channels-last, the forward, the input gradient and the weight gradient in
 both precisions (the best of 5 after 2 warm-ups). Rerun it on another CPU or torch to see whether

@@ -23,7 +23,7 @@ import torch
 
 from foveal.config import RunConfig, apply_overrides
 from foveal.data.sources import DataBundle, load_source
-from foveal.engine import Trainer
+from foveal.training import Trainer
 
 METHODS: dict[str, dict[str, Any]] = {
     "cross-entropy": {},

@@ -9,7 +9,7 @@ For each noise setting, at 10% and 20% of all training labels:
   2->7, 5->6, 3->8 (at 20% that is half of those four classes, so the flipped label is about as common
   as the true one and the noise is not identifiable from the labels; kept as a stress case):
 1. out-of-sample probabilities of the noisy subset by K-fold cross-validation
-   (`foveal.engine.labels.out_of_sample_probs`, the recipe `foveal check --labels` uses);
+   (`foveal.tasks.labels.out_of_sample_probs`, the recipe `foveal check --labels` uses);
 2. the flagged set of foveal's confident learning and of `cleanlab.filter.find_label_issues`
    on the same probabilities: precision, recall, F1 against the flipped images;
 3. test accuracy (official 10,000 test images, mean over --seeds seeds) of models trained on the
@@ -38,7 +38,7 @@ from foveal.config import DataConfig
 from foveal.data.labels import confident_learning
 from foveal.data.sources import load_source
 from foveal.data.splits import stratified_indices
-from foveal.engine.labels import CrossValConfig, _norm_stats, _predict, _train_fold, out_of_sample_probs
+from foveal.tasks.labels import CrossValConfig, _norm_stats, _predict, _train_fold, out_of_sample_probs
 
 PAIRS = {7: 1, 2: 7, 5: 6, 3: 8}  # "class": flips drawn only from these four classes
 PARTNERS = {**PAIRS, 6: 5, 0: 6, 1: 7, 4: 9, 8: 3, 9: 4}  # "pair": every class to its look-alike

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foveal.engine.labels import LabelCheck, find_label_issues
+from foveal.tasks.labels import LabelCheck, find_label_issues
 
 CONFIRMED = Path(__file__).with_name("mnist_test_label_errors.csv")
 TOP_N = (15, 30, 50, 100)

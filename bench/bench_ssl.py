@@ -27,7 +27,7 @@ import torch
 
 
 def embed_split(backbone: torch.nn.Module, images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    from foveal.engine.pretrain import embed_images
+    from foveal.tasks.pretrain import embed_images
 
     return embed_images(backbone, images, mean, std, torch.device("cpu")).numpy()
 
@@ -56,7 +56,7 @@ def linear_probe(backbone: torch.nn.Module, data, mean: list[float], std: list[f
 def run_probes(run: Path, data_dir: str, C: float, max_train: int | None, baseline: bool) -> dict:
     from foveal.card import ModelCard
     from foveal.config import load_config
-    from foveal.engine.prepare import prepare_data
+    from foveal.training.prepare import prepare_data
     from foveal.models import create_model
     from foveal.models.weights import read_state_dict
 
@@ -80,7 +80,7 @@ def run_probes(run: Path, data_dir: str, C: float, max_train: int | None, baseli
 def finetune(run: Path, data_dir: str, args: argparse.Namespace, skip: set[str]) -> dict:
     """Train on 600 labels from scratch and from the SimCLR weights, same recipe."""
     from foveal.config import apply_overrides, load_config
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     ssl_cfg = load_config(run / "config.yaml")
     common = {"data.source": "fashion-mnist", "data.data_dir": data_dir, "data.limit": args.labels,

@@ -7,7 +7,7 @@ trees never share an interpreter, a warm allocator or an import cache; the trees
 (old, new, then new, old, ...) so that load on a shared box drifts over both alike. The
 children drive the code only through entry points both trees have (the issue-25 step refactor
 kept them): `Trainer(cfg).setup()` and `train_epoch(epoch)` (its `train_seconds` over its
-steps; one untimed epoch first), and `foveal.engine.fast.prepare / reinit / train` (one
+steps; one untimed epoch first), and `foveal.training.fast.prepare / reinit / train` (one
 untimed run first). Printed: the median seconds per step of each tree and the median over
 rounds of the per-round ratio second tree / first tree (below 1: the second tree is faster).
 
@@ -46,7 +46,7 @@ args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 if args["kind"] == "trainer":
     from foveal.config import load_config
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
     over = {**args["overrides"], "data.limit": args["overrides"]["train.batch_size"] * args["steps"],
             "train.epochs": 2, "train.progress": False, "train.device": "cpu", "train.out_dir": args["out"],
             "train.name": "bench"}
@@ -57,7 +57,7 @@ if args["kind"] == "trainer":
     seconds = trainer.train_epoch(1)["train_seconds"]
 else:
     import dataclasses
-    from foveal.engine import fast
+    from foveal.training import fast
     data = fast.load_fast_data("digits", img_size=16)
     cfg = dataclasses.replace(fast.RECIPES["digits"], epochs=args["epochs"])
     run = fast.prepare(data, cfg)

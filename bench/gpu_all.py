@@ -54,10 +54,10 @@ from foveal.config import FastConfig  # noqa: E402
 from foveal.data.preprocess import normalize_u8  # noqa: E402
 from foveal.benchmarks import train_step as bench  # noqa: E402
 from foveal.benchmarks.fast import bench_fast  # noqa: E402
-from foveal.engine import fast  # noqa: E402
+from foveal.training import fast  # noqa: E402
 from foveal.benchmarks.cpu_e2e import foveal_argv, time_command, write_photo_folder  # noqa: E402
-from foveal.engine.device import autocast  # noqa: E402
-from foveal.engine.step import memory_format  # noqa: E402
+from foveal.runtime.device import autocast  # noqa: E402
+from foveal.training.step import memory_format  # noqa: E402
 from foveal.io import write_json, write_text  # noqa: E402
 
 MODELS = ["resnet50", "vit_base_patch16_224", "efficientnet_b0", "mobilenetv3_large_100", "convnext_tiny", "resnet18"]
@@ -252,7 +252,7 @@ def _sync_error(fn: Callable[[], None]) -> str | None:
 def _trainer_reads(batch_size: int, device: torch.device, tmp: Path) -> tuple[int, int]:
     """(host syncs reported in one Trainer epoch, steps in it) on digits."""
     from foveal.config import load_config
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     cfg = load_config(overrides={"data.source": "digits", "model.name": "lenet5_modern", "train.epochs": 1,
                                  "train.progress": False, "train.batch_size": batch_size, "train.out_dir": str(tmp),

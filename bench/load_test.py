@@ -31,7 +31,7 @@ def make_run(model: str, img_size: int, root: Path) -> Path:
     import torch
 
     from foveal.card import ModelCard, Preprocessing
-    from foveal.engine.checkpoint import save_weights
+    from foveal.training.checkpoint import save_weights
     from foveal.models import create_model
 
     torch.manual_seed(0)

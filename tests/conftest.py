@@ -103,8 +103,8 @@ def tta_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
-    from foveal.engine.checkpoint import load_model
+    from foveal.training import Trainer
+    from foveal.training.checkpoint import load_model
     from foveal.export.onnx_export import export_onnx
 
     torch.manual_seed(0)

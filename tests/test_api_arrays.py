@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import foveal
-import foveal.engine.build as build_mod
+import foveal.training.build as build_mod
 from foveal.data.arrays import to_images_u8
 from foveal.data.datasets import from_arrays
-from foveal.engine.inference import Predictor
+from foveal.tasks.inference import Predictor
 
 SETTINGS = dict(img_size=20, epochs=2, device="cpu", progress=False)  # 20: lenet5's smallest input
 FLOOR = 0.5  # accuracy on the training arrays after 2 epochs (chance: 0.1); measured 0.85
@@ -37,10 +37,10 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module", autouse=True)
 def no_report():
     """The HTML report takes half of each tiny fit and is tested on its own (tests/report)."""
-    import foveal.engine.reporting
+    import foveal.tasks.reporting
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(foveal.engine.reporting, "write_run_report", lambda result: None)
+        mp.setattr(foveal.tasks.reporting, "write_run_report", lambda result: None)
         yield
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from foveal.card import ONNX_FORMAT, WEIGHTS_FORMAT, ModelCard, Preprocessing
-from foveal.engine.checkpoint import load_model, model_card, save_weights
-from foveal.engine.inference import Predictor
+from foveal.training.checkpoint import load_model, model_card, save_weights
+from foveal.tasks.inference import Predictor
 from foveal.io import read_meta, save_tensors
 from foveal.models import create_model
 from foveal.models.hub import FOVEAL_META, file_preprocessing

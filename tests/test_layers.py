@@ -1,14 +1,19 @@
 """The layers of foveal, read from the source with `ast` (no import runs): every import statement,
 relative or absolute, at module level or inside a function, counts.
 
-- no import cycle between the packages of src/foveal (data, models, engine, ...) and the
+- no import cycle between the packages of src/foveal (data, models, training, ...) and the
   top-level modules (config, io, api, ...), and none between the modules of data/;
 - no import cycle between any two modules anywhere in src/foveal (imports inside functions and
   TYPE_CHECKING blocks count: a cycle that is only deferred is still a cycle);
-- report/ renders what it is given and imports nothing from engine/;
-- nothing outside cli/ imports cli/: the library (api.py included) never reaches up into the CLI;
-- benchmarks live in benchmarks/ (none inside engine/ or data/), and only cli/ imports them;
-- training enters through engine/fit.py: nothing but fit.py imports engine/jtt.py;
+- the rooms stand in order: runtime/ (device, precision, processes) imports none of training/ and
+  tasks/, training/ (run, step, loop, checkpoints) imports nothing from tasks/, and the library
+  below them (data, models, metrics, robustness, explain) imports neither, so any feature may use
+  the runtime;
+- report/ renders what it is given and imports nothing from training/, tasks/ or runtime/;
+- nothing outside cli/ imports cli/: the library (api.py included) never reaches up into the CLI,
+  nor runs it in a child process (only cli/ and benchmarks/ name `foveal.cli` or the `foveal` command);
+- benchmarks live in benchmarks/ (none inside training/, tasks/, runtime/ or data/), and only cli/ imports them;
+- training enters through tasks/fit.py: nothing but fit.py imports training/jtt.py;
 - weights' metadata is read through the model card (foveal/card.py) alone: no other module reads
   it by string key.
 
@@ -146,13 +151,13 @@ def _explain(found: list[list[Import]]) -> str:
 
 def test_the_walker_sees_every_kind_of_import(tmp_path):
     """Relative (any level), absolute, `from . import submodule`, and imports inside functions."""
-    modules = {"foveal": Path(), "foveal.engine": Path(), "foveal.engine.a": Path(), "foveal.engine.b": Path(),
+    modules = {"foveal": Path(), "foveal.training": Path(), "foveal.training.a": Path(), "foveal.training.b": Path(),
                "foveal.report": Path(), "foveal.report.write": Path(), "foveal.io": Path()}
     src = tmp_path / "write.py"
-    src.write_text("from ..engine.a import x\nimport foveal.engine.b\nfrom .. import io\nimport os\n"
-                   "def f():\n    from foveal.engine import missing\n    from . import write\n")
+    src.write_text("from ..training.a import x\nimport foveal.training.b\nfrom .. import io\nimport os\n"
+                   "def f():\n    from foveal.training import missing\n    from . import write\n")
     found = [(i.target, i.line) for i in imports_of("foveal.report.write", src, modules)]
-    assert found == [("foveal.engine.a", 1), ("foveal.engine.b", 2), ("foveal.io", 3), ("foveal.engine", 6),
+    assert found == [("foveal.training.a", 1), ("foveal.training.b", 2), ("foveal.io", 3), ("foveal.training", 6),
                      ("foveal.report.write", 7)]
     edges = [("a", "b", Import("a", "b", src, 1)), ("b", "c", Import("b", "c", src, 2)),
              ("c", "a", Import("c", "a", src, 3)), ("c", "d", Import("c", "d", src, 4))]
@@ -162,9 +167,10 @@ def test_the_walker_sees_every_kind_of_import(tmp_path):
 def test_the_walker_finds_the_packages_imports():
     """The walk is not vacuous: the imports every build has are found."""
     imps = {(i.source, i.target) for i in all_imports()}
-    assert ("foveal.engine.trainer", "foveal.data.stream") in imps
-    assert ("foveal.engine.trainer", "foveal.engine.build") in imps  # a relative import inside engine/
-    assert ("foveal.cli.main", "foveal.engine.build") in imps  # an import inside a function
+    assert ("foveal.training.trainer", "foveal.data.stream") in imps
+    assert ("foveal.training.trainer", "foveal.training.build") in imps  # a relative import inside training/
+    assert ("foveal.cli.main", "foveal.training.build") in imps  # an import inside a function
+    assert ("foveal.tasks.fit", "foveal.training.trainer") in imps  # a relative import across rooms
 
 
 def test_no_import_cycle_between_packages():
@@ -186,14 +192,27 @@ def test_no_import_cycle_between_modules():
     assert not found, "modules of src/foveal import each other in a circle:\n" + _explain(found)
 
 
+RUNNING = ("runtime", "training", "tasks")  # the rooms where models run, lowest first
+BELOW = ("data", "models", "metrics", "robustness", "explain")  # the library they use
+
+
+def test_the_rooms_import_downwards_only():
+    order = {room: k for k, room in enumerate(RUNNING)}
+    bad = [str(i) for i in all_imports() if layer(i.target) in order and (
+        (layer(i.source) in order and order[layer(i.target)] > order[layer(i.source)])
+        or (layer(i.source) in BELOW and layer(i.target) != "runtime"))]
+    assert not bad, ("runtime/ < training/ < tasks/: a room imports only rooms below it, and data/, models/, "
+                     "metrics/, robustness/, explain/ import the runtime alone:\n  " + "\n  ".join(bad))
+
+
 def test_report_renders_and_does_not_compute():
-    bad = [str(i) for i in all_imports() if layer(i.source) == "report" and layer(i.target) == "engine"]
-    assert not bad, "report/ must not import engine/ (it renders a ReportInputs that engine builds):\n  " + \
-        "\n  ".join(bad)
+    bad = [str(i) for i in all_imports() if layer(i.source) == "report" and layer(i.target) in RUNNING]
+    assert not bad, "report/ must not import training/, tasks/ or runtime/ (it renders a ReportInputs that " \
+        "tasks/ builds):\n  " + "\n  ".join(bad)
 
 
 def test_benchmarks_live_apart_and_only_the_cli_imports_them():
-    misplaced = [m for m in all_modules() if layer(m) in ("engine", "data") and "bench" in m.rpartition(".")[2]]
+    misplaced = [m for m in all_modules() if layer(m) in (*RUNNING, "data") and "bench" in m.rpartition(".")[2]]
     assert not misplaced, f"benchmark modules inside the library: {misplaced} (they belong in foveal/benchmarks/)"
     bad = [str(i) for i in all_imports() if layer(i.target) == "benchmarks" and layer(i.source) not in
            ("benchmarks", "cli")]
@@ -201,8 +220,8 @@ def test_benchmarks_live_apart_and_only_the_cli_imports_them():
 
 
 def test_training_enters_through_fit_not_jtt():
-    bad = [str(i) for i in all_imports() if i.target == "foveal.engine.jtt" and i.source != "foveal.engine.fit"]
-    assert not bad, "Just Train Twice is one configuration of engine.fit.fit, not a front door:\n  " + \
+    bad = [str(i) for i in all_imports() if i.target == "foveal.training.jtt" and i.source != "foveal.tasks.fit"]
+    assert not bad, "Just Train Twice is one configuration of tasks.fit.fit, not a front door:\n  " + \
         "\n  ".join(bad)
 
 
@@ -210,6 +229,37 @@ def test_library_does_not_import_cli():
     bad = [str(i) for i in all_imports() if layer(i.target) == "cli" and layer(i.source) != "cli"]
     assert not bad, "the library imports the command line (cli/ calls the library, never the reverse):\n  " + \
         "\n  ".join(bad)
+
+
+def _cli_calls(tree: ast.AST) -> list[ast.Constant]:
+    """What runs the command line in a child process: the module `foveal.cli...` named anywhere, or a
+    subprocess/os call whose command list starts with the `foveal` script."""
+    found = [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and n.value.startswith("foveal.cli")]
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and \
+                isinstance(call.func.value, ast.Name) and call.func.value.id in ("subprocess", "os"):
+            for arg in call.args[:1]:
+                first = arg.elts[0] if isinstance(arg, (ast.List, ast.Tuple)) and arg.elts else arg
+                if isinstance(first, ast.Constant) and isinstance(first.value, str) and \
+                        first.value.split(" ")[0] == "foveal":
+                    found.append(first)
+    return found
+
+
+def test_library_does_not_run_the_cli():
+    """A subprocess of the CLI is an import in disguise: the library calls library functions."""
+    bad = []
+    for name, path in all_modules().items():
+        if layer(name) in ("cli", "benchmarks"):
+            continue  # the CLI re-runs itself under torchrun; benchmarks time whole commands as users run them
+        bad += [f"{path.relative_to(SRC.parent)}:{n.lineno}: {n.value!r}"
+                for n in _cli_calls(ast.parse(path.read_text()))]
+    assert not bad, "the library runs the command line in a child process:\n  " + "\n  ".join(bad)
+    planted = _cli_calls(ast.parse('subprocess.call([sys.executable, "-m", "foveal.cli.main", "train"])\n'
+                                   'subprocess.run(["foveal", "eval", "runs/x"])\nos.system("foveal predict x")\n'
+                                   'log("foveal train")\ncache = Path.home() / "foveal"'))
+    assert [n.value for n in planted] == ["foveal.cli.main", "foveal", "foveal predict x"]  # not vacuous
 
 
 def _string_key_reads(tree: ast.AST) -> list[tuple[ast.AST, str, str]]:
@@ -229,7 +279,7 @@ def _string_key_reads(tree: ast.AST) -> list[tuple[ast.AST, str, str]]:
 NOT_WEIGHT_METADATA = {
     ("foveal.data.check", "s"): "`foveal check`'s own report: the statistics it suggests",
     ("foveal.data.check", "DATASETS.entry(source.lower()).meta"): "a dataset's registry entry (native size)",
-    ("foveal.engine.checkpoint", "meta"): "the resume file's metadata (optimizer state, loop counters), in load_resume",
+    ("foveal.training.checkpoint", "meta"): "the resume file's metadata (optimizer state, loop counters), in load_resume",
     ("foveal.models.registry", "meta"): "a model's registry entry (family, default and smallest input size)",
 }
 

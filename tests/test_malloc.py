@@ -27,8 +27,8 @@ def state_after(code: str, cwd=REPO, **env: str) -> str:
     ("malloc.allow_for_process(); malloc.on_device('cuda')", "None"),  # a GPU command: glibc untouched
     ("malloc.allow_for_process(); malloc.on_device('mps')", "None"),
     ("malloc.on_device('cpu')", "None"),  # a library user who did not ask
-    ("from foveal.engine.device import resolve_device; resolve_device('cpu')", "None"),
-    ("from foveal.engine.device import resolve_device; malloc.allow_for_process(); resolve_device('cpu')", "kept"),
+    ("from foveal.runtime.device import resolve_device; resolve_device('cpu')", "None"),
+    ("from foveal.runtime.device import resolve_device; malloc.allow_for_process(); resolve_device('cpu')", "kept"),
 ])
 def test_settings_apply_to_cpu_commands_only(code, expect):
     if expect == "kept" and not GLIBC:

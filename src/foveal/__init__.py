@@ -14,11 +14,11 @@ def __getattr__(name: str):
 
         return getattr(models, name)
     if name == "fit":
-        from .engine.fit import fit
+        from .tasks.fit import fit
 
         return fit
     if name == "find_label_issues":
-        from .engine.labels import find_label_issues
+        from .tasks.labels import find_label_issues
 
         return find_label_issues
     if name in ("RunConfig", "load_config"):

@@ -145,7 +145,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         overrides = {"model.name": self.model, **named, **extra}
         if data is not None:
             overrides["data.source"] = data
-        from .engine.runs import load_run_config  # resume=True: the run's saved config, as `foveal train --resume`
+        from .training.runs import load_run_config  # resume=True: the run's saved config, as `foveal train --resume`
 
         return load_run_config(self.recipe, overrides)
 
@@ -171,7 +171,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             bundle = from_arrays(data, y, classes=classes)
             data = "arrays"
         log = (lambda msg: None) if self.verbose is False else print
-        from .engine.fit import fit
+        from .tasks.fit import fit
 
         result = fit(self.config(str(data)), data=bundle, log=log)
         self._set_learned(result.model, result.card)
@@ -184,7 +184,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _set_learned(self, model: torch.nn.Module, card: "ModelCard") -> None:
-        from .engine.inference import Predictor
+        from .tasks.inference import Predictor
 
         self.model_ = model
         self.card_ = card
@@ -212,7 +212,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         Array labels follow `fit`'s rule: integers are indices into `classes_`, other labels are
         class names looked up in `classes_`.
         """
-        from .engine.inference import eval_data, evaluate_bundle
+        from .tasks.inference import eval_data, evaluate_bundle
 
         self._check_fitted()
         if y is not None or _is_array(data):
@@ -250,7 +250,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         conversion), so predicting on the fitted arrays sees the fitted pixels; paths and folders
         through the decoder with the resize rule saved in the weights."""
         from .data.arrays import to_images_u8
-        from .engine.inference import list_images
+        from .tasks.inference import list_images
 
         p = self.predictor_
         if _is_array(images):
@@ -277,7 +277,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     def embed(self, images: Any) -> np.ndarray:
         """(N, D) pre-logit features of image paths/folders or an image array (any layout `fit` takes)."""
-        from .engine.embed import embed_split
+        from .tasks.embed import embed_split
 
         self._check_fitted()
         p = self.predictor_
@@ -286,7 +286,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     def save(self, path: str | Path) -> Path:
         """Write weights and metadata to one safetensors file."""
-        from .engine.checkpoint import save_weights
+        from .training.checkpoint import save_weights
 
         self._check_fitted()
         save_weights(path, self.model_, self.card_)

@@ -32,7 +32,7 @@ def load_predictor(source: str | Path, backend: Optional[str] = None, device: st
         raise ValueError(f"'{source}' is an ONNX file: it runs with backend 'onnx' (the default for .onnx files)")
     import torch
 
-    from .engine.inference import Predictor
+    from .tasks.inference import Predictor
 
     if threads:
         torch.set_num_threads(int(threads))

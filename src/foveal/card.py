@@ -53,13 +53,13 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What a trained model is and how to use it; `foveal.engine.checkpoint` saves one with the weights."""
+    """What a trained model is and how to use it; `foveal.training.checkpoint` saves one with the weights."""
 
     model: str  # registered model name (foveal.models)
     classes: tuple[str, ...]  # output index -> class name; () for a backbone without a classifier (pretraining)
     in_chans: int
     preprocessing: Preprocessing
-    tta: tuple[str, ...] = ()  # test-time views predictions average (foveal.engine.tta)
+    tta: tuple[str, ...] = ()  # test-time views predictions average (foveal.training.tta)
     temperature: float = 1.0  # softmax temperature fitted on the validation split; 1.0: not calibrated
     epoch: Optional[int] = None  # the training epoch of these weights
     config: Mapping[str, Any] = field(default_factory=dict)  # the run's RunConfig as saved (config.to_dict)

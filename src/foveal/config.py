@@ -122,7 +122,7 @@ class TrainConfig:
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     amp: bool = True  # bf16 autocast (CUDA only; ignored on CPU)
     # bf16 autocast for the CPU training (and `foveal pretrain`) step, each depthwise-conv pass in its faster
-    # precision (engine/device.py); validation, test and k-NN stay fp32: pays off on CPUs with native bf16
+    # precision (runtime/device.py); validation, test and k-NN stay fp32: pays off on CPUs with native bf16
     # (AVX512-BF16, AMX; ResNet-18 at 224 px 2.6x, BENCHMARKS.md), slower than fp32 on the others.
     # None (auto): `foveal train` turns it on in channels-last (>= 160 px) on a CPU with native bf16, as `amp` is on
     # CUDA; off elsewhere, and in `foveal pretrain`
@@ -351,7 +351,7 @@ def dump_yaml(cfg: Any) -> str:
 
 @dataclass
 class FastConfig:
-    """Hyper-parameters of the fast (speedrun) recipe, `foveal.engine.fast`; units as in the speedruns
+    """Hyper-parameters of the fast (speedrun) recipe, `foveal.training.fast`; units as in the speedruns
     (per 1024 examples). Its presets per data set are `fast.RECIPES`."""
 
     model: str = "airnet_mnist"

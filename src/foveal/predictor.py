@@ -1,6 +1,6 @@
 """The one interface of a trained model that predicts, whichever engine runs it.
 
-PyTorch (`foveal.engine.inference.Predictor`) and ONNX Runtime (`foveal.export.runtime.OnnxPredictor`)
+PyTorch (`foveal.tasks.inference.Predictor`) and ONNX Runtime (`foveal.export.runtime.OnnxPredictor`)
 implement `ImagePredictor`; `foveal.backends.load_predictor` chooses one, and `foveal predict`,
 `Classifier.predict_proba` and `serve` use what it returns without asking which. Both read files with
 the training decoder as the model card says (size, channels, resize rule, crop fraction), average

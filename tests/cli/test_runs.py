@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from foveal.cli.main import main
-from foveal.engine.runs import compare_runs, list_runs
+from foveal.training.runs import compare_runs, list_runs
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory) -> Path:
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     out = tmp_path_factory.mktemp("runs")
     for name, lr in (("slow", 0.001), ("fast", 0.01)):

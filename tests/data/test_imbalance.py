@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from foveal.config import OptimConfig, RunConfig, apply_overrides
 from foveal.data.loader import BatchPlan, DeviceLoader, balanced_indices
 from foveal.data.sources import Split
-from foveal.engine.losses import FocalLoss, build_loss, inverse_frequency_weights
-from foveal.engine.step import StepHook
+from foveal.training.losses import FocalLoss, build_loss, inverse_frequency_weights
+from foveal.training.step import StepHook
 from tests.conftest import digits_arrays, write_digit_folder
 
 
@@ -188,7 +188,7 @@ def test_trainer_steps_see_balanced_mixed_randaugmented_batches(tmp_path) -> Non
     """data.balance=sampler, mixup + cutmix and RandAugment through the Trainer: the step draws the classes
     equally from data that is 3/4 one class, its forward sees mixup- or cutmix-mixed images (each batch one
     of the two), the loss gets their soft targets, and the images it gets are RandAugment's, not the files'."""
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     cfg = apply_overrides(RunConfig(), {
         "data.source": _imbalanced_digit_folder(tmp_path / "d"), "data.img_size": 20, "model.name": "lenet5_modern",

@@ -67,7 +67,7 @@ def test_confident_learning_refuses_bad_input():
 def test_injected_flips_on_digits_through_kfold():
     """10% uniform flips of scikit-learn's digits; 4 folds of LeNet-5 (modern), 10 epochs.
     Measured: 175 flagged, precision 0.93, recall 0.91 (seed 0); floors leave a margin."""
-    from foveal.engine.labels import find_label_issues
+    from foveal.tasks.labels import find_label_issues
 
     s = load_digits(DataConfig(), 20).splits["all"]
     y = s.labels.numpy()
@@ -84,7 +84,7 @@ def test_injected_flips_on_digits_through_kfold():
 
 def test_out_of_sample_probs_are_seeded():
     """Folds train in threads; the same seed gives the same probabilities, and rows sum to 1."""
-    from foveal.engine.labels import CrossValConfig, out_of_sample_probs
+    from foveal.tasks.labels import CrossValConfig, out_of_sample_probs
 
     s = load_digits(DataConfig(), 20).splits["all"]
     cfg = CrossValConfig(folds=2, epochs=1)
@@ -112,7 +112,7 @@ def digits_train_test(test_labels: str, seed: int = 0) -> tuple[DataBundle, np.n
 
 
 def test_holdout_splits_default_and_refusal():
-    from foveal.engine.labels import holdout_splits
+    from foveal.tasks.labels import holdout_splits
 
     assert holdout_splits("test", ["train"], None) == ["train"]  # a held-out split of a source with a train split
     assert holdout_splits("val", ["train", "test"], None) == ["train", "test"]
@@ -125,7 +125,7 @@ def test_holdout_splits_default_and_refusal():
 def test_test_split_is_judged_by_a_model_of_the_other_splits():
     """Every test label shifted by one class: a model trained on the train split predicts the true
     classes (so it never saw the test labels); K folds of the test split learn the shift instead."""
-    from foveal.engine.labels import find_label_issues
+    from foveal.tasks.labels import find_label_issues
 
     b, y, given = digits_train_test("shift")
     held = find_label_issues(b, split="test", epochs=6, log=lambda m: None)
@@ -140,7 +140,7 @@ def test_injected_flips_in_a_held_out_split():
     """10% uniform flips in the test split, judged by one model trained on the 1,300 train images
     (20 epochs by the size default). Measured: 49 flagged, precision 0.98, recall 0.98 (seed 0; seed 1:
     0.98 / 0.96); the floors leave a margin."""
-    from foveal.engine.labels import find_label_issues
+    from foveal.tasks.labels import find_label_issues
 
     b, y, given = digits_train_test("flip10")
     res = find_label_issues(b, split="test", log=lambda m: None)
@@ -243,7 +243,7 @@ def test_label_issues_page_in_headless_chromium(tmp_path):
     pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
 
-    from foveal.engine.labels import find_label_issues, write_label_check
+    from foveal.tasks.labels import find_label_issues, write_label_check
 
     s = load_digits(DataConfig(), 20).splits["all"]
     rng = np.random.default_rng(0)
@@ -277,7 +277,7 @@ def test_mnist_test_split_ranks_human_confirmed_errors_first():
     among the 15 confirmed is a coin toss of float order (the others flagged may be unconfirmed errors), so
     the check is on the ranking, whose floors leave a margin for other CPUs' float order and stay far above
     chance (0.15 of the 15 expected in a random top 100)."""
-    from foveal.engine.labels import find_label_issues
+    from foveal.tasks.labels import find_label_issues
 
     bench = runpy.run_path(str(Path(__file__).resolve().parents[2] / "bench" / "bench_mnist_test_errors.py"))
     confirmed = bench["read_confirmed"]()
@@ -291,7 +291,7 @@ def test_mnist_test_split_ranks_human_confirmed_errors_first():
 
 def test_label_check_normalization_sees_every_class_of_a_sorted_split():
     """A folder is listed class by class; the label check's mean/std sample spans the split, not its head."""
-    from foveal.engine.labels import _norm_stats
+    from foveal.tasks.labels import _norm_stats
 
     x = torch.cat([torch.zeros(6000, 1, 4, 4, dtype=torch.uint8), torch.full((6000, 1, 4, 4), 255, dtype=torch.uint8)])
     (mean,), (std,) = _norm_stats(x)  # the first 4,096 alone would give mean 0, std 0.001

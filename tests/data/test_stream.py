@@ -131,7 +131,7 @@ def test_trainer_streams_a_folder_and_learns(tmp_path, jpeg_folder):
     import json
     import shutil
 
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     folder = tmp_path / "colours"
     shutil.copytree(jpeg_folder, folder)

@@ -3,8 +3,8 @@
 import sys
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine import Callback, Trainer
-from foveal.engine.distributed import env_info
+from foveal.training import Callback, Trainer
+from foveal.runtime.distributed import env_info
 
 
 class FailOnRank1(Callback):

@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from foveal.engine.checkpoint import load_model
+from foveal.training.checkpoint import load_model
 from foveal.io import UnsafeFileError, load_tensors, save_tensors
 from foveal.models import create_model
 from foveal.models.weights import load_pretrained

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from foveal.cli.main import main
-from foveal.engine import fast
-from foveal.engine.step import CompileMismatch, StepOptions, TrainStep, check_compiled, classify, compile_applied
+from foveal.training import fast
+from foveal.training.step import CompileMismatch, StepOptions, TrainStep, check_compiled, classify, compile_applied
 
 
 @pytest.fixture()
@@ -156,8 +156,8 @@ def test_train_step_checks_its_compiled_module_once(monkeypatch) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    monkeypatch.setattr("foveal.engine.step.is_compiled_module", lambda net: True)
-    monkeypatch.setattr("foveal.engine.step.compiled", lambda net, mode: _Drifted(net))
+    monkeypatch.setattr("foveal.training.step.is_compiled_module", lambda net: True)
+    monkeypatch.setattr("foveal.training.step.compiled", lambda net, mode: _Drifted(net))
     step = TrainStep(model, opt, classify(F.cross_entropy), torch.device("cpu"), StepOptions.plain(compile=True))
     x, y = torch.randn(4, 1, 4, 4), torch.randint(0, 3, (4,))
     with pytest.raises(CompileMismatch):
@@ -167,6 +167,6 @@ def test_train_step_checks_its_compiled_module_once(monkeypatch) -> None:
     ok(x, y)
     assert ok.compile_check is not None and ok.compile_check["grad_cosine"] == pytest.approx(1.0)
     calls = []
-    monkeypatch.setattr("foveal.engine.step.check_compiled", lambda *a: calls.append(a))
+    monkeypatch.setattr("foveal.training.step.check_compiled", lambda *a: calls.append(a))
     ok(x, y)
     assert calls == []  # once per step object

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine import Trainer
-from foveal.engine.embed import embed_run, map_2d, read_embedding_map
+from foveal.training import Trainer
+from foveal.tasks.embed import embed_run, map_2d, read_embedding_map
 
 from tests.conftest import run_cli, write_digit_folder
 
@@ -26,7 +26,7 @@ def digits_run(tmp_path_factory) -> Path:
 
 
 def test_embed_writes_features_labels_and_map_that_separates_classes(digits_run, tmp_path):
-    from foveal.engine.inference import Predictor, eval_data
+    from foveal.tasks.inference import Predictor, eval_data
 
     res = embed_run(digits_run, out=tmp_path, device="cpu")
     emb = np.load(tmp_path / "embeddings.npy")
@@ -78,7 +78,7 @@ def test_embed_other_data_folder_and_tsne(digits_run, tmp_path):
 
 
 def test_embed_a_pretrained_backbone_keeps_the_data_classes(tmp_path):
-    from foveal.engine.pretrain import SSLConfig, pretrain
+    from foveal.tasks.pretrain import SSLConfig, pretrain
 
     cfg = apply_overrides(RunConfig(), {"model.name": "lenet5_modern", "train.epochs": 1, "train.batch_size": 128,
                                         "data.img_size": 32, "train.out_dir": str(tmp_path), "train.name": "ssl",

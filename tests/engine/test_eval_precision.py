@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import foveal.engine.scoring as scoring_module
-from foveal.engine.scoring import score, score_with_logits
+import foveal.training.scoring as scoring_module
+from foveal.training.scoring import score, score_with_logits
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_scoring_defaults_to_fp32():
 
 def test_eval_and_classifier_evaluate_run_fp32(tta_run: Path, amp_flags: list[bool]):
     from foveal.api import Classifier
-    from foveal.engine.inference import evaluate_model
+    from foveal.tasks.inference import evaluate_model
 
     evaluate_model(tta_run, device="cpu")
     Classifier.load(tta_run, "cpu").evaluate(split="val")
@@ -49,7 +49,7 @@ def test_eval_and_classifier_evaluate_run_fp32(tta_run: Path, amp_flags: list[bo
 
 def test_eval_logits_are_predict_logits(tta_run: Path):
     """Same images, same views, same precision: evaluate_model's logits give Predictor's probabilities."""
-    from foveal.engine.inference import Predictor, evaluate_model
+    from foveal.tasks.inference import Predictor, evaluate_model
 
     _, logits, bundle = evaluate_model(tta_run, device="cpu")
     pred = Predictor.load(tta_run, "cpu")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from foveal.benchmarks.fast import bench_fast
-from foveal.engine import fast
+from foveal.training import fast
 from foveal.models import create_model
 
 from tests.conftest import SHARED_DATA
@@ -110,7 +110,7 @@ def test_real_fashion_mnist_loads_whole() -> None:
 
 def _host_reads_in_one_epoch(tmp_path: Path, batch_size: int, monkeypatch) -> tuple[int, int]:
     from foveal.config import load_config
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     cfg = load_config(overrides={"data.source": "digits", "model.name": "lenet5_modern", "train.epochs": 1,
                                  "train.progress": False, "train.channels_last": True, "train.batch_size": batch_size,

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine import Trainer
-from foveal.engine.finetune import Finetuner, layer_decay_groups, load_for_finetune
-from foveal.engine.trainer import Callback
+from foveal.training import Trainer
+from foveal.training.finetune import Finetuner, layer_decay_groups, load_for_finetune
+from foveal.training.trainer import Callback
 from foveal.models import create_model
 
 torchvision = pytest.importorskip("torchvision")

@@ -10,7 +10,7 @@ import torch
 from foveal.config import OptimConfig
 from foveal.data.bundle import Split
 from foveal.data.loader import BatchPlan, DeviceLoader
-from foveal.engine.losses import GroupDROLoss, build_loss
+from foveal.training.losses import GroupDROLoss, build_loss
 from tests.engine.test_groups_run import write_group_manifest
 
 
@@ -66,7 +66,7 @@ def test_mitigations_train_on_group_manifest(tmp_path, overrides, monkeypatch):
     58 images): group-balanced draws give the step every group about equally often; Group DRO gets each
     batch's group ids, and its loss and q are Sagawa et al.'s update of the losses it was given."""
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Callback, Trainer
+    from foveal.training import Callback, Trainer
 
     manifest = write_group_manifest(tmp_path / "d")
     _thin_train_group(manifest, "site=B|sex=M", keep=4)
@@ -126,7 +126,7 @@ def test_mitigations_train_on_group_manifest(tmp_path, overrides, monkeypatch):
 
 def test_group_mitigation_without_groups_says_how(tmp_path, digit_folder):
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     cfg = apply_overrides(RunConfig(), {"data.source": str(digit_folder), "data.balance": "groups",
                                         "train.out_dir": str(tmp_path), "train.device": "cpu"})
@@ -136,7 +136,7 @@ def test_group_mitigation_without_groups_says_how(tmp_path, digit_folder):
 
 def test_jtt_upsamples_stage_one_errors(tmp_path):
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine.jtt import fit_jtt
+    from foveal.training.jtt import fit_jtt
 
     manifest = write_group_manifest(tmp_path / "d")
     cfg = apply_overrides(RunConfig(), {"data.source": str(manifest), "train.epochs": 1, "train.name": "j",
@@ -188,7 +188,7 @@ def test_cli_jtt_selects_on_worst_val_group(tmp_path):
 
 def test_worst_group_selection_without_val_groups_says_how(tmp_path, digit_folder):
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     cfg = apply_overrides(RunConfig(), {"data.source": str(digit_folder), "train.best_metric": "worst_group_accuracy",
                                         "train.out_dir": str(tmp_path), "train.device": "cpu"})

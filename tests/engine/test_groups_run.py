@@ -47,13 +47,13 @@ def test_csv_groups_travel_with_splits(tmp_path):
 @pytest.mark.parametrize("in_memory", [True, False], ids=["in_memory", "streamed"])
 def test_group_manifest_train_eval_report(tmp_path, in_memory):
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
+    from foveal import fit
 
     manifest = write_group_manifest(tmp_path / "d")
     cfg = apply_overrides(RunConfig(), {
         "data.source": str(manifest), "data.in_memory": in_memory, "train.epochs": 2, "train.name": "g",
         "train.out_dir": str(tmp_path / "runs"), "train.device": "cpu", "train.progress": False})
-    run = Trainer(cfg, log=lambda m: None).fit().run_dir
+    run = fit(cfg, log=lambda m: None).run_dir
     test = json.loads((run / "test.json").read_text())
     assert set(test["groups"]) == {f"site={s}|sex={x}" for s in "ABC" for x in "FM"}
     assert sum(r["n"] for r in test["groups"].values()) == test["support"] == 32
@@ -105,13 +105,13 @@ def test_groups_section_in_headless_chromium(tmp_path):
     from selenium.webdriver.common.by import By
 
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
+    from foveal import fit
 
     manifest = write_group_manifest(tmp_path / "d")
     cfg = apply_overrides(RunConfig(), {"data.source": str(manifest), "train.epochs": 1, "train.name": "g",
                                         "train.out_dir": str(tmp_path / "runs"), "train.device": "cpu",
                                         "train.progress": False})
-    run = Trainer(cfg, log=lambda m: None).fit().run_dir
+    run = fit(cfg, log=lambda m: None).run_dir
     drv = headless_chrome()
     try:
         drv.get((run / "report.html").as_uri())

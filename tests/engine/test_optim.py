@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from foveal.config import FastConfig, OptimConfig
-from foveal.engine.optim import Schedule, Shape, build_optimizer, decayed_params, param_groups
+from foveal.training.optim import Schedule, Shape, build_optimizer, decayed_params, param_groups
 from foveal.models import create_model
 
 
@@ -140,7 +140,7 @@ def test_default_groups_exempt_norms_biases_and_named_parameters() -> None:
 
 def test_fast_recipe_groups_equal_the_former_build_sgd() -> None:
     """Weights; BN shifts at lr x bias_scaler; the whitening bias alone; weight decay as wd / group lr."""
-    from foveal.engine.fast import build_sgd
+    from foveal.training.fast import build_sgd
 
     cfg = FastConfig(model="airnet_tiny")
     model = create_model(cfg.model, num_classes=10, in_chans=1, img_size=16)

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine import Trainer
-from foveal.engine.pretrain import SSLConfig, knn_predict, nt_xent, pretrain
+from foveal.training import Trainer
+from foveal.tasks.pretrain import SSLConfig, knn_predict, nt_xent, pretrain
 from foveal.io import load_tensors
 
 
@@ -120,8 +120,8 @@ def test_vit_forward_masked_with_every_patch_equals_forward_features() -> None:
 
 @pytest.mark.slow  # a ViT on a CPU: ~60 s of CPU time
 def test_mae_reconstruction_loss_drops_and_weights_feed_vit(tmp_path: Path) -> None:
-    from foveal.engine.finetune import load_for_finetune
-    from foveal.engine.pretrain import MAE
+    from foveal.training.finetune import load_for_finetune
+    from foveal.tasks.pretrain import MAE
     from foveal.models import create_model
 
     torch.manual_seed(0)
@@ -154,8 +154,8 @@ def test_mae_loss_falls_through_the_pretrainers_step(tmp_path: Path, monkeypatch
     and masks) lowers the masked-patch reconstruction loss epoch after epoch. The backbone is a ViT of 2
     blocks (D 64), not vit_tiny's 12 x 192, so that this runs in seconds on a CPU (the slow test above
     pretrains vit_tiny itself)."""
-    from foveal.engine import pretrain as pretrain_module
-    from foveal.engine.pretrain import MAE, Pretrainer
+    from foveal.tasks import pretrain as pretrain_module
+    from foveal.tasks.pretrain import MAE, Pretrainer
     from foveal.models.vit import VisionTransformer
 
     def small_vit(name, num_classes, in_chans, img_size, **kw):
@@ -206,7 +206,7 @@ def test_pretrain_refuses_what_it_would_otherwise_ignore(tmp_path: Path, setting
 def test_pretrain_honours_ema_and_compile(tmp_path: Path, monkeypatch) -> None:
     """The pretrainer runs the Trainer's step: train.compile compiles the module the step calls, and
     with train.ema the k-NN monitor and the saved backbone are the average's, not the live weights."""
-    from foveal.engine.pretrain import Pretrainer, SimCLR
+    from foveal.tasks.pretrain import Pretrainer, SimCLR
 
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model, mode, dynamic: compiled.append((model, mode)) or model)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from foveal.config import RunConfig, apply_overrides
 from foveal.card import ModelCard, Preprocessing
-from foveal.engine.checkpoint import save_weights
-from foveal.engine.prepare import prepare_data
+from foveal.training.checkpoint import save_weights
+from foveal.training.prepare import prepare_data
 from foveal.models import create_model
 
 

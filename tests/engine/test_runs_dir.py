@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from foveal.config import RunConfig, TrainConfig
-from foveal.engine.runs import RUN_MARKER, new_run_dir
+from foveal.training.runs import RUN_MARKER, new_run_dir
 
 
 def _cfg(out: Path, name: str = "exp") -> RunConfig:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from foveal.engine.step import StepHook, StepOptions, TrainStep, classify
+from foveal.training.step import StepHook, StepOptions, TrainStep, classify
 from foveal.models import create_model
 
 CPU = torch.device("cpu")
@@ -141,7 +141,7 @@ def test_cpu_bf16_autocasts_each_step_once(autocast_calls: list) -> None:
 
 
 def test_cpu_bf16_gives_depthwise_convs_their_own_policy() -> None:
-    """oneDNN's bf16 depthwise backward kernels are the slow ones (engine/device.py): under CPU bf16 each
+    """oneDNN's bf16 depthwise backward kernels are the slow ones (runtime/device.py): under CPU bf16 each
     depthwise conv runs in `_DepthwiseBF16` (bf16 out), the pointwise ones under plain autocast; gradients
     reach every weight, the state_dict keys stay, and the EMA's deepcopy runs its own weights, not the model's."""
     torch.manual_seed(0)
@@ -178,7 +178,7 @@ def test_depthwise_bf16_policy_matches_fp32_gradients(stride: int, k: int, same:
     """Every branch of the policy (bf16 or fp32 input gradient by stride, weight gradient by kernel size,
     timm's TF-"same" padding) gives the fp32 layer's output and gradients to bf16 precision; outside
     autocast the layer is exactly the plain one."""
-    from foveal.engine.device import cpu_bf16_depthwise
+    from foveal.runtime.device import cpu_bf16_depthwise
 
     torch.manual_seed(stride * 10 + k)
     if same:
@@ -215,7 +215,7 @@ def test_depthwise_bf16_policy_matches_fp32_gradients(stride: int, k: int, same:
 
 
 def test_cpu_bf16_auto_is_on_for_nhwc_training_on_native_bf16_cpus(monkeypatch) -> None:
-    from foveal.engine import device as dev
+    from foveal.runtime import device as dev
 
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
     assert dev.resolve_cpu_bf16(None, CPU, channels_last=True) is True

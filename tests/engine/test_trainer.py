@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine import Callback, Trainer
-from foveal.engine.optim import Shape
+from foveal import fit
+from foveal.training import Callback, Trainer
+from foveal.training.optim import Shape
 from foveal.io import load_tensors
 
 
@@ -17,7 +18,7 @@ def _cfg(tmp_path, **over):
 
 
 def test_digits_lenet_learns_and_writes_the_run_folder(tmp_path):
-    res = Trainer(_cfg(tmp_path, **{"train.epochs": 8})).fit()
+    res = fit(_cfg(tmp_path, **{"train.epochs": 8}))  # the front door: the loop, then the report page
     assert res.test_metrics["accuracy"] >= 0.93
     for f in ("config.yaml", "metrics.csv", "metrics.jsonl", "best.safetensors", "last.safetensors",
               "resume.safetensors", "test.json", "test.csv", "test_confusion.csv", "curves.png", "report.html"):
@@ -75,7 +76,7 @@ def test_cpu_bf16_trains_in_bf16_and_evaluates_in_fp32(tmp_path, autocast_calls)
 
 
 def test_cpu_bf16_warns_where_the_cpu_has_no_native_bf16(monkeypatch):
-    from foveal.engine import device as dev
+    from foveal.runtime import device as dev
 
     lines = []
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
@@ -116,7 +117,7 @@ def test_focal_loss_trains(tmp_path):
 def test_lr_suggestion_is_the_steepest_fall_of_a_known_curve():
     """A range-test curve whose loss falls fastest at 1e-3 (a logistic in log10 LR) and explodes past 0.1:
     the suggestion is 1e-3, up to the lag of the smoothing (0.15 decades at 50 points per decade)."""
-    from foveal.engine.lr_find import suggest
+    from foveal.training.lr_find import suggest
 
     lrs = np.logspace(-6, 0, 300)
     u = np.log10(lrs)
@@ -127,8 +128,8 @@ def test_lr_suggestion_is_the_steepest_fall_of_a_known_curve():
 def test_lr_find_suggests_the_steepest_descent_of_its_curve(tmp_path):
     """On digits: the suggestion is where the smoothed loss it reports falls fastest against log LR,
     before its minimum, on a stretch where the loss still falls well below its start."""
-    from foveal.engine.build import build_run
-    from foveal.engine.lr_find import lr_find, smooth
+    from foveal.training.build import build_run
+    from foveal.training.lr_find import lr_find, smooth
 
     res = lr_find(build_run(_cfg(tmp_path, **{"train.name": "lrf"})), steps=80)
     lrs, s = np.asarray(res["lrs"]), np.asarray(smooth(res["losses"]))
@@ -145,9 +146,9 @@ def test_lr_find_suggests_the_steepest_descent_of_its_curve(tmp_path):
 def test_calibration_reuses_the_best_epochs_validation_logits(tmp_path, monkeypatch):
     """One process, fp32, no TTA: the temperature is fitted on the logits the best epoch's validation
     computed (no second pass over val), and it is the temperature a fresh pass with best.safetensors gives."""
-    from foveal.engine import trainer as trainer_mod
-    from foveal.engine.checkpoint import load_model
-    from foveal.engine.scoring import score_with_logits
+    from foveal.training import trainer as trainer_mod
+    from foveal.training.checkpoint import load_model
+    from foveal.training.scoring import score_with_logits
     from foveal.metrics.calibration import fit_temperature
 
     passes = []

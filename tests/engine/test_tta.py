@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine import Trainer
-from foveal.engine.tta import check_views, tta_logits
+from foveal.training import Trainer
+from foveal.training.tta import check_views, tta_logits
 
 
 class Probe(torch.nn.Module):
@@ -46,7 +46,7 @@ def test_unknown_view_is_named():
 
 
 def test_trainer_eval_and_predict_share_the_tta_setting(tmp_path):
-    from foveal.engine.inference import Predictor, eval_data, evaluate_model
+    from foveal.tasks.inference import Predictor, eval_data, evaluate_model
 
     cfg = apply_overrides(RunConfig(), {"train.epochs": 2, "train.tta": "flip,shift", "train.out_dir": str(tmp_path),
                                         "train.name": "t", "train.device": "cpu", "train.progress": False})
@@ -73,7 +73,7 @@ def test_views_of_uint8_behind_the_normalizing_wrapper_are_views_of_the_normaliz
     bit for bit what views of the normalized batch through the bare model give, batch norm folded or not."""
     from foveal.card import ModelCard, Preprocessing
     from foveal.data.preprocess import Normalized, normalize_u8
-    from foveal.engine.inference import Predictor
+    from foveal.tasks.inference import Predictor
     from foveal.models import create_model
     from foveal.models.fold_bn import fold_batchnorm
 

@@ -28,7 +28,7 @@ def _explain(run: Path, folder: Path, out: Path, capsys: pytest.CaptureFixture, 
 
 
 def test_explain_reports_what_predict_prints(tta_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
-    from foveal.engine.inference import Predictor
+    from foveal.tasks.inference import Predictor
 
     folder = write_digit_folder(tmp_path / "imgs", per_class=3, classes=range(10), size=20)
     shown = _explain(tta_run, folder, tmp_path / "out", capsys)
@@ -48,7 +48,7 @@ def test_explain_reports_what_predict_prints(tta_run: Path, tmp_path: Path, caps
 
 
 def test_explain_target_probability_is_predicts(tta_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
-    from foveal.engine.inference import Predictor
+    from foveal.tasks.inference import Predictor
 
     folder = write_digit_folder(tmp_path / "imgs", per_class=2, classes=(3, 5), size=20)
     shown = _explain(tta_run, folder, tmp_path / "out", capsys, "--target", "5", "--method", "saliency")
@@ -63,7 +63,7 @@ def test_heat_map_is_of_the_plain_image(tta_run: Path, tmp_path: Path, capsys: p
                                         monkeypatch: pytest.MonkeyPatch):
     """The explainer sees the normalized plain batch once, not the test-time views."""
     import foveal.explain as explain_pkg
-    from foveal.engine.inference import Predictor, list_images
+    from foveal.tasks.inference import Predictor, list_images
 
     seen, real = [], explain_pkg.explain
     monkeypatch.setattr(explain_pkg, "explain", lambda model, x, *a, **kw: seen.append(x) or real(model, x, *a, **kw))

@@ -37,7 +37,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
     import torch
 
     from foveal.config import RunConfig
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     root, cache = tmp_path_factory.mktemp("export_runs"), {}
 

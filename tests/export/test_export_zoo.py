@@ -23,7 +23,7 @@ import torch
 
 from foveal.config import ExportConfig, ParityLimits, RunConfig, to_dict
 from foveal.card import ModelCard, Preprocessing
-from foveal.engine.checkpoint import save_weights
+from foveal.training.checkpoint import save_weights
 from foveal.export.onnx_export import read_onnx_meta
 from foveal.export.parity import ExportCheckError, _split_arrays, export_run
 from foveal.export.runtime import OnnxPredictor

@@ -91,7 +91,7 @@ def _pixel_set(x: np.ndarray) -> set[bytes]:
 
 def test_holdout_never_holds_test_images(digits_run):
     """The held-out images are the validation split; calibration images come from the training split."""
-    from foveal.engine.checkpoint import load_model
+    from foveal.training.checkpoint import load_model
     from foveal.export.parity import _split_arrays, int8_images
 
     _, card = load_model(digits_run("lenet5"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from foveal.card import ModelCard
-from foveal.engine.tta import TTA_VIEWS, tta_logits
+from foveal.training.tta import TTA_VIEWS, tta_logits
 from foveal.export import runtime
 from foveal.export.runtime import OnnxPredictor, make_session, read_onnx_meta, softmax, tta_views
 
@@ -52,7 +52,7 @@ def test_view_names_are_shared_and_unknown_ones_refused():
 
 def _images(run: Path, folder: Path) -> np.ndarray:
     """(N, C, H, W) uint8 of digit image files, decoded for the run as `predict` decodes them."""
-    from foveal.engine.inference import Predictor, list_images
+    from foveal.tasks.inference import Predictor, list_images
     from tests.conftest import write_digit_folder
 
     write_digit_folder(folder, per_class=4, classes=range(10), size=20)
@@ -61,7 +61,7 @@ def _images(run: Path, folder: Path) -> np.ndarray:
 
 def test_onnx_probabilities_equal_predictor_with_tta(tta_run: Path, tmp_path: Path):
     """The runtime, given the run's metadata, averages the views the temperature was fitted on."""
-    from foveal.engine.inference import Predictor
+    from foveal.tasks.inference import Predictor
 
     torch_pred = Predictor.load(tta_run, "cpu")
     path = tta_run / "export" / "model.onnx"
@@ -76,7 +76,7 @@ def test_onnx_probabilities_equal_predictor_with_tta(tta_run: Path, tmp_path: Pa
 
 def test_plain_logits_stay_those_of_the_graph(tta_run: Path, tmp_path: Path):
     """`logits` (what the export parity check compares with eager) is the plain model, views or not."""
-    from foveal.engine.checkpoint import load_model
+    from foveal.training.checkpoint import load_model
     from foveal.data.preprocess import Normalized
 
     model, card = load_model(tta_run, "cpu")
@@ -90,7 +90,7 @@ def test_plain_logits_stay_those_of_the_graph(tta_run: Path, tmp_path: Path):
 
 def test_exported_file_serves_what_predict_prints(tta_run: Path, tmp_path: Path):
     """End to end: `predict` on the .onnx and `serve --backend onnx` answer as the torch Predictor."""
-    from foveal.engine.inference import Predictor
+    from foveal.tasks.inference import Predictor
     from foveal.backends import load_predictor
 
     path = tta_run / "export" / "model.onnx"

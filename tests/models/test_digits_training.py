@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from foveal.config import RunConfig, apply_overrides
-from foveal.engine import Trainer
+from foveal.training import Trainer
 
 SLOW = pytest.mark.slow
 

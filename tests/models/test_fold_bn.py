@@ -110,8 +110,8 @@ def test_fold_refuses_what_it_would_change() -> None:
 def test_scoring_and_predictor_run_the_folded_copy() -> None:
     """`score_with_logits` and `Predictor.probabilities` give the unfolded model's logits to rounding,
     from a model whose batch norms really fire (a trained-like state), and leave it as it was."""
-    from foveal.engine.inference import Predictor
-    from foveal.engine.scoring import score_with_logits
+    from foveal.tasks.inference import Predictor
+    from foveal.training.scoring import score_with_logits
 
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=3, img_size=16)

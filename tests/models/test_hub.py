@@ -210,7 +210,7 @@ def test_named_weights_set_the_run_preprocessing_and_staged_fine_tune(server, mo
     import torchvision
 
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine.prepare import prepare_data
+    from foveal.training.prepare import prepare_data
 
     payload = _pth(torchvision.models.resnet18().state_dict())
     server.files[_fake_tv(monkeypatch, "resnet18", payload)] = payload

@@ -12,7 +12,7 @@ from torch import nn
 from foveal.card import ModelCard, Preprocessing
 from foveal.data.bundle import Split
 from foveal.data.images import TensorImages
-from foveal.engine.reporting import error_gallery
+from foveal.tasks.reporting import error_gallery
 from foveal.report.html import errors_section
 from foveal.report.inputs import ReportInputs
 

@@ -90,7 +90,7 @@ def test_training_report_has_every_section(digits_run):
 
 
 def test_report_metrics_equal_sklearn(digits_run):
-    from foveal.engine.inference import evaluate_model
+    from foveal.tasks.inference import evaluate_model
 
     metrics, logits, bundle = evaluate_model(digits_run, None, "test", "cpu")  # same seed -> same test split
     y = bundle.splits["test"].labels.numpy()
@@ -154,7 +154,7 @@ def test_bad_robustness_json_is_named(digits_run, tmp_path):
     (digits_run / "robustness.json").write_text("{not json")
     try:
         with pytest.raises(ValueError, match="robustness.json"):
-            from foveal.engine.reporting import report_from_run
+            from foveal.tasks.reporting import report_from_run
 
             report_from_run(digits_run, tmp_path / "x.html", device="cpu")
     finally:

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     from foveal.config import RunConfig, apply_overrides
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     out = tmp_path_factory.mktemp("runs")
     cfg = apply_overrides(RunConfig(), {"data.source": "digits", "data.img_size": 20, "data.augment": [],
@@ -84,8 +84,8 @@ def test_channels_last_measures_what_nchw_measures(run_dir, tmp_path) -> None:
     import torch
 
     from foveal.config import RobustConfig
-    from foveal.engine.checkpoint import load_model
-    from foveal.engine.inference import eval_data
+    from foveal.training.checkpoint import load_model
+    from foveal.tasks.inference import eval_data
     from foveal.robustness.measure import evaluate_robustness
 
     model, card = load_model(run_dir, torch.device("cpu"))
@@ -111,7 +111,7 @@ def test_channels_last_measures_what_nchw_measures(run_dir, tmp_path) -> None:
 def test_channels_last_auto_is_for_large_cpu_inputs() -> None:
     import torch
 
-    from foveal.engine.device import resolve_channels_last
+    from foveal.runtime.device import resolve_channels_last
 
     assert resolve_channels_last(None, torch.device("cpu"), 224) is True
     assert resolve_channels_last(None, torch.device("cpu"), 20) is False
@@ -120,13 +120,13 @@ def test_channels_last_auto_is_for_large_cpu_inputs() -> None:
 
 
 def test_cli_resolves_channels_last_before_measuring(run_dir, tmp_path, monkeypatch) -> None:
-    """`foveal robust` turns the auto setting into a bool (off at the digits run's 20 px, on when asked);
+    """`foveal robust` (tasks.robust.robust_to_folder) turns the auto setting into a bool (off at the digits run's 20 px, on when asked);
     `evaluate_robustness` itself reads None as NCHW."""
-    import foveal.robustness.measure as measure
+    import foveal.tasks.robust as robust
     from foveal.cli.main import main
 
-    seen, real = [], measure.evaluate_robustness
-    monkeypatch.setattr(measure, "evaluate_robustness",
+    seen, real = [], robust.evaluate_robustness
+    monkeypatch.setattr(robust, "evaluate_robustness",
                         lambda model, meta, images, labels, cfg, *a, **k: seen.append(cfg.channels_last)
                         or real(model, meta, images, labels, cfg, *a, **k))
     args = ["robust", str(run_dir), "--limit", "8", "--attack-limit", "4", "--skip", "corruptions,noise,occlusion",

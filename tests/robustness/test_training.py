@@ -46,7 +46,7 @@ def test_bad_adv_value_is_named() -> None:
 
 
 def _run(tmp_path, **over):
-    from foveal.engine import Trainer
+    from foveal.training import Trainer
 
     cfg = apply_overrides(RunConfig(), {"data.source": "digits", "data.img_size": 20, "data.augment": [],
                                         "model.name": "lenet5_modern", "train.epochs": 8, "train.batch_size": 64,
@@ -80,8 +80,8 @@ def _trainer_with_spies(tmp_path, **over):
     ("clean"), the one its forward gets ("seen"), and both losses under the weights of that step."""
     import copy
 
-    from foveal.engine import Trainer
-    from foveal.engine.step import StepHook
+    from foveal.training import Trainer
+    from foveal.training.step import StepHook
 
     cfg = apply_overrides(RunConfig(), {"data.source": "digits", "data.limit": 200, "data.img_size": 20,
                                         "data.augment": [], "model.name": "lenet5_modern", "train.batch_size": 32,

@@ -20,7 +20,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from foveal.card import ModelCard, Preprocessing
-    from foveal.engine.checkpoint import save_weights
+    from foveal.training.checkpoint import save_weights
     from foveal.export.onnx_export import export_onnx
     from foveal.models import create_model
 

@@ -45,7 +45,7 @@ def _bomb_png(side: int = 20_000) -> bytes:
 
 
 def test_good_request_matches_predict_cli(client: TestClient, tiny_run: Path, digit_pngs: list[Path]):
-    from foveal.engine.inference import Predictor
+    from foveal.tasks.inference import Predictor
 
     png = digit_pngs[0]
     r = _post(client, png.name, png.read_bytes())

@@ -9,8 +9,8 @@ from typing import Any, Optional
 import torch
 
 from ..config import FastConfig
-from ..engine.fast import FastData, FastRun, prepare, run_once
-from ..engine.step import compile_applied
+from ..training.fast import FastData, FastRun, prepare, run_once
+from ..training.step import compile_applied
 
 
 class Timer:

@@ -21,8 +21,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from ..engine.device import autocast, cpu_has_native_bf16, resolve_device
-from ..engine.step import StepOptions, StepResult, TrainStep, classify, compile_applied, memory_format
+from ..runtime.device import autocast, cpu_has_native_bf16, resolve_device
+from ..training.step import StepOptions, StepResult, TrainStep, classify, compile_applied, memory_format
 from ..models import count_gflops, create_model
 from .fast import Timer
 

@@ -61,9 +61,9 @@ def _add_train(sub: Any) -> None:
 def _cmd_fast(args: argparse.Namespace) -> int:
     import torch
 
-    from ..engine.device import resolve_device
+    from ..runtime.device import resolve_device
     from ..benchmarks.fast import bench_fast
-    from ..engine.fast import RECIPES, load_fast_data
+    from ..training.fast import RECIPES, load_fast_data
 
     if args.data not in RECIPES:
         raise ValueError(f"--data '{args.data}' has no fast recipe; choose one of {', '.join(RECIPES)}")

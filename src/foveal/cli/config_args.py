@@ -2,7 +2,7 @@
 
 Flags default to "not given", so only what the user typed becomes an override: a recipe's
 values are kept unless a flag changes them, and `--resume` reuses the run's saved config
-(`foveal.engine.runs.load_run_config`, the library's one rule for resuming). The serve, export and
+(`foveal.training.runs.load_run_config`, the library's one rule for resuming). The serve, export and
 robust verbs build their flags from their own config dataclasses the same way (`add_dataclass_flags`).
 """
 
@@ -88,7 +88,7 @@ def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's config from the recipe argument and the flags given (the library applies --resume)."""
-    from ..engine.runs import load_run_config
+    from ..training.runs import load_run_config
 
     return load_run_config(args.recipe, overrides_from_args(args))
 

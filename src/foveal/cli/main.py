@@ -18,27 +18,34 @@ from .config_args import add_config_flags, config_from_args
 CLI_MODULES: list[str] = ["foveal.cli.bench", "foveal.cli.report_cmds", "foveal.cli.deploy", "foveal.cli.ssl", "foveal.cli.robust", "foveal.cli.runs", "foveal.cli.shard"]
 
 
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Re-run this command under torchrun with `nproc` processes on this machine; returns its exit code."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "foveal.cli.main", *argv]
+    return subprocess.call(cmd)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from ..engine.fit import fit
+    from ..tasks.fit import fit
 
     cfg = config_from_args(args)
     if cfg.train.devices > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun: launch it
-        from ..engine.distributed import launch
-
-        return launch(cfg.train.devices, args.argv)
+        return launch_torchrun(cfg.train.devices, args.argv)
     fit(cfg)  # one Trainer, or Just Train Twice's two (train.jtt_epochs)
     return 0
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from ..engine.build import build_run
-    from ..engine.lr_find import lr_find
+    from ..training.build import build_run
+    from ..training.lr_find import lr_find
 
     cfg = config_from_args(args)
     if not cfg.train.name:
-        from ..engine.runs import default_name
+        from ..training.runs import default_name
 
         cfg.train.name = f"{default_name(cfg)}-lr-find"
     res = lr_find(build_run(cfg), args.start_lr, args.end_lr, args.steps)
@@ -47,7 +54,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..engine.reporting import evaluate_to_folder
+    from ..tasks.reporting import evaluate_to_folder
     from ..metrics import format_report
 
     res = evaluate_to_folder(args.run, args.data, args.split, args.device, data_dir=args.data_dir, out=args.out)
@@ -122,7 +129,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_labels(args: argparse.Namespace, data, report: dict) -> None:
     """`check --labels`: K-fold confident learning on one split; files into --out (see the help)."""
-    from ..engine.labels import find_label_issues, label_check_dir, write_label_check
+    from ..tasks.labels import find_label_issues, label_check_dir, write_label_check
 
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     check = find_label_issues(data.source, split=args.split, holdout=args.holdout, model=args.model, folds=args.folds,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from ..engine.explain_files import explain_files
-    from ..engine.inference import Predictor
+    from ..tasks.explain_files import explain_files
+    from ..tasks.inference import Predictor
 
     pred = Predictor.load(args.run, args.device)
     for e in explain_files(pred, args.images, args.method, args.out, target=args.target, alpha=args.alpha,
@@ -20,7 +20,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from ..engine.embed import embed_run
+    from ..tasks.embed import embed_run
 
     res = embed_run(args.run, args.data, args.split, args.out, args.map, args.device, args.batch_size, args.data_dir)
     n, d = res.embeddings.shape
@@ -30,7 +30,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..engine.reporting import report_from_run
+    from ..tasks.reporting import report_from_run
 
     path = report_from_run(args.run, Path(args.out) if args.out else None, args.split, args.device)
     print(f"wrote {path}", file=sys.stderr)

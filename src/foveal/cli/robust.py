@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from pathlib import Path
 
 # Flag spellings kept from before the flags were built from config.py: {flag: field path}.
 ROBUST_FLAGS = {"eps": "eps_linf", "noise": "noise_stds"}
@@ -29,32 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_robust(args: argparse.Namespace) -> int:
     from ..config import RobustConfig
-    from ..engine.checkpoint import load_model
-    from ..engine.device import resolve_channels_last, resolve_device
-    from ..engine.inference import eval_data
-    from ..robustness.measure import check_config, evaluate_robustness, load_reference, spread_subset, write_robustness
+    from ..tasks.robust import robust_to_folder
     from .config_args import dataclass_from_args
 
-    cfg = dataclass_from_args(RobustConfig, args)
-    check_config(cfg)  # before loading anything: a typo should cost nothing
-    device = resolve_device(cfg.device)
-    model, card = load_model(args.run, device)
-    cfg = dataclasses.replace(cfg, channels_last=resolve_channels_last(cfg.channels_last, device,
-                                                                     card.preprocessing.img_size))
-    bundle = eval_data(card, args.data, cfg.split, args.data_dir)
-    (split, part), = bundle.splits.items()
-    n = min(cfg.limit, len(part.labels)) if cfg.limit else len(part.labels)
-    pick = spread_subset(part.labels, n, cfg.seed)  # not the first n: splits are often sorted by class
-    reference = load_reference(args.reference) if args.reference else None
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    images, kept, errors = part.images.load_readable(pick)  # a streamed split may hold unreadable files
-    for e in errors:
+    done = robust_to_folder(args.run, dataclass_from_args(RobustConfig, args), args.data, args.data_dir,
+                            args.reference, args.out, log)
+    for e in done.skipped:
         print(f"robust: skipped unreadable image {e}", file=sys.stderr)
-    result = evaluate_robustness(model, card, images, part.labels[pick][kept], cfg, device, reference,
-                                 args.reference or "", log)
-    result["split"] = split
-    out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path("."))
-    files = write_robustness(out, result)
+    result = done.result
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -63,5 +44,5 @@ def cmd_robust(args: argparse.Namespace) -> int:
         if result.get("suspect_gradient_masking"):
             print("WARNING: the attacks show signs of gradient masking; robust accuracies above are NOT evidence "
                   "of robustness:\n  - " + "\n  - ".join(result["warnings"]))
-        print("wrote " + ", ".join(str(f) for f in files))
+        print("wrote " + ", ".join(str(f) for f in done.files))
     return 0

@@ -1,6 +1,6 @@
 """`foveal runs [DIR]`: the run folders as a table (or JSON); `--compare A B`: two runs side by side.
 
-Reading and comparing is `foveal.engine.runs` (list_runs, run_summary, compare_runs); this only prints.
+Reading and comparing is `foveal.training.runs` (list_runs, run_summary, compare_runs); this only prints.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _side_by_side(cmp: dict[str, Any]) -> str:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from ..engine.runs import compare_runs, list_runs
+    from ..training.runs import compare_runs, list_runs
 
     if args.compare:
         cmp = compare_runs(*args.compare)

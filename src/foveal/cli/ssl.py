@@ -13,7 +13,7 @@ from .config_args import add_config_flags, config_from_args
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from ..engine.pretrain import SSLConfig, pretrain
+    from ..tasks.pretrain import SSLConfig, pretrain
 
     cfg = config_from_args(args)
     ssl = SSLConfig(method=args.method, temperature=args.temperature, proj_hidden=args.proj_hidden,

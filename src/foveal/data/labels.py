@@ -12,7 +12,7 @@ reference it is tested against (tests/data/test_labels.py):
    largest margin p(j) - p(i) are flagged; images whose given label is the argmax are unflagged;
 4. flagged images are ranked by self-confidence p(given) (or by the normalized margin).
 
-Only numpy here: the K-fold training that makes the probabilities lives in `foveal.engine.labels`.
+Only numpy here: the K-fold training that makes the probabilities lives in `foveal.tasks.labels`.
 This module also reads what `foveal check --labels` writes back for `data.exclude` / `data.relabel`.
 """
 

@@ -20,7 +20,7 @@ import torch
 
 from ..card import ModelCard
 from ..data.splits import stratified_indices
-from ..engine.inference import eval_data
+from ..tasks.inference import eval_data
 from ..config import ExportConfig, ParityLimits
 from ..data.preprocess import Normalized
 from ..io import write_json
@@ -126,7 +126,7 @@ def export_run(run: str | Path, opts: ExportConfig | None = None) -> dict[str, A
 
     Raises ExportCheckError (after writing the files and the report) when a check fails.
     """
-    from ..engine.checkpoint import load_model
+    from ..training.checkpoint import load_model
 
     opts = opts or ExportConfig()
     unknown = set(opts.formats) - {"onnx", "int8"}

@@ -22,7 +22,7 @@ from ..predictor import ImagePredictor
 
 ONNX_META_KEY = "foveal"  # key of our JSON metadata in the ONNX metadata_props
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
-TTA_VIEWS = ("flip", "shift")  # as foveal.engine.tta.TTA_VIEWS (a test checks they agree)
+TTA_VIEWS = ("flip", "shift")  # as foveal.training.tta.TTA_VIEWS (a test checks they agree)
 
 
 def read_onnx_meta(path: str | Path) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def check_views(views: Sequence[str]) -> list[str]:
 def tta_views(images_u8: np.ndarray, views: Sequence[str]) -> tuple[list[np.ndarray], list[float]]:
     """The test-time views of `images_u8` (N, C, H, W) and their weights in the logit average (sum 1).
 
-    The numpy twin of `foveal.engine.tta.tta_logits`, view for view and weight for weight (the image
+    The numpy twin of `foveal.training.tta.tta_logits`, view for view and weight for weight (the image
     and its mirror; then, shifted one pixel up-left and down-right with reflect padding, weighted as
     much together as the centred ones). Written again rather than shared because this module must
     import without torch (the `infer` install); tests/export/test_onnx_tta.py holds the two equal.

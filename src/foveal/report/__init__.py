@@ -1,5 +1,5 @@
 """Plots and the self-contained HTML evaluation report: renders a `ReportInputs`, computes nothing
-(`foveal.engine.reporting` builds the inputs)."""
+(`foveal.tasks.reporting` builds the inputs)."""
 
 from .html import SECTION_IDS, build_html
 from .inputs import ReportInputs

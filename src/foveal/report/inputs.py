@@ -1,4 +1,4 @@
-"""What a report shows, computed beforehand: `foveal.engine.reporting` gathers it from a finished
+"""What a report shows, computed beforehand: `foveal.tasks.reporting` gathers it from a finished
 training run, an evaluation, or a run folder on disk (``foveal report RUN``), so the three entry
 points render the same page; this package only renders it."""
 

@@ -32,7 +32,7 @@ def thumbnail_png(img_u8: torch.Tensor) -> bytes:
 
 
 def issues_html(check: Any, top: int = 60) -> str:
-    """The page for a `foveal.engine.labels.LabelCheck`; the first `top` ranked issues as thumbnails."""
+    """The page for a `foveal.tasks.labels.LabelCheck`; the first `top` ranked issues as thumbnails."""
     iss, classes, rows = check.issues, check.classes, check.rows()
     n = len(iss.given)
     summary = {"split": check.split, "images": n, "flagged": len(rows),

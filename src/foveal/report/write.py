@@ -1,4 +1,4 @@
-"""Write a rendered report page; the inputs are computed by `foveal.engine.reporting`."""
+"""Write a rendered report page; the inputs are computed by `foveal.tasks.reporting`."""
 
 from __future__ import annotations
 

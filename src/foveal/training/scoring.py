@@ -20,7 +20,7 @@ from torch import nn
 
 from ..metrics import ConfusionMeter
 from ..models.fold_bn import fold_batchnorm
-from .device import autocast
+from ..runtime.device import autocast
 from .tta import tta_logits
 
 

@@ -1,4 +1,4 @@
-"""Training engine: the loop, checkpoints, schedules, evaluation."""
+"""Training: the run builder, the one step, the epoch loop, checkpoints, optimizers and schedules."""
 
 from .callbacks import Callback, RunResult
 from .trainer import Trainer

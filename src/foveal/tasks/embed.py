@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from ..io import atomic_path, read_result_json, write_json, write_text
-from .checkpoint import load_model
-from .device import resolve_device
+from ..training.checkpoint import load_model
+from ..runtime.device import resolve_device
 
 MAP_FILE = "embedding_map.json"
 MAX_TSNE = 5000  # t-SNE is O(N^2) in memory on CPU; larger splits are mapped on a seeded subset

@@ -1,12 +1,13 @@
 """The training loop: data on the device, metrics on the device, one sync per log point.
 
 The run's parts (data, model, loaders, loss, optimizer, schedule, the `TrainStep` every loop
-shares, callbacks) come from `build_run` (engine/build.py) as one `Run`; the Trainer adds the
+shares, callbacks) come from `build_run` (training/build.py) as one `Run`; the Trainer adds the
 loop's counters, the epoch loop, checkpoints, best-epoch selection and calibration.
 
 `Trainer(cfg).fit()` prepares data and model, trains with checkpoints every epoch, picks
 the best epoch on `train.best_metric`, then evaluates the best weights on the test split
-and writes everything into the run folder. A run killed at any point continues with
+and writes weights, metrics and history into the run folder (the report page is the front door's,
+`tasks.fit`). A run killed at any point continues with
 `train.resume`: every epoch's shuffling, augmentation and dropout are seeded from
 (seed, epoch), so the resumed run ends with the same weights as an uninterrupted one.
 """
@@ -34,7 +35,7 @@ from ..metrics import ConfusionMeter, format_report
 from ..metrics.calibration import calibration_report, fit_temperature
 from ..metrics.groups import add_group_metrics
 from ..models import count_params
-from . import distributed as dist
+from ..runtime import distributed as dist
 from . import runs
 from .build import Run, build_run
 from .callbacks import Callback, RunResult
@@ -241,12 +242,7 @@ class Trainer:
         r.log(format_report(metrics) + (f"\n\n{group_table}" if group_table else ""))
         r.log(f"test accuracy {metrics['accuracy']:.4f} (best epoch {st.best_epoch}); "
               f"training took {st.train_time:.1f}s; run folder: {r.run_dir}")
-        result = RunResult(r.run_dir, model, card, st.history, metrics, logits, r.data)
-        if r.cfg.train.report:  # off for quick fits, e.g. each fold of a scikit-learn cross-validation
-            from .reporting import write_run_report
-
-            write_run_report(result)
-        return result
+        return RunResult(r.run_dir, model, card, st.history, metrics, logits, r.data)
 
     def calibrate(self, model: nn.Module, card: ModelCard) -> ModelCard:
         """Fit the softmax temperature on the validation split and store it with the best weights."""

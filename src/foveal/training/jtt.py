@@ -17,9 +17,9 @@ from ..config import ConfigError, RunConfig
 from ..data import DataBundle
 from ..data.splits import concat
 from ..data.stream import make_loader
-from .distributed import env_info
+from ..runtime.distributed import env_info
+from .callbacks import Callback, RunResult
 from .scoring import score_with_logits
-from .callbacks import RunResult
 from .trainer import Trainer
 
 
@@ -43,8 +43,8 @@ def upsample_errors(result: RunResult, upweight: int, batch_size: int | str = "a
     return DataBundle(data.name, data.classes, {**data.splits, "train": up}, data.problems), len(wrong)
 
 
-def fit_jtt(cfg: RunConfig, data: Optional[DataBundle] = None,
-            log: Callable[[str], None] = print) -> RunResult:
+def fit_jtt(cfg: RunConfig, data: Optional[DataBundle] = None, log: Callable[[str], None] = print,
+            callbacks: tuple[Callback, ...] = ()) -> RunResult:
     """Train twice: `train.jtt_epochs` of ERM to find the errors, then `cfg` on the upsampled split.
 
     Both stages use `cfg` (the first with `train.epochs = jtt_epochs`, no report); the second
@@ -67,5 +67,5 @@ def fit_jtt(cfg: RunConfig, data: Optional[DataBundle] = None,
                                    relabel=None)
     second = dataclasses.replace(cfg, data=data_cfg, train=dataclasses.replace(t, jtt_epochs=0))
     torch.manual_seed(t.seed)
-    return Trainer(second, data=bundle, log=log).fit()
+    return Trainer(second, data=bundle, log=log, callbacks=callbacks).fit()  # the callbacks watch the model kept
 

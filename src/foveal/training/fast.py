@@ -6,7 +6,7 @@ data as uint8 on the device, batched flip/translate augmentation with alternatin
 patch-whitening initialization, frozen BN scales with a 64x learning rate on BN shifts,
 label smoothing 0.2, Nesterov SGD on a summed loss with a triangular schedule, lookahead
 averaging of the weights, and test-time flip + translate augmentation. Each step is the
-`TrainStep` every loop runs (engine/step.py), its schedule and lookahead given as hooks. The step
+`TrainStep` every loop runs (training/step.py), its schedule and lookahead given as hooks. The step
 loop never synchronizes with the host; the one deliberate sync is reading the accuracy at the end.
 Its benchmark (seeded runs, timing, the accuracy floor) is `foveal.benchmarks.fast.bench_fast`.
 """
@@ -26,7 +26,7 @@ from ..config import OptimConfig
 from ..data.augment import translate  # re-exported: the recipe's shift, drawn per image
 from ..data.preprocess import normalize_u8, stats
 from ..models import create_model
-from .device import autocast
+from ..runtime.device import autocast
 from .optim import Schedule, Shape, build_optimizer, param_groups
 from .step import StepHook, StepOptions, TrainStep, classify, compiled, memory_format
 from .tta import check_views, tta_logits

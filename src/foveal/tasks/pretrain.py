@@ -39,12 +39,12 @@ from ..data.sources import bundle_from_items
 from ..data.splits import concat
 from ..io import write_json
 from ..models import count_params, create_model
-from . import runs
-from .checkpoint import model_card, save_weights
-from .device import resolve_device, seed_everything, warn_slow_cpu_bf16
-from .optim import Schedule, Shape, build_optimizer
-from .prepare import init_from_data, prepare_data
-from .step import StepHook, StepOptions, TrainStep, compile_applied
+from ..training import runs
+from ..training.checkpoint import model_card, save_weights
+from ..runtime.device import resolve_device, seed_everything, warn_slow_cpu_bf16
+from ..training.optim import Schedule, Shape, build_optimizer
+from ..training.prepare import init_from_data, prepare_data
+from ..training.step import StepHook, StepOptions, TrainStep, compile_applied
 
 UNLABELED = "unlabeled"  # the single pseudo-class of a folder of images without class subfolders
 
@@ -66,7 +66,7 @@ def _flat_folder_bundle(root: Path, cfg: RunConfig, img_size: int) -> Optional[D
 def load_ssl_data(cfg: RunConfig, log: Callable[[str], None] = print) -> tuple[DataBundle, RunConfig, bool]:
     """(bundle, resolved config, labeled): a labeled dataset (labels ignored for training) or a
     flat folder of unlabeled images. The test split is left out of pretraining."""
-    from .prepare import default_img_size
+    from ..training.prepare import default_img_size
 
     img_size = cfg.data.img_size or default_img_size(cfg)
     flat = _flat_folder_bundle(Path(cfg.data.source), cfg, img_size) if cfg.data.source else None
@@ -246,7 +246,7 @@ UNSUPPORTED: dict[str, str] = {
 
 def check_supported(train: TrainConfig) -> None:
     """Raise ValueError naming every train setting that pretraining would otherwise ignore."""
-    from .distributed import env_info
+    from ..runtime.distributed import env_info
 
     default = TrainConfig()
     bad = [(f"train.{k}={getattr(train, k)!r}", why) for k, why in UNSUPPORTED.items()

@@ -5,7 +5,7 @@ Confident learning needs, for every image, probabilities from a model that never
 K models are trained, each on K-1 folds (stratified, seeded), and each predicts its held-out fold;
 a test or val split is instead judged by one model trained on the source's other splits. The
 trainings are the whole cost, so they use a short in-memory recipe in the manner of the fast
-recipe (`foveal.engine.fast`): the images as one uint8 tensor, batched translate augmentation,
+recipe (`foveal.training.fast`): the images as one uint8 tensor, batched translate augmentation,
 AdamW with a one-cycle schedule, no host sync in the step loop; a small model per input size
 (`crossval_defaults`) keeps K folds of MNIST's 10,000 test images at minutes on 2 CPU cores
 (BENCHMARKS.md, "Label errors").
@@ -32,8 +32,8 @@ from ..data.labels import LabelIssues, confident_learning
 from ..data.preprocess import normalize_u8, stats
 from ..data.splits import stratified_indices
 from ..models import create_model, model_info
-from .optim import Schedule, Shape, build_optimizer, param_groups
-from .step import StepHook, StepOptions, TrainStep, classify
+from ..training.optim import Schedule, Shape, build_optimizer, param_groups
+from ..training.step import StepHook, StepOptions, TrainStep, classify
 
 _INIT_LOCK = threading.Lock()
 

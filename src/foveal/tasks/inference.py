@@ -25,11 +25,11 @@ from ..metrics import ConfusionMeter
 from ..metrics.groups import add_group_metrics
 from ..models.fold_bn import fold_batchnorm
 from ..predictor import ImagePredictor
-from .checkpoint import load_model
-from .device import resolve_device
-from .prepare import match_format
-from .scoring import score_with_logits
-from .tta import check_views, tta_logits
+from ..training.checkpoint import load_model
+from ..runtime.device import resolve_device
+from ..training.prepare import match_format
+from ..training.scoring import score_with_logits
+from ..training.tta import check_views, tta_logits
 
 
 class Predictor(ImagePredictor):
@@ -77,7 +77,7 @@ class Predictor(ImagePredictor):
         out = []
         for i in range(0, len(images_u8), batch_size):
             x = images_u8[i:i + batch_size].to(self.device)
-            if self._net is None:  # as `eval` scores it (engine/scoring.py); `model` stays as loaded for `explain`
+            if self._net is None:  # as `eval` scores it (training/scoring.py); `model` stays as loaded for `explain`
                 self._net = fold_batchnorm(self.normalized, x[:2])
             # the views of the uint8 pixels, each normalized at the model's edge, as the exported graph
             # takes them (export/runtime.py): the same floats as views of the normalized batch

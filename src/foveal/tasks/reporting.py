@@ -22,7 +22,8 @@ from ..data.preprocess import normalize_u8
 from ..io import atomic_path, read_json, read_result_json
 from ..metrics.calibration import calibration_report
 from ..report.inputs import ReportInputs
-from . import runs
+from ..training.callbacks import Callback, RunResult
+from ..training import runs
 from .embed import read_embedding_map
 
 GALLERY_SIZE = 12  # most confident mistakes shown with their Grad-CAM maps
@@ -84,7 +85,14 @@ def report_inputs(title: str, card: ModelCard, metrics: dict[str, Any], history:
                         read_embedding_map(run_dir) if run_dir else None)
 
 
-def write_run_report(result: Any) -> Path:
+class RunReport(Callback):
+    """Writes the run's report page when its training ends (added by `tasks.fit` unless train.report is off)."""
+
+    def on_train_end(self, trainer: Any, result: RunResult) -> None:
+        write_run_report(result)
+
+
+def write_run_report(result: RunResult) -> Path:
     """report.html and curves.png in the run folder, from a finished training `RunResult`."""
     from ..report import learning_curves, write_report
 
@@ -107,8 +115,8 @@ def write_eval_report(source: str | Path, metrics: dict[str, Any], logits: torch
     folder, its learning curves, training time and robustness results are included.
     """
     from ..report import write_report
-    from .checkpoint import load_model
-    from .device import resolve_device
+    from ..training.checkpoint import load_model
+    from ..runtime.device import resolve_device
 
     model, card = load_model(source, resolve_device(device))
     (_, part), = bundle.splits.items()

@@ -27,10 +27,10 @@ from ..data.augment import MixBatch
 from ..data.stream import make_loader  # DeviceLoader for data in memory, StreamLoader for large folders
 from ..io import write_json
 from ..models import create_model
-from . import distributed as dist
+from ..runtime import distributed as dist
 from . import runs
 from .callbacks import Callback
-from .device import resolve_channels_last, resolve_cpu_bf16, resolve_device, seed_everything, warn_slow_cpu_bf16
+from ..runtime.device import resolve_channels_last, resolve_cpu_bf16, resolve_device, seed_everything, warn_slow_cpu_bf16
 from .finetune import Finetuner, layer_decay_groups, load_for_finetune
 from .losses import build_loss, inverse_frequency_weights
 from .optim import Schedule, Shape, build_optimizer
@@ -127,7 +127,7 @@ def build_run(cfg: RunConfig, data: Optional[DataBundle] = None, callbacks: tupl
     schedule = Schedule(optimizer, Shape.from_config(cfg.optim, cfg.train.epochs * spe, spe))
     step = _build_step(cfg, model, optimizer, schedule, criterion, mixer, perturb, spe, device, info)
     cbs = list(callbacks)
-    if info.is_main:  # train.logger: TensorBoard / MLflow callbacks, rank 0 only (see engine/loggers.py)
+    if info.is_main:  # train.logger: TensorBoard / MLflow callbacks, rank 0 only (see training/loggers.py)
         from .loggers import logger_callbacks
 
         cbs += logger_callbacks(cfg.train.logger)

@@ -8,8 +8,6 @@ Under torchrun the environment holds RANK, WORLD_SIZE and LOCAL_RANK; without it
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -160,10 +158,3 @@ def barrier() -> None:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def launch(nproc: int, argv: list[str]) -> int:
-    """Re-run this command under torchrun with `nproc` processes on this machine; returns its exit code."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "foveal.cli.main", *argv]
-    return subprocess.call(cmd)

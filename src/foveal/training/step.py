@@ -27,8 +27,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import RunConfig
-from . import distributed as dist
-from .device import autocast, cpu_bf16_depthwise
+from ..runtime import distributed as dist
+from ..runtime.device import autocast, cpu_bf16_depthwise
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
