@@ -1,5 +1,5 @@
 """`Classifier(..., resume=True)` continues a run with the config it was started with, as
-`foveal train --resume` does: the library owns the resume rule (engine.runs.load_run_config)."""
+`foveal train --resume` does: the library owns the resume rule (training.runs.load_run_config)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def test_switches():
 
 
 def test_trainer_on_cpu_keeps_freed_memory(tmp_path):
-    code = ("from foveal.config import RunConfig, apply_overrides\nfrom foveal.engine import Trainer\n"
+    code = ("from foveal.config import RunConfig, apply_overrides\nfrom foveal.training import Trainer\n"
             "cfg = apply_overrides(RunConfig(), {'train.device': 'cpu', 'train.epochs': 1})\n"
             "Trainer(cfg, log=lambda m: None).setup()")
     assert state_after(code, cwd=tmp_path).startswith("kept" if GLIBC else "unsupported")
