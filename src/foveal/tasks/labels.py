@@ -32,6 +32,7 @@ from ..data.labels import LabelIssues, confident_learning
 from ..data.preprocess import normalize_u8, stats
 from ..data.splits import stratified_indices
 from ..models import create_model, model_info
+from ..training.loop import run_steps
 from ..training.optim import Schedule, Shape, build_optimizer, param_groups
 from ..training.step import StepHook, StepOptions, TrainStep, classify
 
@@ -92,15 +93,16 @@ def _train_fold(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: CrossVa
     step = TrainStep(model, opt, classify(F.cross_entropy), x.device, StepOptions.plain(),  # K small models, in threads
                      [StepHook(before=Schedule(opt, shape).set_step)])
     g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(y), generator=g)
-        for i in range(steps):  # full batches only; the tail of each shuffled epoch waits for the next
+
+    def batches(order: torch.Tensor):  # full batches only; the tail of each shuffled epoch waits for the next
+        for i in range(steps):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             xb = normalize_u8(x[idx], mean, std)  # (B, C, H, W) float
-            if cfg.translate:
-                xb = translate(xb, cfg.translate, g)
-            step(xb, y[idx])
+            yield (translate(xb, cfg.translate, g) if cfg.translate else xb), y[idx]
+
+    model.train()
+    for _ in range(cfg.epochs):
+        run_steps(step, batches(torch.randperm(len(y), generator=g)))
     return model.eval()
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -27,7 +25,6 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..card import ModelCard
 from ..config import RunConfig, SSLConfig, TrainConfig, to_dict  # SSLConfig: re-exported
@@ -44,6 +41,7 @@ from ..training.checkpoint import model_card, save_weights
 from ..runtime.device import resolve_device, seed_everything, warn_slow_cpu_bf16
 from ..training.optim import Schedule, Shape, build_optimizer
 from ..training.prepare import init_from_data, prepare_data
+from ..training.loop import Progress, run_steps
 from ..training.step import StepHook, StepOptions, TrainStep, compile_applied
 
 UNLABELED = "unlabeled"  # the single pseudo-class of a folder of images without class subfolders
@@ -328,18 +326,13 @@ class Pretrainer:
         (step.net if step.net is not None else step.wrap()).train()
         self.generator.manual_seed(epoch_seed(cfg.train.seed, epoch))
         order = torch.randperm(len(self.images), generator=self.generator, device=self.device)
-        loss_sum, t0 = torch.zeros((), device=self.device), time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, unit="step", leave=False, file=sys.stderr,
-                   desc=f"pretrain {epoch + 1}/{cfg.train.epochs}", disable=not cfg.train.progress)
-        for i in range(self.steps_per_epoch):
-            loss_sum += step(order[i * bs:(i + 1) * bs]).loss
-            bar.update(1)
-            if (i + 1) % cfg.train.log_every == 0 and not bar.disable:
-                bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}")  # deliberate sync, at log points only
-        bar.close()
-        seconds = time.perf_counter() - t0
-        return {"epoch": epoch + 1, "ssl_loss": loss_sum.item() / self.steps_per_epoch, "seconds": seconds,
-                "images_per_s": self.steps_per_epoch * bs / max(seconds, 1e-9),
+        batches = ((order[i * bs:(i + 1) * bs],) for i in range(self.steps_per_epoch))  # image indices
+        bar = Progress(f"pretrain {epoch + 1}/{cfg.train.epochs}", self.steps_per_epoch * bs,
+                       cfg.train.log_every) if cfg.train.progress else None
+        done = run_steps(step, batches, progress=bar)
+        seconds = done.seconds
+        return {"epoch": epoch + 1, "ssl_loss": done.mean_loss(), "seconds": seconds,
+                "images_per_s": done.images / max(seconds, 1e-9),
                 "lr": self.optimizer.param_groups[0]["lr"], "compiled": compile_applied(step.net)}
 
     def card(self, epoch: int) -> ModelCard:

@@ -27,6 +27,7 @@ from ..data.augment import translate  # re-exported: the recipe's shift, drawn p
 from ..data.preprocess import normalize_u8, stats
 from ..models import create_model
 from ..runtime.device import autocast
+from .loop import run_steps
 from .optim import Schedule, Shape, build_optimizer, param_groups
 from .step import StepHook, StepOptions, TrainStep, classify, compiled, memory_format
 from .tta import check_views, tta_logits
@@ -207,10 +208,7 @@ def train(run: FastRun, data: FastData, seed: int) -> None:
     flip_bits = torch.rand(len(data.train_y), generator=g, device=run.device) < 0.5
     run.model.train()
     for epoch in range(math.ceil(run.cfg.epochs)):
-        for x, y in batches(data, run, epoch, flip_bits, g):
-            if step.count >= total:
-                break
-            step(x, y)
+        run_steps(step, batches(data, run, epoch, flip_bits, g), until=total)
     if ahead is not None:
         ahead.step(1.0)  # end on the slow weights
     run.compile_check = step.compile_check

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -16,7 +16,8 @@ import torch
 from ..io import write_json
 from .build import Run
 from .optim import Schedule, Shape
-from .step import StepHook, TrainStep
+from .loop import run_steps
+from .step import StepHook, StepResult, TrainStep
 
 
 def smooth(losses: list[float], beta: float = 0.9) -> list[float]:
@@ -51,28 +52,37 @@ def lr_find(run: Run, start: float = 1e-7, end: float = 10.0, steps: int = 100) 
                      dataclasses.replace(own.options, ema_decay=None), [StepHook(before=schedule.set_step)], run.dist)
     step.wrap().train()
     losses: list[float] = []
-    batches = iter(())
+    pending: list[torch.Tensor] = []
     best = math.inf
-    pending = []
-    for i in range(steps):
-        try:
-            batch = next(batches)
-        except StopIteration:
-            run.loaders.train.set_epoch(i)
-            batches = iter(run.loaders.train)
-            batch = next(batches)
-        pending.append(step(*batch).loss)  # batch: (x, y) or (x, y, group ids)
-        if len(pending) == 10 or i == steps - 1:  # deliberate sync every 10 steps to detect divergence
-            losses += torch.stack(pending).float().cpu().tolist()
-            pending = []
+
+    def diverged(res: StepResult) -> bool:
+        nonlocal best
+        pending.append(res.loss)
+        if len(pending) == 10 or step.count == steps:  # deliberate sync every 10 steps to detect divergence
+            losses.extend(torch.stack(pending).float().cpu().tolist())
+            pending.clear()
             best = min(best, min(smooth(losses)))
-            if not math.isfinite(losses[-1]) or smooth(losses)[-1] > 4 * best:
-                break
+            return not math.isfinite(losses[-1]) or smooth(losses)[-1] > 4 * best
+        return False
+
+    run_steps(step, _cycle(run.loaders.train), until=steps, on_step=diverged)  # batch: (x, y) or (x, y, groups)
     lrs = [sweep.factor(i) for i in range(len(losses))]
     result = {"lrs": lrs, "losses": losses, "suggested_lr": suggest(lrs, losses)}
     write_json(run.run_dir / "lr_find.json", result)
     _plot(run.run_dir / "lr_find.png", lrs, losses, result["suggested_lr"])
     return result
+
+
+def _cycle(loader: Any) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The loader's batches over and over, each pass reshuffled as the epoch of the step it starts at."""
+    taken = 0
+    while True:
+        loader.set_epoch(taken)
+        for batch in loader:
+            taken += 1
+            yield batch
+        if not taken:
+            raise ValueError("lr-find: the train split gives no full batch (lower train.batch_size)")
 
 
 def _plot(path, lrs, losses, lr) -> None:

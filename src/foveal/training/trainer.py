@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..card import ModelCard
 from ..config import RunConfig, to_dict
@@ -40,6 +37,7 @@ from . import runs
 from .build import Run, build_run
 from .callbacks import Callback, RunResult
 from .checkpoint import load_resume, model_card, save_resume, save_weights
+from .loop import Progress, run_steps
 from .scoring import score, score_with_logits
 from .step import compile_applied
 
@@ -109,24 +107,13 @@ class Trainer:
         r.mixer.set_epoch(epoch)
         # dropout/drop-path (and perturber) draws of this epoch, a stream of their own on each rank
         torch.manual_seed(dist.rank_seed(epoch_seed(cfg.train.seed, epoch) + 1, r.dist.rank))
-        loss_sum = torch.zeros((), device=r.device)
         meter = ConfusionMeter(len(r.data.classes), r.device, topk=0)
-        seen, t0 = 0, time.perf_counter()
-        bar = tqdm(total=len(loader) * cfg.train.batch_size, unit="img", leave=False, file=sys.stderr,
-                   desc=f"epoch {epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True,
-                   disable=not (cfg.train.progress and r.dist.is_main))
-        for i, (x, y, *g) in enumerate(loader):  # g: [group ids (B,)] when the loader yields groups
-            res = step(x, y, *g)
-            loss_sum += res.loss * len(res.y)
-            meter.update(res.out, res.y)  # under mixup, accuracy counts the dominant label
-            seen += len(res.y)
-            bar.update(len(res.y) * r.dist.world)
-            if (i + 1) % cfg.train.log_every == 0 and not bar.disable:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")  # deliberate sync, at log points only
-        bar.close()
-        seconds = time.perf_counter() - t0
+        bar = Progress(f"epoch {epoch + 1}/{cfg.train.epochs}", len(loader) * cfg.train.batch_size,
+                       cfg.train.log_every, r.dist.world) if cfg.train.progress and r.dist.is_main else None
+        done = run_steps(step, loader, meter=meter, progress=bar)  # batches (x, y) or (x, y, group ids)
+        seconds = done.seconds
         self.state.step = step.count
-        loss_sum = loss_sum.double()
+        loss_sum = done.loss_sum.double()
         dist.all_reduce_sum(meter.state() + [loss_sum])
         acc = meter.compute()["accuracy"]  # one sync per epoch
         seen = int(meter.sums[1].item())
