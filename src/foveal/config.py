@@ -1,4 +1,4 @@
-"""Typed run configuration: the only place defaults live.
+"""Typed run configuration: the only place defaults live (with config_commands.py, the other verbs' settings).
 
 A run is described by :class:`RunConfig`, made of one dataclass per concern. YAML recipes
 and CLI flags fill the same fields through :func:`from_dict` / :func:`apply_overrides`,
@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
+
+# the settings of pretrain, lr-find, eval, predict, check, explain, embed and report, re-exported here
+from .config_commands import (CheckConfig, EmbedConfig, EvalConfig, ExplainConfig, LRFindConfig, PredictConfig,
+                              ReportConfig, SSLConfig)
 
 
 @dataclass
@@ -375,24 +379,7 @@ class FastConfig:
     min_accuracy: float = 0.0  # a run under this test accuracy is a failure, not a timing (the presets set it)
 
 
-@dataclass
-class SSLConfig:
-    """Settings of self-supervised pretraining (saved as ssl.json in the run folder)."""
-
-    method: str = "simclr"  # 'simclr', or 'mae' for models with forward_masked (the vit family)
-    temperature: float = 0.5  # NT-Xent softmax temperature (0.5 in SimCLR's CIFAR experiments)
-    proj_hidden: int = 512  # projection MLP hidden width
-    proj_dim: int = 128  # projection output size (the loss works on it; the backbone output is kept)
-    views_augment: list[str] = field(default_factory=lambda: ["rrc", "flip", "jitter"])  # ops per view
-    mask_ratio: float = 0.75  # MAE: fraction of patches hidden from the encoder
-    decoder_dim: int = 128  # MAE decoder width
-    decoder_depth: int = 2  # MAE decoder blocks
-    knn_k: int = 200  # neighbours of the k-NN monitor (Wu et al. 2018)
-    knn_t: float = 0.07  # temperature of the k-NN vote weights exp(sim / t)
-    knn_bank: int = 10_000  # at most this many labeled train images as the k-NN memory bank
-
-
-# ---- the commands beyond training: serve, export, robust -------------------------------------------
+# ---- the commands beyond training: serve, export, robust (the other verbs: config_commands.py) ------
 # Their flags are built from these fields (foveal.cli.config_args.add_dataclass_flags), so a default
 # is written here once and `--help` shows it.
 
@@ -498,3 +485,11 @@ class RobustConfig:
     # gradient passes at 224 px run ~1.25x faster with oneDNN's NHWC kernels; accuracies match NCHW's on the
     # benchmark's 16 and 49 images, losses to ~1e-3 relative (BENCHMARKS.md).
     channels_last: Optional[bool] = None
+
+
+# Each verb beside `foveal train` and the dataclass its flags are built from (`--help` shows the fields' comments).
+VERB_CONFIGS: dict[str, type] = {
+    "pretrain": SSLConfig, "lr-find": LRFindConfig, "eval": EvalConfig, "predict": PredictConfig, "check": CheckConfig,
+    "explain": ExplainConfig, "embed": EmbedConfig, "report": ReportConfig, "serve": ServeConfig,
+    "export": ExportConfig, "robust": RobustConfig,
+}

@@ -1,7 +1,8 @@
 """What each config field means, read from the comments beside the fields in config.py.
 
-The comments in `foveal/config.py` stay the single source: `--help`, the docs and this
-module's callers read them from the source text, once per process (cached). A field's
+The comments in `foveal/config.py` (and `config_commands.py`, the other verbs' settings) stay the
+single source: `--help`, the docs and this module's callers read them from the source text of the
+module that defines the dataclass, once per process and module (cached). A field's
 description is its trailing comment (`lr: float = 3e-3  # peak learning rate`) or, when it has
 none, the block of comment lines right above it; a dataclass's docstring is its section title.
 No torch here: `foveal --help` builds every flag's help from this module.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -19,10 +21,10 @@ from typing import Any, Literal, Sequence
 from . import config
 
 
-@functools.lru_cache(maxsize=1)
-def _comments() -> dict[str, dict[str, str]]:
-    """{class name: {field name: description}} for every class defined in config.py."""
-    source = Path(config.__file__).read_text(encoding="utf-8")
+@functools.lru_cache(maxsize=None)
+def _comments(path: str) -> dict[str, dict[str, str]]:
+    """{class name: {field name: description}} for every class defined in the module file `path`."""
+    source = Path(path).read_text(encoding="utf-8")
     lines = source.splitlines()
     out: dict[str, dict[str, str]] = {}
     for node in ast.parse(source).body:
@@ -52,7 +54,7 @@ def section_title(cls: type) -> str:
 
 def field_description(cls: type, name: str) -> str:
     """The comment describing field `name` of config dataclass `cls` ('' when there is none)."""
-    return _comments().get(cls.__name__, {}).get(name, "")
+    return _comments(sys.modules[cls.__module__].__file__).get(cls.__name__, {}).get(name, "")
 
 
 def choices(tp: Any) -> tuple[Any, ...]:
