@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 from .. import malloc
-from .config_args import add_config_flags, config_from_args
+from ..config import CheckConfig, EvalConfig, LRFindConfig, PredictConfig
+from .config_args import add_config_flags, add_dataclass_flags, config_from_args, dataclass_from_args
 
 # The one way to add a command: a module's `register(subparsers)` adds its parsers, each with
 # `set_defaults(handler=fn)`; this module registers the core verbs the same way (`register` below).
@@ -48,7 +49,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         from ..training.runs import default_name
 
         cfg.train.name = f"{default_name(cfg)}-lr-find"
-    res = lr_find(build_run(cfg), args.start_lr, args.end_lr, args.steps)
+    sweep = dataclass_from_args(LRFindConfig, args, "lr_find")
+    res = lr_find(build_run(cfg), sweep.start_lr, sweep.end_lr, sweep.steps)
     print(f"suggested learning rate: {res['suggested_lr']:.3g}  (plot: lr_find.png in the run folder)")
     return 0
 
@@ -57,7 +59,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..tasks.reporting import evaluate_to_folder
     from ..metrics import format_report
 
-    res = evaluate_to_folder(args.run, args.data, args.split, args.device, data_dir=args.data_dir, out=args.out)
+    o = dataclass_from_args(EvalConfig, args)
+    res = evaluate_to_folder(args.run, o.data, o.split, o.device, data_dir=o.data_dir, out=o.out)
     print(json.dumps(res.metrics, indent=2) if args.json else format_report(res.metrics))
     # with --json, stdout is the JSON alone; say where the files went on stderr
     print(f"saved eval.json, eval.csv, eval_confusion.csv and {res.page.name} in {res.out_dir}",
@@ -68,7 +71,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..backends import load_predictor  # an .onnx file runs on ONNX Runtime, without torch
 
-    records = load_predictor(args.run, device=args.device).predict_files(args.inputs, topk=args.topk)
+    o = dataclass_from_args(PredictConfig, args)
+    records = load_predictor(args.run, device=o.device).predict_files(args.inputs, topk=o.topk)
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
@@ -114,30 +118,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ..config import apply_overrides, RunConfig
     from ..data.check import check_data, format_check, write_preview
 
-    cfg = apply_overrides(RunConfig(), {"data.source": args.data, **({"data.data_dir": args.data_dir} if args.data_dir else {}),
-                                        **({"data.augment": args.augment} if args.augment else {})})
+    o = dataclass_from_args(CheckConfig, args)
+    cfg = apply_overrides(RunConfig(), {"data.source": args.data, **({"data.data_dir": o.data_dir} if o.data_dir else {}),
+                                        **({"data.augment": o.augment} if o.augment is not None else {})})
     report = check_data(cfg.data)
-    if not (args.json and args.labels):  # with both, one JSON document: the report with its "labels" part
+    if not (args.json and o.labels):  # with both, one JSON document: the report with its "labels" part
         print(json.dumps(report, indent=2) if args.json else format_check(report))
-    if args.preview:
-        write_preview(cfg.data, args.preview)
-        print(f"wrote augmentation preview {args.preview}", file=sys.stderr)
-    if args.labels:
-        _check_labels(args, cfg.data, report)
+    if o.preview:
+        write_preview(cfg.data, o.preview)
+        print(f"wrote augmentation preview {o.preview}", file=sys.stderr)
+    if o.labels:
+        _check_labels(o, args.json, cfg.data, report)
     return 0
 
 
-def _check_labels(args: argparse.Namespace, data, report: dict) -> None:
+def _check_labels(o: CheckConfig, as_json: bool, data, report: dict) -> None:
     """`check --labels`: K-fold confident learning on one split; files into --out (see the help)."""
     from ..tasks.labels import find_label_issues, label_check_dir, write_label_check
 
-    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    check = find_label_issues(data.source, split=args.split, holdout=args.holdout, model=args.model, folds=args.folds,
-                              epochs=args.epochs, rank_by=args.rank_by, data_dir=data.data_dir,
-                              img_size=args.img_size, log=log)
-    out = Path(args.out) if args.out else label_check_dir(report["source"], check.split)
+    log = (lambda m: print(m, file=sys.stderr)) if as_json else print
+    check = find_label_issues(data.source, split=o.split, holdout=o.holdout, model=o.model, folds=o.folds,
+                              epochs=o.epochs, rank_by=o.rank_by, data_dir=data.data_dir, img_size=o.img_size, log=log)
+    out = Path(o.out) if o.out else label_check_dir(report["source"], check.split)
     summary = write_label_check(check, out, data_report=report)
-    if args.json:
+    if as_json:
         print(json.dumps({**report, "labels": summary}, indent=2))
         return
     print(f"label check of split '{check.split}': {summary['flagged']:,} of {summary['images']:,} images flagged "
@@ -182,28 +186,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
         add_config_flags(sp)
         if name == "lr-find":
-            sp.add_argument("--start-lr", type=float, default=1e-7)
-            sp.add_argument("--end-lr", type=float, default=10.0)
-            sp.add_argument("--steps", type=int, default=100)
+            add_dataclass_flags(sp, LRFindConfig, into="lr_find")
         sp.set_defaults(handler=cmd_lr_find if name == "lr-find" else cmd_train)
 
     sp = sub.add_parser("eval", help="metrics of a trained model on its test split or on other data")
     sp.add_argument("run", help="run folder or weights file")
-    sp.add_argument("--data", help="dataset name, image folder or CSV (default: the run's own data)")
-    sp.add_argument("--data-dir", help="folder with the official files of a named dataset")
-    sp.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    sp.add_argument("--device", default="auto")
-    sp.add_argument("--out", help="folder for eval.json/csv and the report (default: the run folder; for a "
-                    "weights file W.safetensors, eval-W/ beside it)")
     sp.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    add_dataclass_flags(sp, EvalConfig)
     sp.set_defaults(handler=cmd_eval)
 
     sp = sub.add_parser("predict", help="top-k classes of image files or folders")
     sp.add_argument("run", help="run folder, weights file or exported .onnx file")
     sp.add_argument("inputs", nargs="+", help="image files or folders")
-    sp.add_argument("--topk", type=int, default=5)
-    sp.add_argument("--device", default="auto")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    add_dataclass_flags(sp, PredictConfig)
     sp.set_defaults(handler=cmd_predict)
 
     sp = sub.add_parser("models", help="registered models: parameters, GFLOPs, input sizes")
@@ -216,29 +212,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sp = sub.add_parser("check", help="inspect a data set: counts, imbalance, bad files, duplicates, sizes")
     sp.add_argument("data", help="dataset name, image folder or CSV")
-    sp.add_argument("--data-dir")
-    sp.add_argument("--json", action="store_true")
-    sp.add_argument("--preview", help="write a PNG grid of augmented training samples here")
-    sp.add_argument("--augment", help="comma-separated augmentations for --preview")
-    sp.add_argument("--labels", action="store_true",
-                    help="also find label errors: out-of-sample probabilities (K-fold, or held out, see --holdout), "
-                    "then confident learning; writes label_issues.csv (ranked), noise_matrix.csv, label_issues.html "
-                    "and check.json into --out")
-    sp.add_argument("--split", help="split for --labels (default: train, or the source's only split); index = "
-                    "position in that split as loaded (named datasets: the official order)")
-    sp.add_argument("--holdout", action=argparse.BooleanOptionalAction,
-                    help="--labels judges the split by one model trained on the source's other splits (e.g. "
-                    "--split test of mnist: trained on its 60,000 train images) instead of K folds of the split "
-                    "itself (default: held out for any --split but train when the source has a train split; "
-                    "--no-holdout: always K-fold)")
-    sp.add_argument("--model", help="model trained per fold, or the held-out model (default by image size: "
-                    "lenet5_modern up to 32 px, else resnet20 at 32 px)")
-    sp.add_argument("--folds", type=int, help="folds for a K-fold --labels check (default 4)")
-    sp.add_argument("--epochs", type=int, help="epochs per model (default by training images: 20 / 10 / 6 for "
-                    "<=3k / <=30k / more)")
-    sp.add_argument("--rank-by", default="self_confidence", choices=("self_confidence", "normalized_margin"))
-    sp.add_argument("--img-size", type=int, help="load images at this side for --labels (default: native or 32)")
-    sp.add_argument("--out", help="folder for the --labels files (default: checks/<data name>-<split>/)")
+    sp.add_argument("--json", action="store_true", help="print the report (and the --labels summary) as JSON")
+    add_dataclass_flags(sp, CheckConfig)
     sp.set_defaults(handler=cmd_check)
 
     sp = sub.add_parser("convert", help="convert a trusted .pth/.pt state_dict to safetensors")
