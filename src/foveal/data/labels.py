@@ -26,6 +26,8 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 
+from ..config import CheckConfig
+
 EPS = 1e-6  # probability slack of the threshold and argmax comparisons (cleanlab's FLOATING_POINT_COMPARISON)
 COLUMNS = ("rank", "index", "split", "path", "given", "suggested", "self_confidence", "margin",
            "p_suggested", "accept")
@@ -133,7 +135,7 @@ class LabelIssues:
     thresholds: np.ndarray  # (K,) per-class thresholds
     confident_joint: np.ndarray  # (K, K) calibrated counts [given][true]
     noise_matrix: np.ndarray  # (K, K) P(given = i | true = j)
-    rank_by: str = "self_confidence"
+    rank_by: str = CheckConfig.rank_by  # how `ranked` is ordered (RANK_SCORES)
 
     @property
     def mask(self) -> np.ndarray:
@@ -159,7 +161,7 @@ class LabelIssues:
 
 
 def confident_learning(labels: Sequence[int] | np.ndarray, probs: np.ndarray,
-                       rank_by: Literal["self_confidence", "normalized_margin"] = "self_confidence") -> LabelIssues:
+                       rank_by: Literal["self_confidence", "normalized_margin"] = CheckConfig.rank_by) -> LabelIssues:
     """Label issues of (N,) given labels under (N, K) out-of-sample probabilities (rows sum to 1)."""
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)

@@ -10,12 +10,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import ExplainConfig
 from ..io import atomic_path
 
 MIN_SIDE = 160  # px: small inputs (28-32 px digits) are enlarged so the map is legible
 
 
-def overlay(image_u8: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+def overlay(image_u8: torch.Tensor, heat: torch.Tensor, alpha: float = ExplainConfig.alpha,
+            cmap: str = "jet") -> np.ndarray:
     """(C, H, W) uint8 image and (H, W) map in [0, 1] -> (H', W', 3) uint8 blend, enlarged to MIN_SIDE."""
     img = image_u8.detach().cpu()
     if img.shape[0] == 1:
@@ -34,13 +36,14 @@ def overlay(image_u8: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap
     return np.asarray(out)
 
 
-def overlay_png(image_u8: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> bytes:
+def overlay_png(image_u8: torch.Tensor, heat: torch.Tensor, alpha: float = ExplainConfig.alpha) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(overlay(image_u8, heat, alpha)).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def save_overlay(path: str | Path, image_u8: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> None:
+def save_overlay(path: str | Path, image_u8: torch.Tensor, heat: torch.Tensor,
+                 alpha: float = ExplainConfig.alpha) -> None:
     """Write the overlay PNG atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(overlay_png(image_u8, heat, alpha))

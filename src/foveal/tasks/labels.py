@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import OptimConfig
+from ..config import CheckConfig, OptimConfig
 from ..data.augment import translate
 from ..data.labels import LabelIssues, confident_learning
 from ..data.preprocess import normalize_u8, stats
@@ -276,7 +276,7 @@ def _recipe(side: int, n_train: int, seed: int, model: Optional[str], folds: Opt
 
 def find_label_issues(data: Any, labels: Optional[Sequence[int]] = None, *, probs: Optional[np.ndarray] = None,
                       split: Optional[str] = None, holdout: Optional[bool] = None, model: Optional[str] = None,
-                      folds: Optional[int] = None, epochs: Optional[int] = None, rank_by: str = "self_confidence",
+                      folds: Optional[int] = None, epochs: Optional[int] = None, rank_by: str = CheckConfig.rank_by,
                       data_dir: Optional[str] = None, img_size: Optional[int] = None, seed: int = 0,
                       log: Callable[[str], None] = print) -> LabelCheck:
     """Mislabeled images of one split by confident learning on out-of-sample probabilities.

@@ -82,7 +82,7 @@ def load_ssl_data(cfg: RunConfig, log: Callable[[str], None] = print) -> tuple[D
 class SimCLR(nn.Module):
     """Backbone (any model of the zoo, built with num_classes=0) + projection MLP."""
 
-    def __init__(self, backbone: nn.Module, hidden: int, out: int, temperature: float = 0.5):
+    def __init__(self, backbone: nn.Module, hidden: int, out: int, temperature: float = SSLConfig.temperature):
         super().__init__()
         self.backbone, self.temperature = backbone, temperature
         nf = backbone.num_features
@@ -111,8 +111,8 @@ class MAE(nn.Module):
     weights are the backbone's.
     """
 
-    def __init__(self, backbone: nn.Module, mask_ratio: float = 0.75, dim: int = 128, depth: int = 2,
-                 heads: int = 4):
+    def __init__(self, backbone: nn.Module, mask_ratio: float = SSLConfig.mask_ratio, dim: int = SSLConfig.decoder_dim,
+                 depth: int = SSLConfig.decoder_depth, heads: int = 4):
         super().__init__()
         if not hasattr(backbone, "forward_masked"):
             raise ValueError(f"ssl method 'mae' needs a model with forward_masked (the vit family); "

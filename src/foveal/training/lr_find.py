@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 
+from ..config import LRFindConfig
 from ..io import write_json
 from .build import Run
 from .optim import Schedule, Shape
@@ -38,13 +39,17 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
     return float(lrs[int(np.argmin(grad))])
 
 
-def lr_find(run: Run, start: float = 1e-7, end: float = 10.0, steps: int = 100) -> dict[str, Any]:
+def lr_find(run: Run, start: Optional[float] = None, end: Optional[float] = None,
+            steps: Optional[int] = None) -> dict[str, Any]:
     """Sweep `steps` LRs from `start` to `end` on a built run's model and data (`build_run`); write
-    lr_find.{json,png} into its folder.
+    lr_find.{json,png} into its folder. Each one left None is LRFindConfig's (start_lr, end_lr, steps).
 
     The run's own step computes each batch (autocast, channels-last, DDP, clipping), with the sweep, an
     'exponential' `Shape`, in place of its schedule (every param group at the same lr) and without its
     batch hooks (mixup, perturber) or EMA."""
+    d = LRFindConfig()
+    start, end = d.start_lr if start is None else start, d.end_lr if end is None else end
+    steps = d.steps if steps is None else steps
     sweep = Shape("exponential", steps, start=start, end=end)
     schedule = Schedule(run.optimizer, sweep, base_lr=1.0)  # the shape's factors are the lrs themselves
     own = run.step
