@@ -10,7 +10,7 @@ import typing
 import pytest
 
 from foveal.cli.main import build_parser
-from foveal.config import BatchSizing, ExportConfig, RobustConfig, RunConfig, ServeConfig
+from foveal.config import VERB_CONFIGS, BatchSizing, RunConfig
 from foveal.config_help import field_description, format_value, section_title, sections
 
 
@@ -23,15 +23,15 @@ def _leaf_fields(cls: type = RunConfig, prefix: str = ""):
             yield cls, f.name, f"{prefix}{f.name}"
 
 
-# RunConfig and the settings of the other verbs whose flags are built from config.py
-ALL_FIELDS = [*_leaf_fields(), *(f for cls in (ServeConfig, ExportConfig, RobustConfig, BatchSizing)
+# RunConfig and the settings of the other verbs, whose flags are built from config.py and config_commands.py
+ALL_FIELDS = [*_leaf_fields(), *(f for cls in (*VERB_CONFIGS.values(), BatchSizing)
                                  for f in _leaf_fields(cls, f"{cls.__name__}."))]
 
 
 @pytest.mark.parametrize("cls,name,path", ALL_FIELDS, ids=lambda v: v if isinstance(v, str) else "")
 def test_every_field_has_a_description(cls, name, path):
     desc = field_description(cls, name)
-    assert len(desc) > 3, f"{path} has no comment in config.py (add one beside or above the field)"
+    assert len(desc) > 3, f"{path} has no comment in its config module (add one beside or above the field)"
     assert "\n" not in desc
 
 
