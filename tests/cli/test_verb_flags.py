@@ -87,6 +87,8 @@ def test_old_spellings_fill_the_same_fields():
         data_dir="dd", preview="p.png", augment=["rrc", "flip"], labels=True, split="test", holdout=True,
         model="resnet20", folds=3, epochs=2, rank_by="normalized_margin", img_size=24, out="o")
     assert dataclass_from_args(CheckConfig, _parse("check", "digits", "--no-holdout")).holdout is False
+    first = _parse("check", "--labels", "--holdout", "digits")  # switches take no value: the data comes after them
+    assert first.data == "digits" and dataclass_from_args(CheckConfig, first) == CheckConfig(labels=True, holdout=True)
     ex = _parse("explain", "r", "a.png", "--method", "ig", "--target", "3", "--out", "o", "--alpha", "0.3",
                 "--batch-size", "8", "--device", "cpu")
     assert dataclass_from_args(ExplainConfig, ex) == ExplainConfig(method="ig", target="3", out="o", alpha=0.3,

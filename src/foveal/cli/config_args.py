@@ -26,10 +26,11 @@ def _is_list(tp: Any) -> bool:
     return typing.get_origin(tp) is list
 
 
-def _add_field_flag(group: Any, row: dict[str, Any], aliases: list[str], into: str) -> None:
+def _add_field_flag(group: Any, row: dict[str, Any], aliases: list[str], into: str, switch: bool = False) -> None:
     """`--path` and `--path-with-dashes` (plus `aliases`) for one config field, stored as 'into:path'.
 
-    Booleans take an optional value (`--x`, `--x false`) and, for each dot-free name, `--no-x`;
+    Booleans take an optional value (`--x`, `--x false`) and, for each dot-free name, `--no-x`; a
+    `switch` takes none (`--x` / `--no-x`), so a positional argument after it is never read as its value;
     lists take commas and repeats alike (`--format onnx --format int8` = `--format onnx,int8`);
     a field of one of fixed values (a Literal) is checked by argparse, so a wrong one stops with the
     usage before anything loads."""
@@ -37,7 +38,9 @@ def _add_field_flag(group: Any, row: dict[str, Any], aliases: list[str], into: s
     spelled = [f"--{path}", f"--{path.replace('_', '-')}"]  # a top-level field: the dashed spelling first
     names = list(dict.fromkeys([*(f"--{a}" for a in aliases), *(spelled if "." in path else spelled[::-1])]))
     kw: dict[str, Any] = dict(dest=f"{into}:{path}", default=argparse.SUPPRESS, metavar=row["name"].upper())
-    if _is_bool(tp):
+    if _is_bool(tp) and switch:
+        kw = dict(dest=f"{into}:{path}", default=argparse.SUPPRESS, action="store_const", const="true")
+    elif _is_bool(tp):
         kw.update(nargs="?", const="true", metavar="BOOL")
     elif _is_list(tp):
         kw.update(action="append")
@@ -53,13 +56,14 @@ def _add_field_flag(group: Any, row: dict[str, Any], aliases: list[str], into: s
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, aliases: dict[str, str] | None = None,
-                        titled: bool = False, into: str = "cfg") -> None:
+                        titled: bool = False, into: str = "cfg", switches: tuple[str, ...] = ()) -> None:
     """Add a flag for every field of config dataclass `cls` (values are checked later, by
     config.from_dict): `--field` or `--section.field` for nested dataclasses, with the dashed
     spelling too and the names of `aliases` ({flag name: field path}). Each flag's help is the
     comment beside its field in config.py (or config_commands.py), with the default and the allowed
     values (see foveal.config_help). `titled`: one argument group per section, named `--section.*`.
-    `into`: the values are kept as 'into:path' (read them back with the same `into`)."""
+    `into`: the values are kept as 'into:path' (read them back with the same `into`). `switches`: boolean
+    fields whose flags take no value (for verbs whose positional argument may follow them)."""
     alias_for: dict[str, list[str]] = {}
     for flag, path in (aliases or {}).items():
         alias_for.setdefault(path, []).append(flag)
@@ -70,7 +74,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, aliases: dic
         else:
             group = parser.add_argument_group(section_title(sub).rstrip(".") + (f" (--{section}.*)" if section else ""))
         for row in rows:
-            _add_field_flag(group, row, alias_for.get(row["path"], []), into)
+            _add_field_flag(group, row, alias_for.get(row["path"], []), into, row["path"] in switches)
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -213,7 +213,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("check", help="inspect a data set: counts, imbalance, bad files, duplicates, sizes")
     sp.add_argument("data", help="dataset name, image folder or CSV")
     sp.add_argument("--json", action="store_true", help="print the report (and the --labels summary) as JSON")
-    add_dataclass_flags(sp, CheckConfig)
+    add_dataclass_flags(sp, CheckConfig, switches=("labels", "holdout"))  # `check --labels DATA` reads DATA
     sp.set_defaults(handler=cmd_check)
 
     sp = sub.add_parser("convert", help="convert a trusted .pth/.pt state_dict to safetensors")
