@@ -98,7 +98,8 @@ def one_run(folder: Path, config: str, flags: list[str], seed: int, run: Path, a
               *(["--epochs", str(args.epochs)] if args.epochs else []),
               *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
               *(["--device", args.device] if args.device else [])]
-    argv = foveal_argv("train", "--data", str(folder), "--model", args.model, "--pretrained", args.weights or "imagenet",
+    weights = args.weights or "imagenet"
+    argv = foveal_argv("train", "--data", str(folder), "--model", args.model, "--pretrained", weights,
                        "--seed", str(seed), "--name", run.name, "--out-dir", str(run.parent), "--progress", "false",
                        "--report", "false", "--logger", "none", *common, *flags)
     rec: dict[str, Any] = {"folder": str(folder), "config": config, "seed": seed, "flags": flags,
@@ -194,7 +195,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     for f in folders:
         if not f.is_dir():
             p.error(f"{f}: not a folder")
-    labels = [f.name if [g.name for g in folders].count(f.name) == 1 else f"{f.name}-{i}" for i, f in enumerate(folders)]
+    names = [f.name for f in folders]
+    labels = [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]  # run folder names stay apart
     default_lr = OptimConfig().lr
     grid = configurations(default_lr)
     res: dict[str, Any] = {
@@ -217,7 +219,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             res["table"].append(summarize(label, config, runs, len(seeds)))
         res["comparisons"].append(compare(label, [r for r in res["table"] if r["folder"] == label]))
     lines = [c["line"] for c in res["comparisons"]]
-    failed = [f"{r['config']} seed {r['seed']}" for r in res["runs"] if "error" in r]
+    failed = [f"{Path(r['folder']).name} {r['config']} seed {r['seed']}" for r in res["runs"] if "error" in r]
     if failed:
         lines.append(f"FAILED runs ({len(failed)}): {', '.join(failed)}")
     res["failed_runs"] = failed
