@@ -135,3 +135,44 @@ def test_gpu_e2e_smoke_measures_every_source(tmp_path: Path) -> None:
                                                             abs=1e-3)
     assert json.loads((tmp_path / "gpu_e2e.json").read_text())["generate_s"] > 0
     assert not (tmp_path / "data").exists()  # the generated data is removed; only the results stay
+
+
+@pytest.mark.slow
+def test_bench_transfer_smoke_has_every_configuration(tmp_path: Path) -> None:
+    """bench/bench_transfer.py on 60 generated photos: every configuration trained (none skipped), accuracies in
+    [0, 1], the acceptance line; from a plain state_dict, so the defaults take the published-weights recipe."""
+    import csv
+    import runpy
+
+    from safetensors.torch import load_file, save_file
+
+    from foveal.benchmarks.cpu_e2e import write_photo_folder
+
+    photos = write_photo_folder(tmp_path / "photos", n=60, classes=2, sizes=(48, 64))
+    assert main(["train", "--data", str(photos), "--model", "lenet5", "--img-size", "32", "--epochs", "1",
+                 "--device", "cpu", "--progress", "false", "--report", "false", "--logger", "none",
+                 "--out-dir", str(tmp_path / "runs"), "--name", "pre"]) == 0
+    weights = tmp_path / "plain.safetensors"  # no foveal metadata: read as published weights, as ImageNet's are
+    save_file(load_file(tmp_path / "runs" / "pre" / "best.safetensors"), str(weights))
+    script = Path(__file__).resolve().parents[2] / "bench" / "bench_transfer.py"
+    module = runpy.run_path(str(script), run_name="bench_transfer")
+    argv = [str(photos), "--weights", str(weights), "--model", "lenet5", "--seeds", "0", "--img-size", "32",
+            "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "out")]
+    res = module["main"](argv)
+    configs = ["defaults", "linear", "staged x0.3", "staged x1", "staged x3", "full"]
+    assert [r["config"] for r in res["table"]] == configs and res["failed_runs"] == []
+    for row in res["table"]:
+        assert row["seeds_ok"] == 1 and row["wall_s"] > 0 and row["user_s"] > 0, row
+        assert all(0 <= row[k] <= 1 for k in ("val_best", "val_final", "test_best", "test_last")), row
+    recipes = {r["config"]: r["recipe"] for r in res["table"]}
+    assert recipes["defaults"].startswith("staged, lr 0.003,") and recipes["linear"].startswith("linear")
+    assert recipes["full"].startswith("full") and recipes["staged x3"].startswith("staged, lr 0.009,")
+    md = (tmp_path / "out" / "bench_transfer.md").read_text()
+    assert all(f"| photos | {c} |" in md for c in configs)
+    (line,) = [x for x in md.splitlines() if "defaults final-epoch test" in x]
+    assert "best grid configuration" in line and "within 1 point each: " in line
+    with open(tmp_path / "out" / "bench_transfer.csv") as f:
+        assert [r["config"] for r in csv.DictReader(f)] == configs
+    assert not list((tmp_path / "out" / "runs").rglob("*.safetensors"))  # measured, then deleted
+    again = module["main"](argv)  # every run's record is reused: nothing retrains
+    assert again["table"] == res["table"]
