@@ -10,7 +10,7 @@ import typing
 import pytest
 
 from foveal.cli.main import build_parser
-from foveal.config import VERB_CONFIGS, BatchSizing, RunConfig
+from foveal.config import VERB_CONFIGS, BatchSizing, CrossValConfig, FastConfig, RunConfig
 from foveal.config_help import field_description, format_value, section_title, sections
 
 
@@ -23,8 +23,9 @@ def _leaf_fields(cls: type = RunConfig, prefix: str = ""):
             yield cls, f.name, f"{prefix}{f.name}"
 
 
-# RunConfig and the settings of the other verbs, whose flags are built from config.py and config_commands.py
-ALL_FIELDS = [*_leaf_fields(), *(f for cls in (*VERB_CONFIGS.values(), BatchSizing)
+# RunConfig and the settings of the other verbs, whose flags are built from config.py and config_commands.py,
+# and the recipes beside them (the label check's folds, the fast recipe)
+ALL_FIELDS = [*_leaf_fields(), *(f for cls in (*VERB_CONFIGS.values(), BatchSizing, CrossValConfig, FastConfig)
                                  for f in _leaf_fields(cls, f"{cls.__name__}."))]
 
 

@@ -17,9 +17,10 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-# the settings of pretrain, lr-find, eval, predict, check, explain, embed and report, re-exported here
-from .config_commands import (CheckConfig, EmbedConfig, EvalConfig, ExplainConfig, LRFindConfig, PredictConfig,
-                              ReportConfig, SSLConfig)
+# the settings of pretrain, lr-find, eval, predict, check, explain, embed and report, and of the label check's
+# folds and the fast recipe (with its presets), re-exported here
+from .config_commands import (FAST_RECIPES, CheckConfig, CrossValConfig, EmbedConfig, EvalConfig, ExplainConfig,
+                              FastConfig, LRFindConfig, PredictConfig, ReportConfig, SSLConfig)
 
 
 @dataclass
@@ -351,32 +352,6 @@ def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | No
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-@dataclass
-class FastConfig:
-    """Hyper-parameters of the fast (speedrun) recipe, `foveal.training.fast`; units as in the speedruns
-    (per 1024 examples). Its presets per data set are `fast.RECIPES`."""
-
-    model: str = "airnet_mnist"
-    epochs: float = 10.0  # may be fractional: the last epoch is cut short
-    batch_size: int = 1024
-    lr: float = 11.5  # per 1024 examples, on a loss summed over the batch
-    momentum: float = 0.85  # Nesterov
-    weight_decay: float = 0.0153  # per 1024 examples, decoupled from the lr
-    bias_scaler: float = 64.0  # lr multiplier (and wd divisor) for BN shifts and the whitening bias
-    label_smoothing: float = 0.2  # cross-entropy target smoothing
-    whiten_bias_epochs: float = 3.0  # the whitening bias trains this many epochs, then freezes
-    flip: bool = True  # horizontal flips (alternating per epoch); off for digits
-    translate: int = 2  # max px of random translation (reflect padding)
-    lookahead: bool = True  # every 5 steps pull the weights toward a slow EMA of themselves
-    tta: list[str] = field(default_factory=lambda: ["flip", "shift"])  # test-time views, as train.tta
-    eval_batch_size: int = 2000  # images per forward pass of the test evaluation
-    amp: bool = True  # bf16 autocast (CUDA)
-    channels_last: bool = True  # NHWC weights and inputs (CUDA; NCHW on the CPU)
-    compile: bool = False  # torch.compile the training step's model once, reused by every seeded run
-    compile_mode: str = "default"  # max-autotune-no-cudagraphs: maybe faster steps, minutes of autotuning
-    min_accuracy: float = 0.0  # a run under this test accuracy is a failure, not a timing (the presets set it)
 
 
 # ---- the commands beyond training: serve, export, robust (the other verbs: config_commands.py) ------

@@ -1,4 +1,6 @@
-"""Settings of the verbs beside `foveal train`: pretrain, lr-find, eval, predict, check, explain, embed, report.
+"""Settings of the verbs beside `foveal train`: pretrain, lr-find, eval, predict, check, explain, embed, report,
+and of the two short in-memory recipes: the label check's folds (CrossValConfig) and the fast recipe
+(FastConfig, with its presets per data set, FAST_RECIPES).
 
 Each verb's flags are built from its dataclass here (foveal.cli.config_args.add_dataclass_flags),
 so every default is written once, and the comment beside a field is that flag's `--help`
@@ -78,12 +80,30 @@ class CheckConfig:
     holdout: Optional[bool] = None
     # model trained per fold, or the held-out model; None by image size: lenet5_modern up to 32 px, else resnet20 at 32 px
     model: Optional[str] = None
-    folds: Optional[int] = None  # folds of a K-fold --labels check; None: 4 (foveal.tasks.labels.CrossValConfig)
+    folds: Optional[int] = None  # folds of a K-fold --labels check; None: 4 (CrossValConfig.folds)
     epochs: Optional[int] = None  # epochs per model; None by training images: 20 / 10 / 6 for <=3k / <=30k / more
     # how flagged images are ranked, most likely wrong first (foveal.data.labels.confident_learning)
     rank_by: Literal["self_confidence", "normalized_margin"] = "self_confidence"
     img_size: Optional[int] = None  # load images at this side for --labels; None: native, or 32
     out: Optional[str] = None  # folder for the --labels files; None: checks/<data name>-<split>/
+
+
+@dataclass
+class CrossValConfig:
+    """The label check's K-fold recipe; `foveal.tasks.labels.crossval_defaults(side, n)` picks the model and length
+    per input size."""
+
+    model: str = "lenet5_modern"  # the model trained per fold (or the one held-out model), from scratch
+    folds: int = 4  # stratified, seeded folds: each image is predicted by the model trained on the others
+    epochs: int = 10  # passes over the fold's training images
+    img_size: Optional[int] = None  # None: the images' own side, raised to the model's minimum
+    batch_size: int = 128  # images per AdamW step (full batches only)
+    lr: float = 4e-3  # AdamW peak, per batch
+    weight_decay: float = 5e-4  # AdamW's decoupled decay, on every parameter
+    translate: int = 2  # max px of random shift (batched, reflect padding); 0 disables
+    eval_batch_size: int = 1024  # images per forward pass when a fold model predicts its held-out images
+    seed: int = 0  # seeds the folds, each fold's weights (seed + k), shuffling and shifts
+    workers: Optional[int] = None  # folds trained side by side (threads, 1 intra-op thread each); None: one per core
 
 
 @dataclass
@@ -120,5 +140,43 @@ class ReportConfig:
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 
 
-__all__ = ["SSLConfig", "LRFindConfig", "EvalConfig", "PredictConfig", "CheckConfig", "ExplainConfig", "EmbedConfig",
-           "ReportConfig"]
+@dataclass
+class FastConfig:
+    """Hyper-parameters of the fast (speedrun) recipe, `foveal.training.fast`; units as in the speedruns
+    (per 1024 examples). Its presets per data set are FAST_RECIPES (`fast.RECIPES`)."""
+
+    model: str = "airnet_mnist"  # the network, a name from `foveal models`
+    epochs: float = 10.0  # may be fractional: the last epoch is cut short
+    batch_size: int = 1024  # images per step
+    lr: float = 11.5  # per 1024 examples, on a loss summed over the batch
+    momentum: float = 0.85  # Nesterov
+    weight_decay: float = 0.0153  # per 1024 examples, decoupled from the lr
+    bias_scaler: float = 64.0  # lr multiplier (and wd divisor) for BN shifts and the whitening bias
+    label_smoothing: float = 0.2  # cross-entropy target smoothing
+    whiten_bias_epochs: float = 3.0  # the whitening bias trains this many epochs, then freezes
+    flip: bool = True  # horizontal flips (alternating per epoch); off for digits
+    translate: int = 2  # max px of random translation (reflect padding)
+    lookahead: bool = True  # every 5 steps pull the weights toward a slow EMA of themselves
+    tta: list[str] = field(default_factory=lambda: ["flip", "shift"])  # test-time views, as train.tta
+    eval_batch_size: int = 2000  # images per forward pass of the test evaluation
+    amp: bool = True  # bf16 autocast (CUDA)
+    channels_last: bool = True  # NHWC weights and inputs (CUDA; NCHW on the CPU)
+    compile: bool = False  # torch.compile the training step's model once, reused by every seeded run
+    compile_mode: str = "default"  # max-autotune-no-cudagraphs: maybe faster steps, minutes of autotuning
+    min_accuracy: float = 0.0  # a run under this test accuracy is a failure, not a timing (the presets set it)
+
+
+# The fast recipe's presets per data set; a preset is a starting point the bench script can override. Without flips
+# in training, the test-time views are the shifts alone (no mirrored view). min_accuracy is the floor under which a
+# run is a failure, not a result: well below what the preset reaches (Fashion-MNIST ~0.948, MNIST ~0.995, digits
+# ~0.96), well above chance (0.10).
+FAST_RECIPES: dict[str, FastConfig] = {
+    "fashion-mnist": FastConfig(epochs=10.0, flip=True, min_accuracy=0.93),
+    "mnist": FastConfig(epochs=5.0, flip=False, tta=["shift"], min_accuracy=0.99),
+    "digits": FastConfig(model="airnet_tiny", epochs=12.0, batch_size=128, flip=False, translate=1, tta=["shift"],
+                         min_accuracy=0.90),
+}
+
+
+__all__ = ["SSLConfig", "LRFindConfig", "EvalConfig", "PredictConfig", "CheckConfig", "CrossValConfig", "ExplainConfig",
+           "EmbedConfig", "ReportConfig", "FastConfig", "FAST_RECIPES"]

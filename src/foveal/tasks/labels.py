@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import CheckConfig, OptimConfig
+from ..config import CheckConfig, CrossValConfig, OptimConfig  # CrossValConfig re-exported
 from ..data.augment import translate
 from ..data.labels import LabelIssues, confident_learning
 from ..data.preprocess import normalize_u8, stats
@@ -37,23 +37,6 @@ from ..training.optim import Schedule, Shape, build_optimizer, param_groups
 from ..training.step import StepHook, StepOptions, TrainStep, classify
 
 _INIT_LOCK = threading.Lock()
-
-
-@dataclass
-class CrossValConfig:
-    """The K-fold recipe; `crossval_defaults(side)` picks the model and length per input size."""
-
-    model: str = "lenet5_modern"
-    folds: int = 4
-    epochs: int = 10
-    img_size: Optional[int] = None  # None: the images' own side, raised to the model's minimum
-    batch_size: int = 128
-    lr: float = 4e-3  # AdamW peak, per batch
-    weight_decay: float = 5e-4
-    translate: int = 2  # max px of random shift (batched, reflect padding); 0 disables
-    eval_batch_size: int = 1024
-    seed: int = 0
-    workers: Optional[int] = None  # folds trained side by side (threads, 1 intra-op thread each); None: one per core
 
 
 def crossval_defaults(side: int, n: int) -> CrossValConfig:

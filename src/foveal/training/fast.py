@@ -21,7 +21,9 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from ..config import FastConfig  # re-exported: the recipe's settings live with every other default
+# re-exported: the recipe's settings and its presets per data set (RECIPES) live with every other default
+from ..config import FAST_RECIPES as RECIPES
+from ..config import FastConfig
 from ..config import OptimConfig
 from ..data.augment import translate  # re-exported: the recipe's shift, drawn per image
 from ..data.preprocess import normalize_u8, stats
@@ -82,16 +84,7 @@ def load_fast_data(name: str, data_dir: Optional[str] = None, img_size: int = 16
 
 
 # ---- the recipe -----------------------------------------------------------------------------
-# Presets per data set; a preset is a starting point the bench script can override. Without flips in
-# training, the test-time views are the shifts alone (no mirrored view). min_accuracy is the
-# floor under which a run is a failure, not a result: well below what the preset reaches (Fashion-MNIST
-# ~0.948, MNIST ~0.995, digits ~0.96), well above chance (0.10).
-RECIPES: dict[str, FastConfig] = {
-    "fashion-mnist": FastConfig(epochs=10.0, flip=True, min_accuracy=0.93),
-    "mnist": FastConfig(epochs=5.0, flip=False, tta=["shift"], min_accuracy=0.99),
-    "digits": FastConfig(model="airnet_tiny", epochs=12.0, batch_size=128, flip=False, translate=1, tta=["shift"],
-                         min_accuracy=0.90),
-}
+# Its presets per data set are RECIPES, imported above from the config (FAST_RECIPES).
 
 
 @dataclass
