@@ -78,14 +78,23 @@ class CheckConfig:
     # trained on its 60,000 train images) instead of K folds of the split itself. None: held out for any --split
     # but train when the source has a train split; false (--no-holdout): always K-fold
     holdout: Optional[bool] = None
-    # model trained per fold, or the held-out model; None by image size: lenet5_modern up to 32 px, else resnet20 at 32 px
+    # model trained per fold, or the held-out model; None by image size: lenet5_modern up to 32 px, else resnet20 at
+    # 32 px. With --pretrained: the architecture of weights given by name or as a plain state_dict (a foveal file names
+    # its own)
     model: Optional[str] = None
     folds: Optional[int] = None  # folds of a K-fold --labels check; None: 4 (CrossValConfig.folds)
     epochs: Optional[int] = None  # epochs per model; None by training images: 20 / 10 / 6 for <=3k / <=30k / more
     # how flagged images are ranked, most likely wrong first (foveal.data.labels.confident_learning)
     rank_by: Literal["self_confidence", "normalized_margin"] = "self_confidence"
-    img_size: Optional[int] = None  # load images at this side for --labels; None: native, or 32
+    # load images at this side for --labels; None: native, or 32 (with --pretrained: the weights' input size)
+    img_size: Optional[int] = None
     out: Optional[str] = None  # folder for the --labels files; None: checks/<data name>-<split>/
+    # --labels from pretrained weights instead of small models trained from scratch: what `foveal train --pretrained`
+    # takes (a weights file or run folder, 'imagenet' with --model, 'tv:...', 'hf-hub:...'). The images are loaded
+    # once at the weights' input size with their preprocessing, the frozen backbone gives each one feature vector,
+    # and each fold fits a linear head (logistic regression) on the other folds' features
+    pretrained: Optional[str] = None
+    device: str = "auto"  # where --pretrained's backbone and linear heads run: 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 
 
 @dataclass
@@ -104,6 +113,9 @@ class CrossValConfig:
     eval_batch_size: int = 1024  # images per forward pass when a fold model predicts its held-out images
     seed: int = 0  # seeds the folds, each fold's weights (seed + k), shuffling and shifts
     workers: Optional[int] = None  # folds trained side by side (threads, 1 intra-op thread each); None: one per core
+    # With pretrained weights (foveal check --labels --pretrained): each fold's linear head on the frozen features
+    probe_steps: int = 500  # most L-BFGS iterations of a fold's head (full batch, from zero weights)
+    probe_l2: float = 1e-3  # L2 penalty on the head's weights: mean cross-entropy + probe_l2 / 2 |W|^2
 
 
 @dataclass

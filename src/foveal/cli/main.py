@@ -133,12 +133,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check_labels(o: CheckConfig, as_json: bool, data, report: dict) -> None:
-    """`check --labels`: K-fold confident learning on one split; files into --out (see the help)."""
+    """`check --labels`: confident learning on one split's out-of-sample probabilities (K folds or a held-out model,
+    trained from scratch or, with --pretrained, linear heads on frozen features); files into --out (see the help)."""
     from ..tasks.labels import find_label_issues, label_check_dir, write_label_check
 
     log = (lambda m: print(m, file=sys.stderr)) if as_json else print
     check = find_label_issues(data.source, split=o.split, holdout=o.holdout, model=o.model, folds=o.folds,
-                              epochs=o.epochs, rank_by=o.rank_by, data_dir=data.data_dir, img_size=o.img_size, log=log)
+                              epochs=o.epochs, rank_by=o.rank_by, data_dir=data.data_dir, img_size=o.img_size,
+                              pretrained=o.pretrained, device=o.device, log=log)
     out = Path(o.out) if o.out else label_check_dir(report["source"], check.split)
     summary = write_label_check(check, out, data_report=report)
     if as_json:

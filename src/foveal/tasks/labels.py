@@ -8,7 +8,8 @@ trainings are the whole cost, so they use a short in-memory recipe in the manner
 recipe (`foveal.training.fast`): the images as one uint8 tensor, batched translate augmentation,
 AdamW with a one-cycle schedule, no host sync in the step loop; a small model per input size
 (`crossval_defaults`) keeps K folds of MNIST's 10,000 test images at minutes on 2 CPU cores
-(BENCHMARKS.md, "Label errors").
+(BENCHMARKS.md, "Label errors"). With pretrained weights (`pretrained=`, `--pretrained`) nothing is
+trained from scratch: each fold is a linear head on the frozen backbone's features (`label_probe.py`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ def fold_indices(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tens
     fracs = [1 / folds] * (folds - 1)
     # stratified_indices takes fractions of the whole per class; fold k takes 1/folds of what it is given
     return stratified_indices(labels, fracs, seed)
+
+
+def fold_jobs(labels: torch.Tensor, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(train, held) positions of each fold: held one of `fold_indices`' parts, train the others."""
+    parts = fold_indices(labels, folds, seed)
+    return [(torch.cat([p for j, p in enumerate(parts) if j != k]), held) for k, held in enumerate(parts)]
 
 
 def _train_fold(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: CrossValConfig, mean: list[float],
@@ -154,8 +161,7 @@ def out_of_sample_probs(images: torch.Tensor, labels: torch.Tensor, num_classes:
                         log: Callable[[str], None] = print) -> np.ndarray:
     """(N, num_classes) probabilities, each row from the fold model that did not train on that image."""
     x = _fit_size(images, cfg)
-    parts = fold_indices(labels, cfg.folds, cfg.seed)
-    jobs = [(torch.cat([p for j, p in enumerate(parts) if j != k]), held) for k, held in enumerate(parts)]
+    jobs = fold_jobs(labels, cfg.folds, cfg.seed)
     names = [f"fold {k + 1}/{cfg.folds}" for k in range(cfg.folds)]
     return _train_and_predict(x, labels, jobs, num_classes, cfg, *_norm_stats(x), names, log).numpy()
 
@@ -185,6 +191,7 @@ class LabelCheck:
     cv: Optional[CrossValConfig]  # None when the probabilities were given
     seconds: float
     method: str = "given probabilities"  # where the probabilities came from, in words (page, check.json)
+    model: Optional[dict[str, Any]] = None  # the model behind the probabilities (check.json), None when given
 
     def rows(self, everything: bool = False) -> list[dict[str, Any]]:
         """The ranked rows of `label_issues.csv` (flagged images), or with `everything` of `label_quality.csv`
@@ -194,10 +201,11 @@ class LabelCheck:
         return issue_rows(self.issues, self.classes, self.split, self.paths, everything)
 
 
-def _as_split(data: Any, labels: Any, split: Optional[str], data_dir: Optional[str], img_size: Optional[int]
-              ) -> tuple[torch.Tensor, torch.Tensor, list[str], str, Optional[list[str]], dict[str, Any]]:
+def _as_split(data: Any, labels: Any, split: Optional[str], data_dir: Optional[str], img_size: Optional[int],
+              pre: Any = None) -> tuple[torch.Tensor, torch.Tensor, list[str], str, Optional[list[str]], dict[str, Any]]:
     """(images uint8, labels, classes, split name, paths, the source's other splits by name) from a
-    source name/path, a DataBundle, a Split, or (N, H, W[, C]) / (N, C, H, W) arrays with `labels`."""
+    source name/path, a DataBundle, a Split, or (N, H, W[, C]) / (N, C, H, W) arrays with `labels`.
+    `pre`: pretrained weights' Preprocessing, whose resize rule and crop fraction a source loaded from disk takes."""
     from ..config import DataConfig
     from ..data.arrays import to_images_u8
     from ..data.bundle import DataBundle, Split
@@ -207,6 +215,8 @@ def _as_split(data: Any, labels: Any, split: Optional[str], data_dir: Optional[s
         from ..data.sources import load_source
 
         cfg = DataConfig(source=str(data), data_dir=data_dir)
+        if pre is not None:
+            cfg = dataclasses.replace(cfg, resize=pre.resize, crop_pct=pre.crop_pct)
         data = load_source(cfg, img_size or native_size(str(data)) or 32)
     if isinstance(data, DataBundle):
         name = split or default_split(data)
@@ -261,6 +271,7 @@ def find_label_issues(data: Any, labels: Optional[Sequence[int]] = None, *, prob
                       split: Optional[str] = None, holdout: Optional[bool] = None, model: Optional[str] = None,
                       folds: Optional[int] = None, epochs: Optional[int] = None, rank_by: str = CheckConfig.rank_by,
                       data_dir: Optional[str] = None, img_size: Optional[int] = None, seed: int = 0,
+                      pretrained: Optional[str] = None, device: str = CheckConfig.device,
                       log: Callable[[str], None] = print) -> LabelCheck:
     """Mislabeled images of one split by confident learning on out-of-sample probabilities.
 
@@ -270,13 +281,27 @@ def find_label_issues(data: Any, labels: Optional[Sequence[int]] = None, *, prob
     `holdout_splits`: by default any split but 'train' of a source that has one), from one model
     trained on the source's other splits. `probs` (N, K): use these out-of-sample probabilities
     instead of training. `model`, `folds`, `epochs`: override `crossval_defaults` for the image size
-    (`folds` only applies to K-fold). Index i of the answer is position i in the split (for named
-    datasets, the official order).
+    (`folds` only applies to K-fold). `pretrained`: weights as `foveal train --pretrained` takes them; the
+    images are then loaded at their input size and each fold (or the held-out model) is a linear head on the
+    frozen backbone's features (`foveal.tasks.label_probe`; `model` names the architecture of weights given by
+    name), run on `device`. Index i of the answer is position i in the split (for named datasets, the official
+    order).
     """
     t0 = time.perf_counter()
-    x, y, classes, name, paths, others = _as_split(data, labels, split, data_dir, img_size)
-    cv, method = None, "given probabilities"
-    if probs is None:
+    weights = None
+    if pretrained and probs is None:
+        from .label_probe import probe_size, resolve_pretrained
+
+        weights = resolve_pretrained(pretrained, model, log)
+        img_size = probe_size(weights, img_size)
+    x, y, classes, name, paths, others = _as_split(data, labels, split, data_dir, img_size, weights and weights.pre)
+    cv, method, record = None, "given probabilities", None
+    if weights is not None:
+        train = holdout_splits(name, list(others), holdout)
+        cv = dataclasses.replace(CrossValConfig(), seed=seed, **({"folds": folds} if folds is not None else {}))
+        x, probs, method, record = _probe(weights, x, y, name, {s: others[s] for s in train}, len(classes), cv,
+                                          img_size, device, log)
+    elif probs is None:
         train = holdout_splits(name, list(others), holdout)
         tx = torch.cat([others[s].images.load() for s in train]) if train else None
         ty = torch.cat([others[s].labels for s in train]) if train else y
@@ -287,11 +312,42 @@ def find_label_issues(data: Any, labels: Optional[Sequence[int]] = None, *, prob
                   else f"{cv.folds}-fold cross-validation on {name}: {cv.model}, {cv.epochs} epochs per fold")
         log(f"label check of {len(y):,} images ({name}), {method}")
         probs = holdout_probs(tx, ty, x, y, k, cv, log) if train else out_of_sample_probs(x, y, k, cv, log)
+        record = {"model": cv.model, "pretrained": None, "trained": "from scratch, one per fold" if not train
+                  else "from scratch, one on the other splits"}
     elif len(probs) != len(y):
         raise ValueError(f"probs has {len(probs)} rows for {len(y)} images of split '{name}'")
     classes += [str(c) for c in range(len(classes), np.shape(probs)[1])]  # classes absent from the labels
     issues = confident_learning(y.numpy(), probs, rank_by=rank_by)  # type: ignore[arg-type]
-    return LabelCheck(issues, classes, name, paths, x, cv, time.perf_counter() - t0, method)
+    return LabelCheck(issues, classes, name, paths, x, cv, time.perf_counter() - t0, method, record)
+
+
+def _probe(w: Any, x: torch.Tensor, y: torch.Tensor, name: str, train: dict[str, Any], num_classes: int,
+           cv: CrossValConfig, img_size: int, device: str, log: Callable[[str], None]
+           ) -> tuple[torch.Tensor, np.ndarray, str, dict[str, Any]]:
+    """`find_label_issues` from pretrained weights `w` (a `label_probe.PretrainedWeights`): (the images as the
+    backbone saw them, (N, K) probabilities, the method in words, check.json's record of the model). K folds of
+    linear heads on the split's features, or with `train` (the other splits by name) one head on theirs."""
+    from ..runtime.device import resolve_device
+    from .label_probe import backbone_features, head_probs
+
+    ty = torch.cat([s.labels for s in train.values()]) if train else y[:0]
+    k = max(num_classes, int(y.max()) + 1, int(ty.max()) + 1 if len(ty) else 0)
+    of = f"on the frozen features of {w.model} ({w.source})"
+    if train:
+        method = f"held out: one linear head trained on {' + '.join(train)} ({len(ty):,} images) {of}"
+    else:
+        method = f"{cv.folds}-fold cross-validation on {name}: a linear head per fold {of}"
+    log(f"label check of {len(y):,} images ({name}), {method}")
+    x, feats, record = backbone_features(w, x, [s.images for s in train.values()], k, img_size,
+                                         resolve_device(device), log)
+    n = len(ty)
+    if train:  # the other splits' features come first
+        jobs, names = [(torch.arange(n), torch.arange(n, n + len(y)))], ["held-out head"]
+    else:
+        jobs = fold_jobs(y, cv.folds, cv.seed)
+        names = [f"fold {i + 1}/{cv.folds}" for i in range(cv.folds)]
+    probs = head_probs(feats, torch.cat([ty, y]), jobs, k, cv, names, log)[n:]
+    return x, probs, method, record
 
 
 def label_check_dir(source: str | os.PathLike, split: str) -> Path:
@@ -320,7 +376,8 @@ def write_label_check(check: LabelCheck, out_dir: str | os.PathLike, top: int = 
     with atomic_path(out / "noise_matrix.csv") as tmp:
         write_noise_csv(check.issues, check.classes, tmp)
     write_text(out / "label_issues.html", issues_html(check, top))
-    summary = {"split": check.split, "probabilities": check.method, "images": len(check.issues.given),
+    summary = {"split": check.split, "probabilities": check.method, "model": check.model,
+               "images": len(check.issues.given),
                "flagged": len(rows), "noise_rate": round(check.issues.noise_rate, 4),
                "seconds": round(check.seconds, 1), "out": str(out),
                "top": [(r["index"], r["given"], r["suggested"], r["self_confidence"]) for r in rows[:10]]}
