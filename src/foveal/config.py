@@ -19,8 +19,8 @@ import yaml
 
 # the settings of pretrain, lr-find, eval, predict, check, explain, embed and report, and of the label check's
 # folds and the fast recipe (with its presets), re-exported here
-from .config_commands import (FAST_RECIPES, CheckConfig, CrossValConfig, EmbedConfig, EvalConfig, ExplainConfig,
-                              FastConfig, LRFindConfig, PredictConfig, ReportConfig, SSLConfig)
+from .config_commands import (FAST_RECIPES, CheckConfig, CrossValConfig, EmbedConfig, EvalConfig,  # noqa: F401
+                              ExplainConfig, FastConfig, LRFindConfig, PredictConfig, ReportConfig, SSLConfig)
 
 
 @dataclass

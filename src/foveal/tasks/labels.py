@@ -202,7 +202,8 @@ class LabelCheck:
 
 
 def _as_split(data: Any, labels: Any, split: Optional[str], data_dir: Optional[str], img_size: Optional[int],
-              pre: Any = None) -> tuple[torch.Tensor, torch.Tensor, list[str], str, Optional[list[str]], dict[str, Any]]:
+              pre: Any = None
+              ) -> tuple[torch.Tensor, torch.Tensor, list[str], str, Optional[list[str]], dict[str, Any]]:
     """(images uint8, labels, classes, split name, paths, the source's other splits by name) from a
     source name/path, a DataBundle, a Split, or (N, H, W[, C]) / (N, C, H, W) arrays with `labels`.
     `pre`: pretrained weights' Preprocessing, whose resize rule and crop fraction a source loaded from disk takes."""

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 # re-exported: the recipe's settings and its presets per data set (RECIPES) live with every other default
-from ..config import FAST_RECIPES as RECIPES
+from ..config import FAST_RECIPES as RECIPES  # noqa: F401
 from ..config import FastConfig
 from ..config import OptimConfig
 from ..data.augment import translate  # re-exported: the recipe's shift, drawn per image
