@@ -406,6 +406,10 @@ class QuantConfig:
     batch_size: int = 16  # images per calibration run
     float_ends: bool = True  # keep the first and last quantizable layers in float (the usual accuracy fix)
     max_float_nodes: int = 8  # more layers a per-layer sensitivity pass may keep in float; 0: no pass
+    # quantization-aware fine-tuning before int8 (export/qat.py); auto: only when PTQ misses the limits
+    qat: Literal["off", "auto", "on"] = "off"
+    qat_epochs: int = 2  # epochs of it on the run's training split, with the run's optimizer
+    qat_lr: float = 1e-4  # its peak learning rate (cosine to 0)
 
 
 @dataclass

@@ -10,7 +10,8 @@ from typing import Any
 # Flag spellings kept from before the flags were built from config.py: {flag: field path}.
 EXPORT_FLAGS = {"format": "formats", "out": "out_dir", "quant-format": "quant.format",
                 "per-channel": "quant.per_channel", "reduce-range": "quant.reduce_range",
-                "calibration": "quant.calibration", "max-int8-drop": "limits.max_int8_drop"}
+                "calibration": "quant.calibration", "max-int8-drop": "limits.max_int8_drop",
+                "qat": "quant.qat", "qat-epochs": "quant.qat_epochs", "qat-lr": "quant.qat_lr"}
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ a broken export never ships silently.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -27,7 +28,8 @@ from ..io import write_json
 from .onnx_export import export_onnx
 from .quantize import copy_meta
 from .runtime import OnnxPredictor, median_latency_ms
-from .search import Holdout, search_int8
+from .qat import finetune_qat
+from .search import Holdout, meets, search_int8
 
 
 class ExportCheckError(ValueError):
@@ -146,8 +148,7 @@ def export_run(run: str | Path, opts: ExportConfig | None = None) -> dict[str, A
     fp32 = OnnxPredictor.load(fp32_path, opts.threads)
     report["onnx"] = {**compare(ref, fp32.logits(x), y), **_latencies(fp32.logits, x)}
     if "int8" in opts.formats:
-        report["int8"] = _int8(card, fp32_path, out / "model.int8.onnx", opts, ref, x, y)
-        report["int8"]["accuracy_drop_points"] = 100.0 * (report["eager"]["accuracy"] - report["int8"]["accuracy"])
+        report["int8"] = _int8(card, model, fp32_path, out / "model.int8.onnx", opts, ref, x, y)
         report["files"]["int8"] = report["int8"].pop("file")
     report["failures"] = check(report, opts.limits)
     report["passed"] = not report["failures"]
@@ -159,18 +160,53 @@ def export_run(run: str | Path, opts: ExportConfig | None = None) -> dict[str, A
     return report
 
 
-def _int8(card: ModelCard, fp32_path: Path, q_path: Path, opts: ExportConfig, ref: np.ndarray, x: np.ndarray,
-          y: np.ndarray) -> dict[str, Any]:
+def _int8(card: ModelCard, model: torch.nn.Module, fp32_path: Path, q_path: Path, opts: ExportConfig,
+          ref: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Quantize with the method and float layers chosen on held-out training images, then measure
-    it on the test images `x` against the eager logits `ref`."""
+    it on the test images `x` against the eager logits `ref`; with `quant.qat` 'on', or 'auto' when
+    that int8 misses the limits, quantize a QAT fine-tuned copy of `model` instead (export/qat.py),
+    measured against the same eager logits of the original."""
     calib, hold = int8_images(card, opts.calib_images)
-    choices = search_int8(fp32_path, q_path, calib, hold, opts.quant, opts.limits, opts.threads)
+    q = _quantized(fp32_path, fp32_path, q_path, calib, hold, opts, ref, x, y)
+    mode = opts.quant.qat
+    if mode == "off":
+        return {**q, **_latencies(OnnxPredictor.load(q_path, opts.threads).logits, x)}
+    c = q["choices"]
+    missed = [why for why, miss in (
+        ("missed the limits on the held-out images", not meets(c["holdout_int8"], c["holdout"]["float32"]["accuracy"],
+                                                              opts.limits)),
+        ("failed the parity check", bool(check({"int8": q}, opts.limits)))) if miss]
+    record: dict[str, Any] = {"mode": mode, "ran": mode == "on" or bool(missed),
+                              "reason": "qat 'on'" if mode == "on" else "PTQ " + " and ".join(missed) if missed
+                              else "PTQ met the limits on the held-out images and in the parity check"}
+    before = {k: q[k] for k in ("accuracy", "top1_agreement", "accuracy_drop_points", "mean_sq_logit_diff")}
+    if record["ran"]:
+        student, trained = finetune_qat(model, card, opts.quant)
+        wrapped = Normalized(student, card.preprocessing.mean, card.preprocessing.std).eval()
+        record.update(trained, float_after_qat=compare(ref, eager_logits(wrapped, x), y))
+        with tempfile.TemporaryDirectory() as td:
+            qat_fp32 = export_onnx(student, card, Path(td) / "model.qat.onnx")
+            q = _quantized(qat_fp32, fp32_path, q_path, calib, hold, opts, ref, x, y,
+                           {"qat_trained": {"epochs": opts.quant.qat_epochs, "lr": opts.quant.qat_lr}})
+        record.update(ptq_int8=before, int8_after_qat={k: q[k] for k in before})
+    else:
+        record["ptq_int8"] = before
+    return {**q, **_latencies(OnnxPredictor.load(q_path, opts.threads).logits, x), "qat": record}
+
+
+def _quantized(src: Path, fp32_path: Path, q_path: Path, calib: np.ndarray, hold: Holdout, opts: ExportConfig,
+               ref: np.ndarray, x: np.ndarray, y: np.ndarray, meta: Optional[dict[str, Any]] = None
+               ) -> dict[str, Any]:
+    """int8 of the float graph `src` searched on `hold`, written to `q_path` with `fp32_path`'s metadata
+    (+ `meta`), and compared with the eager logits `ref` on `x` (latencies left to the caller)."""
+    choices = search_int8(src, q_path, calib, hold, opts.quant, opts.limits, opts.threads)
     copy_meta(fp32_path, q_path, {"precision": "int8", "quantization": {
         **asdict(opts.quant), "calibration": choices["calibration"]["chosen"],
-        "float_nodes": choices["float_nodes"]["ends"] + choices["float_nodes"]["sensitive"]}})
-    q = OnnxPredictor.load(q_path, opts.threads)
-    return {**compare(ref, q.logits(x), y), **_latencies(q.logits, x), "settings": asdict(opts.quant),
-            "choices": choices, "file": str(q_path)}
+        "float_nodes": choices["float_nodes"]["ends"] + choices["float_nodes"]["sensitive"], **(meta or {})}})
+    got = OnnxPredictor.load(q_path, opts.threads).logits(x)
+    r = {**compare(ref, got, y), "mean_sq_logit_diff": float(((got - ref) ** 2).mean())}
+    r["accuracy_drop_points"] = 100.0 * (float((ref.argmax(1) == y).mean()) - r["accuracy"])
+    return {**r, "settings": asdict(opts.quant), "choices": choices, "file": str(q_path)}
 
 
 def format_parity(r: dict[str, Any]) -> str:
@@ -189,6 +225,14 @@ def format_parity(r: dict[str, Any]) -> str:
                      f"{c['calibration']['chosen']} (of {', '.join(c['calibration']['tried'])}, on "
                      f"{c['holdout']['images']} held-out images of the {c['holdout']['source']}); "
                      f"{len(c['float_nodes']['sensitive'])} sensitive layer(s) kept in float")
+    qat = r.get("int8", {}).get("qat")
+    if qat and qat["ran"]:
+        b, a = qat["ptq_int8"], qat["int8_after_qat"]
+        lines.append(f"QAT ({qat['reason']}): {qat['epochs']} epoch(s) at lr {qat['lr']:g} on {qat['train_images']} "
+                     f"training images; int8 agreement {b['top1_agreement']:.2%} -> {a['top1_agreement']:.2%}, "
+                     f"accuracy {b['accuracy']:.4f} -> {a['accuracy']:.4f}")
+    elif qat:
+        lines.append(f"QAT ({qat['mode']}) not run: {qat['reason']}")
     lines += r.get("speed_notes", [])
     if r.get("fastest_passing"):
         lines.append("fastest passing graph: " + ", ".join(f"batch {b[1:]}: {k}" for b, k in r["fastest_passing"].items()))
