@@ -39,3 +39,22 @@ def test_unknown_part_is_refused_before_any_work(tmp_path: Path, capsys):
     assert main(["bench", "cpu-e2e", "--parts", "train,bogus", "--work", str(tmp_path / "w")]) != 0
     assert "--parts bogus: expected malloc, train, robust or peer" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # no photos generated
+
+
+def test_time_command_reports_child_cpu_and_kills_at_its_timeout():
+    import sys
+    import time
+
+    import pytest
+
+    from foveal.benchmarks.cpu_e2e import time_command
+
+    spin = [sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"]
+    r = time_command(spin)
+    assert r["user_s"] + r["sys_s"] >= 0.25 and r["wall_s"] >= r["user_s"] * 0.5  # the child's own CPU time
+    t0 = time.perf_counter()
+    with pytest.raises(TimeoutError, match="still ran after 0.5 s"):
+        time_command([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(RuntimeError, match="exited 3"):
+        time_command([sys.executable, "-c", "raise SystemExit(3)"])

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -86,16 +87,24 @@ def write_photo_folders(root: Path, n: int, classes: int = 2, sizes: tuple[int, 
 def time_command(argv: Sequence[str], env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None,
                  timeout: float = 1200) -> dict[str, Any]:
     """Run `argv` to completion; wall seconds, and the user/sys CPU seconds and peak RSS of it and its
-    descendants (loader workers included: `wait4` reports the child with its own reaped children)."""
+    descendants (loader workers included: `wait4` reports the child with its own reaped children).
+    A command still running after `timeout` seconds is killed and raises TimeoutError naming it."""
     with tempfile.TemporaryFile("w+") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(argv), env={**os.environ, **(env or {})}, cwd=cwd, stdout=out,
                                 stderr=subprocess.STDOUT, text=True)
-        _, status, ru = os.wait4(proc.pid, 0)
+        timer = threading.Timer(timeout, proc.kill)  # wait4 has no timeout of its own
+        timer.start()
+        try:
+            _, status, ru = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: keep Popen from waiting again
         out.seek(0)
         text = out.read()
+    if wall >= timeout and proc.returncode < 0:
+        raise TimeoutError(f"{' '.join(argv)} still ran after {timeout:g} s and was killed:\n{text[-3000:]}")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{text[-3000:]}")
     user, sys_ = ru.ru_utime, ru.ru_stime
